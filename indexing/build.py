@@ -1,0 +1,223 @@
+"""Build or update an index: only new or changed files are embedded again; deleted files leave it.
+
+    stats = build_index([Path("corpus")], Path("~/.cache/rag/index"), IndexConfig())
+    # BuildStats(files_indexed=48, files_unchanged=0, files_removed=0, files_skipped=0, chunks=2219, ...)
+
+Files are compared by sha256 of their bytes against the manifest of the current generation. The
+new generation copies unchanged files' chunks and vectors from the old one, so an update costs the
+embedding of what changed plus rewriting the (small) stores.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from indexing import chunk as chunking
+from indexing import load, store
+from indexing.embed import Embedder, get_embedder
+from rag.config import IndexConfig
+from rag.errors import BadInput, IndexCorrupt, IndexMismatch, RagError
+from rag.types import Chunk
+
+log = logging.getLogger(__name__)
+
+# progress(phase, done, total): phase is "scan" (files) or "embed" (chunks)
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class BuildStats:
+    files_indexed: int = 0  # new or changed files embedded in this run
+    files_unchanged: int = 0
+    files_removed: int = 0
+    files_skipped: int = 0
+    chunks: int = 0  # chunks in the index after the run
+    seconds: float = 0.0
+    chunks_embedded: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
+
+    def public(self) -> dict:
+        d = asdict(self)
+        d.pop("skipped")
+        d["seconds"] = round(self.seconds, 3)
+        return d
+
+
+def chunk_settings(cfg: IndexConfig, emb: Embedder) -> dict:
+    tokens = min(cfg.chunk_tokens, emb.max_tokens)
+    return {"chunk_tokens": tokens, "chunk_overlap": min(cfg.chunk_overlap, tokens // 2), "splitter": "recursive-v1"}
+
+
+def _check_compatible(old: dict, emb: Embedder, settings: dict, index_dir: Path) -> None:
+    fix = f"rerun with --rebuild to re-embed everything, or use another --index than {index_dir}"
+    was = old["embedder"]
+    if was["name"] != emb.name or was["dim"] != emb.dim:
+        raise IndexMismatch(
+            f"index at {index_dir} was built with embedder {was['name']} ({was['dim']}-d), not {emb.name}: {fix}"
+        )
+    if old["chunking"] != settings:
+        raise IndexMismatch(f"index at {index_dir} was built with chunking {old['chunking']}, not {settings}: {fix}")
+
+
+def build_index(
+    paths: list[Path],
+    index_dir: Path,
+    cfg: IndexConfig = IndexConfig(),
+    rebuild: bool = False,
+    embedder: Embedder | None = None,
+    progress: Progress | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> BuildStats:
+    t0 = time.perf_counter()
+    paths = [Path(p).expanduser() for p in paths]
+    if not paths:
+        raise BadInput("no path given: `rag index PATH...` takes the folders or files to index")
+    for p in paths:
+        if not p.exists():
+            raise BadInput(f"{p} does not exist: pass an existing folder or file to index")
+    files = list(load.iter_files(paths))
+    if not files:
+        raise BadInput(f"no files under {', '.join(map(str, paths))}: point `rag index` at a folder with documents")
+
+    emb = embedder or get_embedder(cfg.embedder)
+    settings = chunk_settings(cfg, emb)
+    index_dir = Path(index_dir).expanduser()
+
+    old = None
+    if not rebuild:
+        try:
+            old = store.open_index(index_dir)
+        except store.IndexMissing:
+            old = None
+        except IndexCorrupt as e:
+            raise IndexCorrupt(f"{e} (or pass --rebuild to `rag index`)") from e
+        if old is not None:
+            _check_compatible(old.manifest, emb, settings, index_dir)
+    old_files: dict = old.manifest["files"] if old else {}
+
+    stats = BuildStats()
+    splitter = chunking.make_splitter(emb.count_tokens, settings["chunk_tokens"], settings["chunk_overlap"])
+    keep: list[tuple[str, str]] = []  # (file, sha) unchanged
+    fresh: list[tuple[str, str, list[Chunk]]] = []  # (file, sha, chunks) to embed
+    for i, (path, rel) in enumerate(files):
+        if progress:
+            progress("scan", i, len(files))
+        try:
+            sha = load.file_hash(path)
+        except OSError as e:
+            stats.files_skipped += 1
+            stats.skipped.append((rel, f"unreadable ({e.strerror})"))
+            continue
+        if rel in old_files and old_files[rel]["sha256"] == sha:
+            keep.append((rel, sha))
+            continue
+        try:
+            docs = load.load_file(path, rel)
+        except load.Skip as e:
+            stats.files_skipped += 1
+            stats.skipped.append((rel, str(e)))
+            continue
+        chunks = [c for d in docs for c in chunking.chunk_text(d.doc, d.text, splitter)]
+        fresh.append((rel, sha, chunks))
+    if progress:
+        progress("scan", len(files), len(files))
+    for rel, reason in stats.skipped:
+        if warn:
+            warn(f"skipped {rel}: {reason}")
+        log.info("skipped %s: %s", rel, reason)
+
+    current = {rel for rel, _ in keep} | {rel for rel, _, _ in fresh}
+    stats.files_removed = sum(1 for rel in old_files if rel not in current)
+    stats.files_unchanged = len(keep)
+    stats.files_indexed = len(fresh)
+    if old is not None and not fresh and not stats.files_removed:
+        stats.chunks = len(old)
+        stats.seconds = time.perf_counter() - t0
+        old.db.close()
+        return stats
+    if not keep and not fresh:
+        raise BadInput(f"nothing indexable under {', '.join(map(str, paths))}: every file was skipped (see warnings)")
+
+    texts = [c.text for _, _, cs in fresh for c in cs]
+    stats.chunks_embedded = len(texts)
+    vecs = emb.encode(texts, batch_size=cfg.batch_size, progress=(lambda d, n: progress("embed", d, n)) if progress else None)
+    if len(texts) == 0:
+        vecs = np.zeros((0, emb.dim), dtype=np.float32)
+
+    gen = store.new_generation_dir(index_dir)
+    try:
+        db = store.ChunkDB(gen / "chunks.sqlite", create=True)
+        all_vecs: list[np.ndarray] = []
+        files_meta: dict = {}
+        next_id = 0
+        for rel, sha in keep:
+            rows = old.db.by_file(rel)
+            db.add([(next_id + j, c, rel, v) for j, (c, v) in enumerate(rows)])
+            all_vecs.extend(v for _, v in rows)
+            next_id += len(rows)
+            files_meta[rel] = {"sha256": sha, "chunks": len(rows)}
+        k = 0
+        for rel, sha, cs in fresh:
+            db.add([(next_id + j, c, rel, vecs[k + j]) for j, c in enumerate(cs)])
+            all_vecs.extend(vecs[k : k + len(cs)])
+            k += len(cs)
+            next_id += len(cs)
+            files_meta[rel] = {"sha256": sha, "chunks": len(cs)}
+        db.commit()
+        texts_all = db.all_texts()
+        db.close()
+        matrix = np.vstack(all_vecs).astype(np.float32) if all_vecs else np.zeros((0, emb.dim), np.float32)
+        import faiss
+
+        dense = store.build_dense(matrix, cfg.hnsw_threshold)
+        faiss.write_index(dense, str(gen / "dense.faiss"))
+        store.build_bm25(texts_all, gen / "bm25")
+        manifest = {
+            "format_version": store.FORMAT_VERSION,
+            "embedder": {"name": emb.name, "dim": emb.dim, "max_tokens": emb.max_tokens},
+            "chunking": settings,
+            "dense": "hnsw" if len(matrix) > cfg.hnsw_threshold else "flat",
+            "roots": [str(p.resolve()) for p in paths],
+            "files": dict(sorted(files_meta.items())),
+            "chunks": next_id,
+            "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        store.write_atomic(gen / "manifest.json", json.dumps(manifest, indent=1))
+        if old is not None:
+            old.db.close()
+        store.commit_generation(index_dir, gen)
+    except BaseException:
+        # Ctrl-C or a failure mid-write: drop the half generation; CURRENT still names the old one.
+        shutil.rmtree(gen, ignore_errors=True)
+        raise
+    stats.chunks = next_id
+    stats.seconds = time.perf_counter() - t0
+    return stats
+
+
+def source_path(index_manifest: dict, doc: str) -> str:
+    """Best-effort absolute path of a chunk's document, for display."""
+    rel = doc.split("#", 1)[0]
+    roots = index_manifest.get("roots", [])
+    for r in roots:
+        rp = Path(r)
+        cand = rp / rel if rp.is_dir() else rp
+        if rp.is_file() and rp.name == rel:
+            return str(rp)
+        if cand.exists():
+            return str(cand)
+        if len(roots) > 1 and rel.startswith(rp.name + "/"):
+            return str(rp / rel[len(rp.name) + 1 :])
+    return rel
+
+
+__all__ = ["BuildStats", "build_index", "source_path", "RagError"]

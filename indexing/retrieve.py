@@ -1,0 +1,191 @@
+"""Retrieval over an index: dense (FAISS inner product on unit vectors), BM25 (bm25s), and hybrid by
+reciprocal rank fusion (the default).
+
+    r = open_retriever(Path("~/.cache/rag/index"), mode="hybrid")
+    r.search("Which NFL team represented the AFC at Super Bowl 50?", k=5)  # -> [Hit(chunk, score), ...]
+
+Reciprocal rank fusion scores a chunk by sum(1 / (rrf_k + rank)) over the rankings it appears in;
+it needs no score calibration between BM25 and cosine similarity, which is why it is the default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from rag.config import RetrievalConfig, default_index_dir
+from rag.errors import BadInput, IndexMismatch
+from rag.types import Chunk, Hit
+
+MODES = ("dense", "bm25", "hybrid")
+
+ChunkGetter = Callable[[list[int]], list[Chunk]]
+
+
+class DenseRetriever:
+    def __init__(self, index, get: ChunkGetter, embedder):
+        self.index, self.get, self.embedder = index, get, embedder
+
+    def ranked(self, query: str, n: int) -> list[tuple[int, float]]:
+        if self.index.ntotal == 0:
+            return []
+        q = self.embedder.encode([query]).astype(np.float32)
+        scores, ids = self.index.search(q, min(n, self.index.ntotal))
+        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
+
+    def search(self, query: str, k: int) -> list[Hit]:
+        return _hits(self.ranked(query, k), self.get)
+
+
+class BM25Retriever:
+    def __init__(self, bm25, get: ChunkGetter, n_docs: int):
+        self.bm25, self.get, self.n_docs = bm25, get, n_docs
+
+    def ranked(self, query: str, n: int) -> list[tuple[int, float]]:
+        from indexing.store import bm25_tokenize
+
+        n = min(n, self.n_docs)
+        if n == 0:
+            return []
+        tokens = bm25_tokenize([query])
+        if not tokens.ids or not tokens.ids[0]:  # only stopwords / unknown words
+            return []
+        ids, scores = self.bm25.retrieve(tokens, k=n, show_progress=False, n_threads=1)
+        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if s > 0]
+
+    def search(self, query: str, k: int) -> list[Hit]:
+        return _hits(self.ranked(query, k), self.get)
+
+
+class HybridRetriever:
+    """Reciprocal rank fusion of dense and BM25 rankings."""
+
+    def __init__(self, dense: DenseRetriever, bm25: BM25Retriever, rrf_k: int = 60, candidates: int = 50):
+        self.dense, self.bm25, self.rrf_k, self.candidates = dense, bm25, rrf_k, candidates
+
+    def ranked(self, query: str, n: int) -> list[tuple[int, float]]:
+        depth = max(n, self.candidates)
+        return rrf([self.dense.ranked(query, depth), self.bm25.ranked(query, depth)], self.rrf_k)[:n]
+
+    def search(self, query: str, k: int) -> list[Hit]:
+        return _hits(self.ranked(query, k), self.get)
+
+    @property
+    def get(self) -> ChunkGetter:
+        return self.dense.get
+
+
+def rrf(rankings: Sequence[Sequence[tuple[int, float]]], k: int = 60) -> list[tuple[int, float]]:
+    """Reciprocal rank fusion.
+
+    >>> rrf([[(1, .9), (2, .5)], [(2, 7.0), (3, 1.0)]], k=60)[0][0]
+    2
+    """
+    fused: dict[int, float] = {}
+    for ranking in rankings:
+        for rank, (i, _) in enumerate(ranking, 1):
+            fused[i] = fused.get(i, 0.0) + 1.0 / (k + rank)
+    return sorted(fused.items(), key=lambda t: (-t[1], t[0]))
+
+
+def _hits(ranked: list[tuple[int, float]], get: ChunkGetter) -> list[Hit]:
+    chunks = get([i for i, _ in ranked])
+    return [Hit(chunk=c, score=s) for c, (_, s) in zip(chunks, ranked)]
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise BadInput(f"unknown retrieval mode '{mode}': choose one of {', '.join(MODES)}")
+
+
+def make_retriever(mode: str, dense: DenseRetriever, bm25: BM25Retriever, cfg: RetrievalConfig):
+    _check_mode(mode)
+    if mode == "dense":
+        return dense
+    if mode == "bm25":
+        return bm25
+    return HybridRetriever(dense, bm25, rrf_k=cfg.rrf_k, candidates=cfg.candidates)
+
+
+def open_retriever(
+    index_dir: Path | None = None,
+    mode: str = "hybrid",
+    cfg: RetrievalConfig = RetrievalConfig(),
+    embedder=None,
+    embedder_name: str | None = None,
+):
+    """A retriever over an on-disk index. The query embedder is the one the index was built with;
+    asking for another raises IndexMismatch."""
+    from indexing.embed import get_embedder
+    from indexing.store import open_index
+
+    _check_mode(mode)
+    idx = open_index(Path(index_dir) if index_dir else default_index_dir())
+    if embedder_name and embedder_name != idx.embedder:
+        raise IndexMismatch(
+            f"index at {idx.dir} was built with embedder {idx.embedder}, not {embedder_name}: "
+            f"drop --embedder or rebuild with `rag index PATH --rebuild --embedder {embedder_name}`"
+        )
+    emb = None
+    if mode != "bm25":
+        emb = embedder or get_embedder(idx.embedder)
+        if emb.dim != idx.manifest["embedder"]["dim"]:
+            raise IndexMismatch(f"index at {idx.dir} has {idx.manifest['embedder']['dim']}-d vectors, "
+                                f"embedder {emb.name} gives {emb.dim}-d: rebuild with `rag index PATH --rebuild`")
+    dense = DenseRetriever(idx.dense, idx.db.get, emb)
+    bm25 = BM25Retriever(idx.bm25 if mode != "dense" else None, idx.db.get, len(idx))
+    r = make_retriever(mode, dense, bm25, cfg)
+    r.index = idx  # type: ignore[attr-defined]  # keeps manifest reachable for display
+    return r
+
+
+def memory_retriever(chunks: list[Chunk], mode: str = "bm25", embedder=None, cfg: RetrievalConfig = RetrievalConfig()):
+    """A retriever over chunks held in memory (training-data distractors, tests)."""
+    import bm25s
+
+    from indexing.store import bm25_tokenize, build_dense
+
+    _check_mode(mode)
+    chunks = list(chunks)
+
+    def get(ids: list[int]) -> list[Chunk]:
+        return [chunks[i] for i in ids]
+
+    bm = None
+    if mode != "dense":
+        bm = bm25s.BM25()
+        if chunks:
+            bm.index(bm25_tokenize([c.text for c in chunks]), show_progress=False)
+    dense_index = None
+    if mode != "bm25":
+        if embedder is None:
+            from indexing.embed import get_embedder
+
+            embedder = get_embedder("minilm")
+        vecs = embedder.encode([c.text for c in chunks]) if chunks else np.zeros((0, embedder.dim), np.float32)
+        dense_index = build_dense(vecs, hnsw_threshold=10**12)
+    return make_retriever(mode, DenseRetriever(dense_index, get, embedder), BM25Retriever(bm, get, len(chunks)), cfg)
+
+
+def as_langchain(retriever, k: int = 5):
+    """Wrap any of our retrievers as a LangChain BaseRetriever (Documents carry source and offsets)."""
+    from langchain_core.callbacks import CallbackManagerForRetrieverRun
+    from langchain_core.documents import Document
+    from langchain_core.retrievers import BaseRetriever
+
+    class RagRetriever(BaseRetriever):
+        inner: object
+        k: int = 5
+
+        def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun) -> list[Document]:
+            return [
+                Document(
+                    page_content=h.chunk.text,
+                    metadata={"source": h.chunk.doc, "start": h.chunk.start, "end": h.chunk.end, "score": h.score},
+                )
+                for h in self.inner.search(query, self.k)
+            ]
+
+    return RagRetriever(inner=retriever, k=k)

@@ -40,14 +40,16 @@ def chunk_text(doc: str, text: str, splitter) -> list[Chunk]:
     [('one two', 0), ('three four five six', 9)]
     """
     chunks: list[Chunk] = []
-    cursor = 0
+    prev_start, prev_end = -1, 0
     for piece in splitter.split_text(text):
-        start = text.find(piece, cursor)
-        if start == -1:  # overlap moved us past it; search from the previous chunk's start
-            start = text.find(piece, chunks[-1].start if chunks else 0)
-        if start == -1:  # should not happen with strip_whitespace; fall back to a whitespace-tolerant search
+        # Pieces come in document order and each reaches past the previous one; in repetitive text
+        # the first match after the previous start can be an earlier copy, so skip those.
+        start = text.find(piece, prev_start + 1)
+        while start != -1 and start + len(piece) <= prev_end:
+            start = text.find(piece, start + 1)
+        if start == -1:
             raise ValueError(f"chunk not found in {doc}: {piece[:40]!r}")
         end = start + len(piece)
         chunks.append(Chunk(id=f"{doc}:{start}-{end}", doc=doc, text=piece, start=start, end=end))
-        cursor = start + 1
+        prev_start, prev_end = start, end
     return chunks

@@ -26,13 +26,13 @@ ChunkGetter = Callable[[list[int]], list[Chunk]]
 
 class DenseRetriever:
     def __init__(self, index, get: ChunkGetter, embedder):
-        self.index, self.get, self.embedder = index, get, embedder
+        self.faiss_index, self.get, self.embedder = index, get, embedder
 
     def ranked(self, query: str, n: int) -> list[tuple[int, float]]:
-        if self.index.ntotal == 0:
+        if self.faiss_index.ntotal == 0:
             return []
         q = self.embedder.encode([query]).astype(np.float32)
-        scores, ids = self.index.search(q, min(n, self.index.ntotal))
+        scores, ids = self.faiss_index.search(q, min(n, self.faiss_index.ntotal))
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
 
     def search(self, query: str, k: int) -> list[Hit]:

@@ -1,0 +1,303 @@
+"""Loaders, chunk offsets, incremental builds, atomicity and retrieval, with a fake embedder."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from fakes import HashEmbedder
+
+from indexing import load, store
+from indexing.build import build_index
+from indexing.chunk import chunk_text, make_splitter
+from indexing.retrieve import as_langchain, memory_retriever, open_retriever, rrf
+from rag.config import IndexConfig
+from rag.errors import BadInput, IndexCorrupt, IndexMismatch, IndexMissing
+from rag.types import Chunk
+
+CFG = IndexConfig(chunk_tokens=12, chunk_overlap=3)
+
+
+def make_pdf(path: Path, text: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    matplotlib.rcParams["pdf.fonttype"] = 42  # TrueType, so the text is extractable
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure()
+    fig.text(0.1, 0.5, text)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+@pytest.fixture
+def docs(tmp_path) -> Path:
+    d = tmp_path / "docs"
+    d.mkdir()
+    (d / "broncos.txt").write_text(
+        "The Denver Broncos defeated the Carolina Panthers to win Super Bowl 50.\n\n"
+        "The game was played at Levi's Stadium in Santa Clara, California."
+    )
+    (d / "mercury.md").write_text("# Mercury\n\nMercury is the smallest planet and the closest to the Sun.")
+    (d / "guide.rst").write_text("Install\n=======\n\nRun pip install to set up the tool.")
+    (d / "paris.html").write_text(
+        "<html><head><title>T</title><style>p{}</style><script>var secret = 1;</script></head>"
+        "<body><h1>France</h1><p>Paris is the capital of France.</p></body></html>"
+    )
+    (d / "faq.jsonl").write_text(
+        json.dumps({"text": "Refunds are accepted within 30 days."}) + "\n" + json.dumps({"content": "Shipping is free."}) + "\n"
+    )
+    make_pdf(d / "tower.pdf", "The Eiffel Tower was completed in 1889.")
+    return d
+
+
+def build(docs: Path, idx: Path, emb: HashEmbedder | None = None, **kw):
+    return build_index([docs], idx, CFG, embedder=emb or HashEmbedder(), **kw)
+
+
+# ---------------------------------------------------------------- loaders
+def test_each_loader_extracts_text(docs):
+    got = {d.doc: d.text for p, rel in load.iter_files([docs]) for d in load.load_file(p, rel)}
+    assert "Denver Broncos" in got["broncos.txt"]
+    assert got["mercury.md"].startswith("# Mercury")
+    assert "pip install" in got["guide.rst"]
+    assert got["paris.html"] == "France\nParis is the capital of France."  # no script, style or title
+    assert got["faq.jsonl#1"] == "Refunds are accepted within 30 days."
+    assert got["faq.jsonl#2"] == "Shipping is free."
+    assert "Eiffel Tower" in got["tower.pdf"]
+
+
+@pytest.mark.parametrize(
+    "name,data,reason",
+    [
+        ("img.png", b"\x89PNG\r\n", "unsupported"),
+        ("bin.txt", b"abc\x00def", "binary"),
+        ("latin.txt", "caf\xe9".encode("latin-1"), "not UTF-8"),
+        ("empty.md", b"  \n\n", "empty"),
+        ("bad.jsonl", b'{"text": "ok"}\nnot json\n', "line 2"),
+        ("broken.pdf", b"%PDF-1.4 garbage", "PDF"),
+    ],
+)
+def test_bad_files_are_skipped_with_a_reason(tmp_path, name, data, reason):
+    p = tmp_path / name
+    p.write_bytes(data)
+    with pytest.raises(load.Skip, match=reason):
+        load.load_file(p, name)
+
+
+def test_hidden_and_ragignored_files_are_not_listed(tmp_path):
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "x.txt").write_text("x")
+    (tmp_path / ".hidden.txt").write_text("x")
+    (tmp_path / "README.md").write_text("license")
+    (tmp_path / "a.txt").write_text("a")
+    (tmp_path / ".ragignore").write_text("# comment\nREADME.md\n")
+    assert [rel for _, rel in load.iter_files([tmp_path])] == ["a.txt"]
+
+
+# ---------------------------------------------------------------- chunking
+def test_chunk_offsets_point_at_the_chunk_text():
+    text = " ".join(f"Alpha{i} beta gamma delta." for i in range(7)) + "\n\n"
+    text += " ".join(f"Epsilon{i} zeta eta theta iota." for i in range(5))
+    splitter = make_splitter(lambda t: len(t.split()), chunk_tokens=10, overlap=3)
+    chunks = chunk_text("doc.txt", text, splitter)
+    assert len(chunks) > 3
+    for c in chunks:
+        assert text[c.start : c.end] == c.text
+        assert len(c.text.split()) <= 10
+    assert chunks[0].start == 0 and chunks[-1].end == len(text)
+
+
+def test_chunks_stay_under_the_embedder_limit(docs, tmp_path):
+    long_doc = docs / "long.txt"
+    long_doc.write_text(" ".join(f"word{i}" for i in range(500)))
+    emb = HashEmbedder()
+    build_index([docs], tmp_path / "idx", IndexConfig(chunk_tokens=10_000, chunk_overlap=0), embedder=emb)
+    idx = store.open_index(tmp_path / "idx")
+    assert idx.manifest["chunking"]["chunk_tokens"] == emb.max_tokens
+    assert all(emb.count_tokens(t) <= emb.max_tokens for t in idx.db.all_texts())
+
+
+def test_indexed_chunk_offsets_match_source_files(docs, tmp_path):
+    build(docs, tmp_path / "idx")
+    idx = store.open_index(tmp_path / "idx")
+    texts = {"broncos.txt": (docs / "broncos.txt").read_text(), "mercury.md": (docs / "mercury.md").read_text()}
+    chunks = idx.db.get(list(range(len(idx))))
+    checked = 0
+    for c in chunks:
+        if c.doc in texts:
+            assert texts[c.doc][c.start : c.end] == c.text
+            checked += 1
+    assert checked >= 3
+
+
+# ---------------------------------------------------------------- incremental builds
+def test_reindex_only_embeds_what_changed(docs, tmp_path):
+    idx = tmp_path / "idx"
+    emb = HashEmbedder()
+    first = build(docs, idx, emb)
+    assert first.files_indexed == 6 and first.files_unchanged == 0
+    n_all = emb.calls
+
+    again = build(docs, idx, emb)
+    assert (again.files_indexed, again.files_unchanged, again.files_removed) == (0, 6, 0)
+    assert emb.calls == n_all  # nothing re-embedded
+
+    (docs / "mercury.md").write_text("# Mercury\n\nMercury has no moons at all.")
+    (docs / "paris.html").unlink()
+    (docs / "new.txt").write_text("Photosynthesis turns light into chemical energy.")
+    before = emb.calls
+    third = build(docs, idx, emb)
+    assert (third.files_indexed, third.files_unchanged, third.files_removed) == (2, 4, 1)
+    assert emb.calls - before == 2  # one chunk each for the changed and the new file
+    r = open_retriever(idx, mode="bm25", embedder=emb)
+    assert r.search("moons", 1)[0].chunk.doc == "mercury.md"
+    assert not any(h.chunk.doc == "paris.html" for h in r.search("Paris capital France", 10))
+    assert r.search("photosynthesis", 1)[0].chunk.doc == "new.txt"
+    # the store holds exactly the files on disk
+    assert sorted(store.open_index(idx).manifest["files"]) == sorted(
+        ["broncos.txt", "mercury.md", "guide.rst", "faq.jsonl", "tower.pdf", "new.txt"]
+    )
+
+
+def test_rebuild_reembeds_everything(docs, tmp_path):
+    emb = HashEmbedder()
+    build(docs, tmp_path / "idx", emb)
+    stats = build(docs, tmp_path / "idx", emb, rebuild=True)
+    assert stats.files_indexed == 6 and stats.files_unchanged == 0
+
+
+def test_other_embedder_is_refused(docs, tmp_path):
+    build(docs, tmp_path / "idx")
+    other = HashEmbedder()
+    other.name = "another-model"
+    with pytest.raises(IndexMismatch, match="--rebuild"):
+        build_index([docs], tmp_path / "idx", CFG, embedder=other)
+    with pytest.raises(IndexMismatch, match="built with embedder fake-hash"):
+        open_retriever(tmp_path / "idx", embedder_name="another-model")
+
+
+def test_interrupted_write_leaves_previous_index(docs, tmp_path, monkeypatch):
+    idx = tmp_path / "idx"
+    emb = HashEmbedder()
+    build(docs, idx, emb)
+    before = [h.chunk.id for h in open_retriever(idx, embedder=emb).search("Denver Broncos", 3)]
+    (docs / "broncos.txt").write_text("Completely different text about gardening.")
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(store, "build_bm25", boom)
+    with pytest.raises(KeyboardInterrupt):
+        build(docs, idx, emb)
+    assert [h.chunk.id for h in open_retriever(idx, embedder=emb).search("Denver Broncos", 3)] == before
+    assert [p.name for p in idx.glob("g*")] == [json.loads((idx / "CURRENT").read_text())["generation"]]
+
+
+def test_killed_process_leaves_previous_index(docs, tmp_path):
+    """SIGKILL while the new generation is being written: the old one still loads."""
+    idx = tmp_path / "idx"
+    emb = HashEmbedder()
+    build(docs, idx, emb)
+    (docs / "extra.txt").write_text("A brand new document about volcanoes.")
+    marker = tmp_path / "writing"
+    script = textwrap.dedent(
+        f"""
+        import sys, time
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from pathlib import Path
+        from fakes import HashEmbedder
+        from indexing import store
+        from indexing.build import build_index
+        from rag.config import IndexConfig
+        real = store.build_bm25
+        def slow(texts, out):
+            real(texts, out)
+            Path({str(marker)!r}).write_text("x")
+            time.sleep(60)
+        store.build_bm25 = slow
+        build_index([Path({str(docs)!r})], Path({str(idx)!r}), IndexConfig(chunk_tokens=12, chunk_overlap=3),
+                    embedder=HashEmbedder())
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], env={**os.environ})
+    deadline = time.time() + 60
+    while not marker.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    assert marker.exists(), "child never reached the write phase"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    r = open_retriever(idx, mode="bm25", embedder=emb)
+    assert r.search("Denver Broncos", 1)[0].chunk.doc == "broncos.txt"
+    assert not any(h.chunk.doc == "extra.txt" for h in r.search("volcanoes", 5))
+    # the next run cleans up the half-written generation and picks up the new file
+    stats = build(docs, idx, emb)
+    assert stats.files_indexed == 1
+    assert len(list(idx.glob("g*"))) == 1
+
+
+# ---------------------------------------------------------------- errors
+def test_errors_name_the_fix(tmp_path, docs):
+    with pytest.raises(BadInput, match="does not exist"):
+        build_index([tmp_path / "nope"], tmp_path / "idx", CFG, embedder=HashEmbedder())
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BadInput, match="no files"):
+        build_index([tmp_path / "empty"], tmp_path / "idx", CFG, embedder=HashEmbedder())
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "a.bin").write_bytes(b"\x00")
+    with pytest.raises(BadInput, match="every file was skipped"):
+        build_index([tmp_path / "junk"], tmp_path / "idx", CFG, embedder=HashEmbedder())
+    with pytest.raises(IndexMissing, match="rag index PATH"):
+        open_retriever(tmp_path / "idx", embedder=HashEmbedder())
+
+
+def test_corrupt_index_is_reported(docs, tmp_path):
+    idx = tmp_path / "idx"
+    build(docs, idx)
+    gen = store.current_generation(idx)
+    (gen / "dense.faiss").write_bytes(b"garbage")
+    with pytest.raises(IndexCorrupt, match="--rebuild"):
+        open_retriever(idx, embedder=HashEmbedder())
+    with pytest.raises(IndexCorrupt, match="--rebuild"):
+        build(docs, idx)
+    assert build(docs, idx, rebuild=True).files_indexed == 6  # --rebuild recovers
+    (idx / "CURRENT").write_text("{half")
+    with pytest.raises(IndexCorrupt, match="damaged"):
+        open_retriever(idx, embedder=HashEmbedder())
+
+
+# ---------------------------------------------------------------- retrieval
+def test_three_modes_find_the_right_chunk(docs, tmp_path):
+    emb = HashEmbedder()
+    build(docs, tmp_path / "idx", emb)
+    for mode in ("dense", "bm25", "hybrid"):
+        hits = open_retriever(tmp_path / "idx", mode=mode, embedder=emb).search("Which planet is the smallest", 3)
+        assert hits[0].chunk.doc == "mercury.md", mode
+        assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    with pytest.raises(BadInput, match="dense, bm25, hybrid"):
+        open_retriever(tmp_path / "idx", mode="fuzzy", embedder=emb)
+
+
+def test_rrf_rewards_agreement():
+    fused = rrf([[(1, 0.9), (2, 0.8), (3, 0.1)], [(4, 9.0), (2, 5.0), (3, 1.0)]], k=60)
+    assert [i for i, _ in fused][:1] == [2]  # rank 2 in both beats rank 1 in one
+    assert fused[0][1] == pytest.approx(2 / 62)
+
+
+def test_memory_retriever_and_langchain_adapter():
+    chunks = [Chunk(id=str(i), doc=f"d{i}.txt", text=t, start=0, end=len(t))
+              for i, t in enumerate(["cats purr softly", "dogs bark loudly", "fish swim quietly"])]
+    r = memory_retriever(chunks, mode="hybrid", embedder=HashEmbedder())
+    assert r.search("why do dogs bark", 1)[0].chunk.doc == "d1.txt"
+    lc = as_langchain(r, k=2)
+    docs = lc.invoke("fish swim")
+    assert docs[0].page_content == "fish swim quietly"
+    assert docs[0].metadata["source"] == "d2.txt" and len(docs) == 2

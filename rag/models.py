@@ -353,6 +353,11 @@ def _convert_gguf(gguf: Path, out: Path, log: Log) -> dict[str, Any]:
     torch.set_num_threads(cpu_threads())
     _say(log, f"converting {gguf.name} to bf16 safetensors (once; 15-60 s)...")
     t0 = time.perf_counter()
+    from transformers.utils import logging as hf_logging
+
+    # transformers warns that packed GGUF weights run slower in bf16; we never run them packed.
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
     try:
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16)
@@ -361,6 +366,8 @@ def _convert_gguf(gguf: Path, out: Path, log: Log) -> dict[str, Any]:
             f"could not load {gguf.name} with transformers ({type(e).__name__}: {e}): "
             "use another preset or a Hugging Face model folder"
         ) from e
+    finally:
+        hf_logging.set_verbosity(verbosity)
     # transformers may keep GGUF weights packed behind a quantizer; without it save_pretrained
     # writes plain tensors, and the cache then loads like any model folder.
     model.hf_quantizer = None

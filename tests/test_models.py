@@ -264,3 +264,18 @@ def test_smollm2_resolves_and_generates(real_models):
         out = model.generate(**enc, max_new_tokens=12, do_sample=False)
     text = tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
     assert "Paris" in text
+
+
+def test_cli_models_list_info_and_pull_error(monkeypatch):
+    from typer.testing import CliRunner
+
+    from rag.cli import app
+
+    r = CliRunner().invoke(app, ["models", "list", "--json"])
+    assert r.exit_code == 0
+    rows = {row["name"]: row for row in json.loads(r.stdout)}
+    assert rows["smollm2-135m"]["kind"] == "reader" and rows["smollm2-135m"]["pulled"] is False
+    r = CliRunner().invoke(app, ["models", "info", "gemma3-270m"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["quantization"] == "Q4_K_M"
+    r = CliRunner().invoke(app, ["models", "pull", "nope"])
+    assert r.exit_code == 1 and "valid presets are" in r.stderr and "Traceback" not in r.stderr

@@ -174,6 +174,121 @@ def search_cmd(
 
 
 # ---------------------------------------------------------------- eval (owner: eval)
+def _fmt(v, nd: int = 1, suffix: str = "") -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{nd}f}{suffix}"
+    return f"{v}{suffix}"
+
+
+def _eval_table(res: dict):
+    from rich.table import Table
+
+    k = res["k"]
+    t = Table(title=f"rag eval: {res['testset']['name']} n={res['testset']['n']} seed={res['seed']} k={k}",
+              caption="EM/F1 on answerable questions; correct+cite = F1>=0.5 and a cited passage holds a gold "
+                      "answer; declined = unanswerable questions correctly declined; - = not measured",
+              caption_justify="left")
+    for col in ("system", "model", "params", "quant", "rank", "train", "EM", "F1", "correct+cite %",
+                "declined %", "wrong abst.", "faith.", "relev.", f"recall@{k}", "ground.", "p50/p95 s", "RAM MB"):
+        t.add_column(col, justify="left" if col in ("system", "model", "quant") else "right")
+    for s in res["systems"]:
+        m, meta = s["metrics"], s["meta"]
+        judge_fail = (m.get("faithfulness_failed") or 0) + (m.get("relevancy_failed") or 0)
+        train = meta.get("training_time_s")
+        t.add_row(
+            s["name"], str(meta.get("model") or "-"), _fmt(meta.get("params")), _fmt(meta.get("quantization")),
+            _fmt(meta.get("adapter_rank")), "-" if train is None else f"{train / 60:.0f} min",
+            _fmt(m["em"]), _fmt(m["f1"]), _fmt(m["correct_cited"]), _fmt(m["declined"]),
+            _fmt(m["wrong_abstain_rate"], 2),
+            _fmt(m["faithfulness"], 2) + (f" ({judge_fail} fail)" if judge_fail else ""), _fmt(m["relevancy"], 2),
+            _fmt(m["recall_at_k"], 3), _fmt(m["grounding"], 2),
+            f"{_fmt(m['latency_p50_s'], 2)}/{_fmt(m['latency_p95_s'], 2)}", _fmt(m["peak_ram_mb"], 0),
+        )
+    return t
+
+
+@app.command("eval")
+def eval_cmd(
+    files: Optional[list[Path]] = typer.Argument(None, help="Test set files (JSONL or SQuAD JSON); none = bundled.",
+                                                 show_default=False),
+    testset: bool = typer.Option(False, "--testset", help="Evaluate on a test set: `--testset` alone is the bundled "
+                                 "SQuAD v1.1 dev + Disfl-QA set over corpus/, `--testset FILE...` your own."),
+    systems: Optional[list[str]] = typer.Option(
+        None, "--systems", "-s", help="Repeatable: extractive, PRESET, PRESET+tuned, PRESET+ADAPTER_DIR, each "
+        "optionally @gold (oracle: gold paragraph given). Default: all installed, plus @gold runs."),
+    oracle: bool = typer.Option(True, "--oracle/--no-oracle", help="With the default systems, add the @gold runs."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate a seeded subset of N questions (keeps the "
+                                        "answerable/unanswerable mix)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for --limit sampling, the judge subsample and the bootstrap."),
+    k: int = typer.Option(5, "-k", "--k", help="Passages handed to the reader."),
+    mode: str = typer.Option("hybrid", "--mode", help="Retrieval mode: dense, bm25, hybrid."),
+    index: Optional[Path] = typer.Option(None, "--index", help="Index folder (default: RAG_HOME/index)."),
+    corpus: Optional[Path] = typer.Option(None, "--corpus", help="Folder the test set's `source` files are in "
+                                          "(for @gold runs; default: corpus/ for the bundled set, else the file's folder)."),
+    judge: Optional[str] = typer.Option(None, "--judge", help="Judge preset for faithfulness/relevancy (default: "
+                                        "the strongest available)."),
+    judge_limit: Optional[int] = typer.Option(None, "--judge-limit", help="Answerable questions judged per system "
+                                              "(default 0 = no judge, 30 with --judge; about 25 s per answer with "
+                                              "the 1.5B judge on 2 cores)."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object instead of the table."),
+    runs: Optional[Path] = typer.Option(None, "--runs", help="Runs folder for predictions and the experiments log "
+                                        "(default: RAG_HOME/runs)."),
+    fresh: bool = typer.Option(False, "--fresh", help="Recompute everything, ignoring saved predictions."),
+) -> None:
+    """Score readers against the extractive baseline on a test set; append to the experiments log."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from eval.run import EvalConfig, installed_systems, parse_system, run_eval
+    from eval.testset import load_testset, sample
+
+    _ = testset  # `--testset` only announces the files (or the bundled set when none follow)
+    for noisy in ("ragas", "transformers", "sentence_transformers", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.CRITICAL)
+    try:
+        ts = load_testset(files or None, corpus_root=corpus)
+        qs = sample(ts.questions, limit, seed)
+        specs = [parse_system(s) for s in systems] if systems else installed_systems(oracle=oracle)
+        has_gold = any(q.has_gold_span or q.context for q in qs)
+        if not systems and not has_gold:
+            specs = [s for s in specs if not s.oracle]
+        if judge_limit is None:
+            judge_limit = 30 if judge else 0
+        cfg = EvalConfig(k=k, mode=mode, index_dir=index, seed=seed, limit=limit, judge=judge,
+                         judge_limit=judge_limit, runs=runs, fresh=fresh, command=" ".join(["rag", *sys.argv[1:]]))
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                      console=err, transient=True) as bar:
+            tasks: dict[str, int] = {}
+
+            def on_progress(phase: str, done: int, total: int) -> None:
+                if phase not in tasks:
+                    tasks[phase] = bar.add_task(phase, total=total)
+                bar.update(tasks[phase], completed=done)
+
+            res = run_eval(ts, qs, specs, cfg, on_progress=on_progress)
+    except RagError as e:
+        _fail(e)
+    except KeyboardInterrupt:
+        err.print("interrupted: predictions so far are saved; rerun the same command to resume")
+        raise typer.Exit(130) from None
+    data = res.as_json()
+    if json_out:
+        print(json.dumps(data, indent=2))
+        return
+    out.print(_eval_table(data))
+    for c in data["comparisons"]:
+        if c["metric"] in ("f1", "faithfulness"):
+            out.print(f"  {c['metric']} {c['a']} - {c['b']}: {c['diff']:+.2f} [95% CI {c['lo']:+.2f}, {c['hi']:+.2f}] "
+                      f"n={c['n']}", highlight=False)
+    r = data["retrieval"]
+    if r:
+        out.print(f"  retrieval ({mode}, n={r['n']}): recall@1 {_fmt(r['recall_at_1'], 3)}  @5 "
+                  f"{_fmt(r['recall_at_5'], 3)}  @10 {_fmt(r['recall_at_10'], 3)}  MRR@10 {_fmt(r['mrr_at_10'], 3)}",
+                  highlight=False)
+    err.print(f"predictions in {data['run_dir']}; appended {len(res.rows)} rows to "
+              f"{(runs or Path(res.run_dir).parent.parent) / 'experiments.jsonl'}", highlight=False)
+
 
 
 # ---------------------------------------------------------------- report (owner: report)

@@ -1,0 +1,492 @@
+"""Readers: turn a question and retrieved passages into a short answer with checked citations.
+
+Two readers behind one protocol (rag.types.Reader), chosen by name through `make_reader`:
+
+    llm         a causal LM from the model store (bf16, loaded once per process), optionally with a LoRA
+                adapter merged into a copy of its weights; greedy decoding with a KV cache, streamed.
+    extractive  the plain-retrieval baseline, no LLM: the sentence of the top passage that best matches
+                the question (IDF-weighted word overlap), citing [1].
+
+Both build their final Answer the same way (`finish`): parse the raw output with rag.prompt (citations
+to passages that were not given are dropped there), attach each citation's source and offsets from the
+hits, and check support: an answer whose content words are absent from the passages it cites is flagged
+`supported=False`.
+
+    >>> content_words("The Denver Broncos won in 2016.")
+    ['denver', 'broncos', 'won', '2016']
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import re
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from rag.errors import BadInput
+from rag.prompt import ABSTAIN, Passage, parse_output, render_prompt
+from rag.types import Answer, Citation, Hit
+
+logger = logging.getLogger(__name__)
+
+READERS = ("llm", "extractive")
+ADAPTER_MANIFEST = "rag_adapter.json"
+SHIPPED_ADAPTERS = Path(__file__).resolve().parent / "adapters"
+
+# An answer is supported when at least this share of its content words occur in its cited passages
+# (1-4 content words: all of them; 5: one may be missing).
+SUPPORT_THRESHOLD = 0.8
+# A single citation is supported when its passage holds at least this share of the content words.
+CITATION_THRESHOLD = 0.5
+
+# ---------------------------------------------------------------- words and support
+
+_STOPWORDS = frozenset(
+    """a an the of in on at to for from by with and or but nor not no is are was were be been being am
+    as that this these those it its it's which who whom whose what when where why how did do does done
+    has have had having i you he she we they them his her their our your my me us there here than then
+    so such into onto over under about after before during while if else also only just very can could
+    would should will shall may might must one ones any some all each both either neither other""".split()
+)
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def _stem(w: str) -> str:
+    """Crude plural folding so 'Broncos' matches 'Bronco' (and 'classes' matches 'class')."""
+    if len(w) > 4 and w.endswith("es"):
+        return w[:-2]
+    if len(w) > 3 and w.endswith("s") and not w.endswith("ss"):
+        return w[:-1]
+    return w
+
+
+def words(text: str) -> list[str]:
+    """Lowercased alphanumeric tokens.
+
+    >>> words("Denver's 24–10 win!")
+    ['denver', 's', '24', '10', 'win']
+    """
+    return _WORD.findall(text.lower())
+
+
+def content_words(text: str) -> list[str]:
+    """Words that carry meaning: not stopwords, not a lone letter (possessive 's'), in order, no repeats."""
+    seen: list[str] = []
+    for w in words(text):
+        if w in _STOPWORDS or (len(w) == 1 and not w.isdigit()) or w in seen:
+            continue
+        seen.append(w)
+    return seen
+
+
+def support(answer: str, passage: str) -> float:
+    """Share of the answer's content words found in the passage (1.0 when it has none).
+
+    >>> support("Denver Broncos", "The Broncos of Denver won.")
+    1.0
+    >>> support("Carolina Panthers", "The Broncos of Denver won.")
+    0.0
+    """
+    cw = content_words(answer)
+    if not cw:
+        return 1.0
+    have = {_stem(w) for w in words(passage)}
+    return sum(_stem(w) in have for w in cw) / len(cw)
+
+
+def check_citations(answer: str, cited: list[int], hits: list[Hit]) -> tuple[list[Citation], bool]:
+    """Citations (1-based passage numbers, already valid) with per-citation support, and overall support.
+
+    Overall: the union of the cited passages holds at least SUPPORT_THRESHOLD of the answer's content
+    words; an answer that cites nothing is not supported.
+    """
+    cites = []
+    for n in cited:
+        c = hits[n - 1].chunk
+        ok = support(answer, c.text) >= CITATION_THRESHOLD
+        cites.append(Citation(n=n, source=c.doc, start=c.start, end=c.end, supported=ok))
+    if not cites:
+        return cites, False
+    union = " ".join(hits[n - 1].chunk.text for n in cited)
+    return cites, support(answer, union) >= SUPPORT_THRESHOLD
+
+
+def finish(raw: str, hits: list[Hit], reader: dict[str, Any]) -> Answer:
+    """The final Answer from a reader's raw output: parsed, citations resolved to sources and checked."""
+    parsed = parse_output(raw.lstrip(), n_passages=len(hits))
+    if parsed.dropped:
+        logger.info("dropped citations to passages that were not given: %s", parsed.dropped)
+    if parsed.abstained:
+        return Answer(text=ABSTAIN, abstained=True, citations=[], reader=dict(reader), raw=raw, supported=True)
+    cites, ok = check_citations(parsed.text, parsed.citations, hits)
+    return Answer(text=parsed.text, abstained=False, citations=cites, reader=dict(reader), raw=raw, supported=ok)
+
+
+def passages(hits: list[Hit]) -> list[Passage]:
+    return [Passage(source=h.chunk.doc, text=h.chunk.text) for h in hits]
+
+
+# ---------------------------------------------------------------- stopping
+
+# Where an answer ends. The prompt asks for one line: "short answer [n]" or the abstention sentence.
+STOP_STRINGS = ("\n", "Question:", "Passages:", "Context:")
+_CITES_THEN = re.compile(r"\[\d{1,3}\](?:\s*\[\d{1,3}\])*(?=\s*[^\s\[])")
+
+
+def find_stop(text: str) -> int | None:
+    """Index where the answer in `text` ends, or None if it may go on. `text` has no leading whitespace.
+
+    Ends: a line break, a new "Question:"-like section, or anything but another citation after the
+    citation marker(s) that close an answer.
+
+    >>> find_stop("Denver Broncos [1]\\nQuestion: who")
+    18
+    >>> find_stop("Denver Broncos [1][2]. They won")
+    21
+    >>> find_stop("Denver Broncos [1]") is None
+    True
+    """
+    cut = None
+    for s in STOP_STRINGS:
+        i = text.find(s, 1)
+        if i != -1 and (cut is None or i < cut):
+            cut = i
+    for m in _CITES_THEN.finditer(text):
+        if text[: m.start()].strip():  # citations after some answer text close the answer
+            if cut is None or m.end() < cut:
+                cut = m.end()
+            break
+    return cut
+
+
+def _held_back(text: str) -> int:
+    """How many trailing characters could be the start of a stop string (not yet safe to show).
+
+    >>> _held_back("Denver Broncos")
+    0
+    >>> _held_back("Denver Broncos Quest")
+    5
+    """
+    best = 0
+    for s in STOP_STRINGS:
+        for n in range(min(len(s) - 1, len(text)), best, -1):
+            if text.endswith(s[:n]):
+                best = n
+                break
+    return best
+
+
+def _stop_criteria_class():
+    from transformers import StoppingCriteria
+
+    class AnswerStop(StoppingCriteria):
+        """For transformers' generate(): stop when the decoded new text reaches the end of an answer."""
+
+        def __init__(self, tokenizer, prompt_len: int):
+            self.tokenizer, self.prompt_len = tokenizer, prompt_len
+
+        def __call__(self, input_ids, scores, **kwargs):
+            import torch
+
+            done = [
+                find_stop(self.tokenizer.decode(row[self.prompt_len:], skip_special_tokens=True).lstrip())
+                is not None
+                for row in input_ids
+            ]
+            return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+    return AnswerStop
+
+
+def answer_stop(tokenizer, prompt_len: int):
+    """A transformers StoppingCriteria with the same rule as the reader's own loop (find_stop)."""
+    return _stop_criteria_class()(tokenizer, prompt_len)
+
+
+# ---------------------------------------------------------------- adapters
+
+
+def _info(info: Any, key: str) -> Any:
+    return info.get(key) if isinstance(info, dict) else getattr(info, key, None)
+
+
+def resolve_adapter(spec: str | Path | None, model_name: str) -> Path | None:
+    """'default' -> the shipped rag/adapters/<model>/ if present, else None; 'none'/None -> None; else a folder."""
+    if spec is None or str(spec).lower() == "none":
+        return None
+    if str(spec) == "default":
+        shipped = SHIPPED_ADAPTERS / model_name
+        return shipped if (shipped / ADAPTER_MANIFEST).is_file() else None
+    path = Path(spec).expanduser()
+    if not path.is_dir():
+        raise BadInput(f"no adapter folder at {path}: pass a folder written by `rag finetune`, 'default' or 'none'")
+    return path
+
+
+def read_adapter_manifest(path: Path) -> dict[str, Any]:
+    """The adapter's rag_adapter.json, after checking the folder is a peft adapter."""
+    if not (path / "adapter_config.json").is_file():
+        raise BadInput(f"{path} is not a LoRA adapter folder (no adapter_config.json): "
+                       "pass a folder written by `rag finetune` or --adapter none")
+    try:
+        return json.loads((path / ADAPTER_MANIFEST).read_text())
+    except FileNotFoundError as e:
+        raise BadInput(f"{path} has no {ADAPTER_MANIFEST}, so its base model is unknown: "
+                       "retrain it with `rag finetune` or pass --adapter none") from e
+    except ValueError as e:
+        raise BadInput(f"{path / ADAPTER_MANIFEST} is not valid JSON ({e}): retrain the adapter") from e
+
+
+def check_adapter(manifest: dict[str, Any], info: Any, path: Path) -> None:
+    """Fail clearly when an adapter was trained on another base model than the one loaded."""
+    model = _info(info, "name")
+    base = manifest.get("base")
+    if base != model:
+        raise BadInput(f"adapter {path} was trained on base model {base!r}, but the reader model is "
+                       f"{model!r}: pass --model {base} or --adapter none")
+    want, have = manifest.get("base_sha256"), _info(info, "sha256")
+    if want and have and want != have:
+        raise BadInput(f"adapter {path} was trained on a different build of {model} (sha256 {want[:12]}... "
+                       f"vs {have[:12]}...): re-pull the model with `rag models pull {model}` or retrain the adapter")
+
+
+def apply_adapter(model, path: Path):
+    """A copy of `model` with the LoRA adapter at `path` merged into its weights.
+
+    The copy keeps the per-process cached base model untouched (a base reader may share the process);
+    merging makes the tuned model exactly as fast as the base one.
+    """
+    from peft import PeftModel
+
+    try:
+        peft_model = PeftModel.from_pretrained(copy.deepcopy(model), str(path))
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        raise BadInput(f"could not load the LoRA adapter at {path} ({type(e).__name__}: {e}): "
+                       "retrain it for this model or pass --adapter none") from e
+    merged = peft_model.merge_and_unload()
+    merged.eval()
+    return merged
+
+
+# ---------------------------------------------------------------- LLM reader
+
+
+def _eos_ids(model, tokenizer) -> set[int]:
+    ids: set[int] = set()
+    gc = getattr(model, "generation_config", None)
+    for v in (getattr(gc, "eos_token_id", None), tokenizer.eos_token_id):
+        if isinstance(v, int):
+            ids.add(v)
+        elif isinstance(v, (list, tuple)):
+            ids.update(int(i) for i in v)
+    return ids
+
+
+def encode_prompt(tokenizer, prompt: str) -> list[int]:
+    """Token ids of a rendered prompt; a chat template already holds its special tokens."""
+    add = not getattr(tokenizer, "chat_template", None)
+    return tokenizer(prompt, add_special_tokens=add)["input_ids"]
+
+
+class LLMReader:
+    """A causal LM reader: greedy, KV-cached, stops at the end of the answer, streams text pieces."""
+
+    name = "llm"
+
+    def __init__(self, model, tokenizer, info: Any, adapter: str | Path | None = None, max_new_tokens: int = 32):
+        self.tokenizer = tokenizer
+        self.info = info
+        self.max_new_tokens = max_new_tokens
+        model_name = str(_info(info, "name") or "model")
+        self.adapter = resolve_adapter(adapter, model_name)
+        if self.adapter is not None:
+            check_adapter(read_adapter_manifest(self.adapter), info, self.adapter)
+            model = apply_adapter(model, self.adapter)
+        self.model = model
+        self.model.eval()
+        self.eos = _eos_ids(model, tokenizer)
+        self.max_positions = getattr(model.config, "max_position_embeddings", None) or 4096
+        self.reader = {"model": model_name, "adapter": str(self.adapter) if self.adapter else None}
+        self.last_new_tokens = 0  # tokens generated by the last call (for benchmarks)
+        self._lock = threading.Lock()
+
+    def prompt_ids(self, question: str, hits: list[Hit]) -> list[int]:
+        """Prompt token ids; trailing passages are dropped if the prompt would not fit the context."""
+        ps = passages(hits)
+        while True:
+            ids = encode_prompt(self.tokenizer, render_prompt(self.tokenizer, question, ps))
+            if len(ids) + self.max_new_tokens <= self.max_positions or len(ps) <= 1:
+                return ids
+            logger.warning("prompt too long (%d tokens): dropping passage %d", len(ids), len(ps))
+            ps = ps[:-1]
+
+    def stream(self, question: str, hits: list[Hit]) -> Iterator[str]:
+        """Answer text pieces as they are generated; they join to the raw answer (citations included)."""
+        if not hits:
+            self.last_new_tokens = 0
+            yield ABSTAIN
+            return
+        with self._lock:  # one KV cache per model; concurrent calls would interleave
+            yield from self._generate(self.prompt_ids(question, hits))
+
+    def _generate(self, prompt: list[int]) -> Iterator[str]:
+        import torch
+
+        tok = self.tokenizer
+        gen: list[int] = []
+        shown = 0  # characters of the (left-stripped) text already yielded
+        self.last_new_tokens = 0
+        with torch.inference_mode():
+            out = self.model(input_ids=torch.tensor([prompt]), use_cache=True, logits_to_keep=1)
+            while True:
+                nxt = int(out.logits[0, -1].argmax())
+                if nxt in self.eos:
+                    break
+                gen.append(nxt)
+                self.last_new_tokens = len(gen)
+                text = tok.decode(gen, skip_special_tokens=True).lstrip()
+                if not text.endswith("\ufffd"):  # else half of a multi-byte character: wait for the rest
+                    cut = find_stop(text)
+                    if cut is not None:
+                        if cut > shown:
+                            yield text[shown:cut]
+                        return
+                    safe = len(text) - _held_back(text)
+                    if safe > shown:
+                        yield text[shown:safe]
+                        shown = safe
+                if len(gen) >= self.max_new_tokens:
+                    break
+                out = self._step(nxt, out)
+        text = tok.decode(gen, skip_special_tokens=True).lstrip().rstrip("\ufffd")
+        if len(text) > shown:
+            yield text[shown:]
+
+    def _step(self, token: int, out):
+        import torch
+
+        return self.model(input_ids=torch.tensor([[token]]), cache=out.cache, use_cache=True)
+
+    def finish(self, question: str, hits: list[Hit], raw: str) -> Answer:
+        return finish(raw, hits, self.reader)
+
+    def answer(self, question: str, hits: list[Hit]) -> Answer:
+        t0 = time.perf_counter()
+        raw = "".join(self.stream(question, hits))
+        ans = self.finish(question, hits, raw)
+        ans.timings = {"generate_s": time.perf_counter() - t0, "new_tokens": self.last_new_tokens}
+        return ans
+
+
+# ---------------------------------------------------------------- extractive baseline
+
+_SENT_END = re.compile(r"(?<=[.!?])[\"')\]]?\s+(?=[\"'(\[]?[A-Z0-9])")
+
+
+def split_sentences(text: str) -> list[tuple[int, int]]:
+    """(start, end) character spans of the sentences in `text`.
+
+    >>> t = "It rained. The Broncos won 24-10! Fans cheered."
+    >>> [t[a:b] for a, b in split_sentences(t)]
+    ['It rained.', 'The Broncos won 24-10!', 'Fans cheered.']
+    """
+    spans, start = [], 0
+    for m in _SENT_END.finditer(text):
+        spans.append((start, m.start() + len(m.group(0).rstrip())))
+        start = m.end()
+    spans.append((start, len(text)))
+    out = []
+    for a, b in spans:
+        while a < b and text[a].isspace():
+            a += 1
+        while b > a and text[b - 1].isspace():
+            b -= 1
+        if b > a:
+            out.append((a, b))
+    return out
+
+
+def best_sentence(question: str, passage: str, corpus: list[str]) -> tuple[str, float]:
+    """The passage sentence with the largest IDF-weighted overlap with the question's content words.
+
+    IDF comes from `corpus` (the retrieved passages), so words common to all of them count little.
+    Ties go to the shorter sentence, then the earlier one.
+
+    >>> best_sentence("Who won Super Bowl 50?", "It rained. The Broncos won Super Bowl 50.", ["x"])
+    ('The Broncos won Super Bowl 50.', 4.0)
+    """
+    q = {_stem(w) for w in content_words(question)}
+    docs = [{_stem(w) for w in words(d)} for d in corpus]
+    n = len(docs)
+
+    def idf(w: str) -> float:
+        df = sum(w in d for d in docs)
+        return math.log(1 + (n + 1) / (df + 1)) / math.log(1 + (n + 1))  # 1.0 for a word in no passage
+
+    best, best_key = "", (0.0, 0)
+    for a, b in split_sentences(passage):
+        sent = passage[a:b]
+        have = {_stem(w) for w in words(sent)}
+        score = round(sum(idf(w) for w in q if w in have), 6)
+        key = (score, -len(sent))
+        if score > 0 and (not best or key > best_key):
+            best, best_key = sent, key
+    return best, best_key[0]
+
+
+class ExtractiveReader:
+    """Plain-retrieval baseline: the best-matching sentence of the top passage, citing [1]."""
+
+    name = "extractive"
+
+    def __init__(self) -> None:
+        self.reader = {"model": "extractive", "adapter": None}
+
+    def _raw(self, question: str, hits: list[Hit]) -> str:
+        if not hits:
+            return ABSTAIN
+        sent, _ = best_sentence(question, hits[0].chunk.text, [h.chunk.text for h in hits])
+        return sent if sent else ABSTAIN
+
+    def stream(self, question: str, hits: list[Hit]) -> Iterator[str]:
+        yield self._raw(question, hits)
+
+    def finish(self, question: str, hits: list[Hit], raw: str) -> Answer:
+        if not hits or raw == ABSTAIN:
+            return Answer(text=ABSTAIN, abstained=True, reader=dict(self.reader), raw=raw)
+        # The sentence is the answer verbatim: it is not parsed (it may contain "[3]" or "Answer:").
+        cites, ok = check_citations(raw, [1], hits)
+        return Answer(text=raw, abstained=False, citations=cites, reader=dict(self.reader), raw=raw, supported=ok)
+
+    def answer(self, question: str, hits: list[Hit]) -> Answer:
+        t0 = time.perf_counter()
+        ans = self.finish(question, hits, self._raw(question, hits))
+        ans.timings = {"generate_s": time.perf_counter() - t0}
+        return ans
+
+
+# ---------------------------------------------------------------- factory
+
+
+def make_reader(
+    name: str = "llm",
+    model: str | Path = "smollm2-135m",
+    adapter: str | Path | None = "default",
+    max_new_tokens: int = 32,
+    log=None,
+):
+    """A reader by name: 'llm' (model preset or folder, adapter 'default'|'none'|folder) or 'extractive'."""
+    if name == "extractive":
+        return ExtractiveReader()
+    if name != "llm":
+        raise BadInput(f"unknown reader {name!r}: choose one of {', '.join(READERS)}")
+    from rag.models import load_causal_lm
+
+    m, tok, info = load_causal_lm(model, log=log)
+    return LLMReader(m, tok, info, adapter=adapter, max_new_tokens=max_new_tokens)

@@ -117,8 +117,13 @@ class Judge:
 
     def _setup(self):
         if self._metrics is None:
-            from ragas.metrics import AnswerRelevancy, Faithfulness
+            import warnings
+
             from ragas.run_config import RunConfig
+
+            with warnings.catch_warnings():  # the legacy metrics are deprecated, but they run locally
+                warnings.simplefilter("ignore", DeprecationWarning)
+                from ragas.metrics import AnswerRelevancy, Faithfulness
 
             LLM, Emb = _ragas_classes()
             run_config = RunConfig(max_workers=1, max_retries=1, max_wait=1, timeout=3600)

@@ -421,7 +421,8 @@ def run_eval(
     progress = on_progress or (lambda phase, done, total: None)
     reader_factory = reader_factory or _default_reader_factory
     runs = Path(cfg.runs) if cfg.runs else runs_dir()
-    run_dir = runs / "eval" / f"{_safe(testset.name)}-{testset.sha256[:10]}"
+    # Keyed by the files' paths, not their content: an edited test set reuses every unchanged answer.
+    run_dir = runs / "eval" / f"{_safe(testset.name)}-{_h(';'.join(testset.files))[:8]}"
     run_dir.mkdir(parents=True, exist_ok=True)
     qs = list(questions)
     gold_cache: dict = {}

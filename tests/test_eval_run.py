@@ -1,0 +1,229 @@
+"""The experiment runner with a fake retriever and fake readers: scoring, oracle, resume, the log."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from eval.run import LOG_COLUMNS, EvalConfig, SystemSpec, run_eval
+from eval.testset import load_testset
+from rag.prompt import ABSTAIN
+from rag.types import Answer, Chunk, Citation, Hit
+
+PARAS = [
+    "Super Bowl 50 was won by the Denver Broncos, who beat the Carolina Panthers.",
+    "The game was played at Levi's Stadium in Santa Clara, California.",
+    "Chloroplasts are organelles that conduct photosynthesis in plant cells.",
+    "The Black Death was a bubonic plague pandemic in Europe.",
+]
+QUESTIONS = [
+    ("a", "Who won Super Bowl 50?", ["Denver Broncos"], 0),
+    ("b", "Where was the game played, which stadium?", ["Levi's Stadium"], 1),
+    ("c", "What are chloroplasts?", ["organelles"], 2),
+    ("d", "What was the Black Death pandemic?", ["bubonic plague"], 3),
+    ("e", "Who did the Broncos beat in Super Bowl 50?", ["Carolina Panthers"], 0),
+    ("f", "Which city, Santa Clara, stadium?", ["Santa Clara"], 1),
+    ("g", "Which stadium hosted Super Bowl 50, won by the Broncos?", ["Levi's Stadium"], 1),  # gold ranks 2nd
+    ("u1", "Who sang the anthem at Super Bowl 50?", [], 0),
+    ("u2", "How many chloroplasts does a moss cell hold?", [], 2),
+]
+
+
+@pytest.fixture
+def corpus(tmp_path) -> tuple[Path, list[Chunk]]:
+    root = tmp_path / "corpus"
+    root.mkdir()
+    text = "\n\n".join(PARAS)
+    (root / "S.txt").write_text(text)
+    chunks, pos = [], 0
+    for p in PARAS:
+        start = text.index(p, pos)
+        chunks.append(Chunk(f"S.txt#{start}-{start + len(p)}", "S.txt", p, start, start + len(p)))
+        pos = start + len(p)
+    return root, chunks
+
+
+@pytest.fixture
+def testset(tmp_path, corpus):
+    root, chunks = corpus
+    rows = []
+    for qid, q, answers, para in QUESTIONS:
+        c = chunks[para]
+        rows.append({"id": qid, "question": q, "answers": answers, "unanswerable": not answers,
+                     "source": "S.txt", "paragraph": para, "start": c.start, "end": c.end})
+    f = tmp_path / "t.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return load_testset([f], corpus_root=root)
+
+
+class WordOverlapRetriever:
+    """Ranks chunks by shared lowercase words with the question (deterministic)."""
+
+    def __init__(self, chunks: list[Chunk]):
+        self.chunks = chunks
+        self.calls = 0
+
+    def search(self, query: str, k: int) -> list[Hit]:
+        self.calls += 1
+        qw = set(re.findall(r"\w+", query.lower()))
+        scored = [(len(qw & set(re.findall(r"\w+", c.text.lower()))), -i, c) for i, c in enumerate(self.chunks)]
+        scored.sort(key=lambda t: (t[0], t[1]), reverse=True)
+        return [Hit(c, float(s)) for s, _, c in scored[:k]]
+
+
+class KnowingReader:
+    """Answers with the gold answer when a given passage holds it, citing that passage; else abstains."""
+
+    name = "fake"
+
+    def __init__(self, golds: dict[str, list[str]], fail_after: int | None = None, wrong: bool = False):
+        self.golds, self.fail_after, self.wrong, self.calls = golds, fail_after, wrong, 0
+
+    def answer(self, question: str, hits: list[Hit]) -> Answer:
+        self.calls += 1
+        if self.fail_after is not None and self.calls > self.fail_after:
+            raise RuntimeError("simulated crash")
+        if self.wrong:
+            c = hits[0].chunk
+            return Answer(text="banana", abstained=False, citations=[Citation(1, c.doc, c.start, c.end)])
+        for g in self.golds.get(question, []):
+            for n, h in enumerate(hits, 1):
+                if g in h.chunk.text:
+                    c = h.chunk
+                    return Answer(text=g, abstained=False, citations=[Citation(n, c.doc, c.start, c.end)])
+        return Answer(text=ABSTAIN, abstained=True)
+
+
+def _golds():
+    return {q: a for _, q, a, _ in QUESTIONS}
+
+
+LLM = SystemSpec("fake-llm", "llm", model="fake-llm")
+LLM_GOLD = SystemSpec("fake-llm@gold", "llm", model="fake-llm", oracle=True)
+BASE = SystemSpec("extractive", "extractive")
+
+
+def test_scores_a_perfect_reader_against_a_wrong_baseline(testset, corpus, tmp_path):
+    _, chunks = corpus
+    readers = {"llm": KnowingReader(_golds()), "extractive": KnowingReader(_golds(), wrong=True)}
+    res = run_eval(testset, testset.questions, [BASE, LLM], EvalConfig(k=1, runs=tmp_path / "runs", n_boot=300),
+                   retriever=WordOverlapRetriever(chunks), reader_factory=lambda s: readers[s.reader], index_key="toy")
+    m = {s["name"]: s["metrics"] for s in res.systems}
+    # Gold paragraphs rank first for 6 of the 7 answerable questions, second for "g".
+    assert res.retrieval["n"] == 7
+    assert res.retrieval["recall_at_1"] == pytest.approx(6 / 7, abs=1e-4)
+    assert res.retrieval["recall_at_3"] == 1.0
+    assert res.retrieval["mrr_at_10"] == pytest.approx((6 + 1 / 2) / 7, abs=1e-4)
+    llm = m["fake-llm"]
+    assert llm["recall_at_k"] == res.retrieval["recall_at_1"]
+    # "g" gets no gold passage with k=1, so the reader abstains: EM 6/7, a wrong abstention.
+    assert llm["em"] == pytest.approx(100 * 6 / 7, abs=0.01) and llm["f1"] == llm["em"]
+    assert llm["wrong_abstain_rate"] == pytest.approx(1 / 7, abs=1e-4)
+    assert llm["declined"] == 100.0 and llm["abstain_precision"] == pytest.approx(2 / 3, abs=1e-4)
+    assert llm["correct_cited"] == llm["em"] and llm["citation_accuracy"] == 1.0 and llm["grounding"] == 1.0
+    assert m["extractive"]["em"] == 0.0 and m["extractive"]["declined"] == 0.0
+    assert m["extractive"]["grounding"] == 0.0  # "banana" is in no passage
+    comp = {(c["a"], c["b"], c["metric"]): c for c in res.comparisons}
+    f1 = comp[("fake-llm", "extractive", "f1")]
+    assert f1["diff"] == pytest.approx(llm["f1"], abs=0.01) and f1["lo"] <= f1["diff"] <= f1["hi"] and f1["n"] == 7
+    out = res.as_json()
+    assert {"systems", "testset", "seed", "index"} <= set(out)
+    assert [set(s) >= {"name", "n", "metrics"} for s in out["systems"]] == [True, True]
+    assert out["systems"][1]["n"] == len(QUESTIONS)
+
+
+def test_oracle_gives_the_gold_paragraph(testset, corpus, tmp_path):
+    root, chunks = corpus
+    seen: dict[str, list[str]] = {}
+
+    class Recorder(KnowingReader):
+        def answer(self, question, hits):
+            seen[question] = [h.chunk.text for h in hits]
+            return super().answer(question, hits)
+
+    res = run_eval(testset, testset.questions, [LLM_GOLD], EvalConfig(runs=tmp_path / "runs"),
+                   reader_factory=lambda s: Recorder(_golds()))
+    assert seen["What are chloroplasts?"] == [PARAS[2]]
+    assert seen["Who sang the anthem at Super Bowl 50?"] == [PARAS[0]]
+    m = res.systems[0]["metrics"]
+    assert m["em"] == 100.0 and m["recall_at_k"] is None and res.retrieval == {}
+
+
+def test_interrupted_run_resumes_and_rerun_computes_only_what_changed(testset, corpus, tmp_path):
+    _, chunks = corpus
+    runs = tmp_path / "runs"
+    retriever = WordOverlapRetriever(chunks)
+    cfg = EvalConfig(k=2, runs=runs, n_boot=100)
+    kw = dict(retriever=retriever, index_key="toy")
+
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_eval(testset, testset.questions, [LLM], cfg, reader_factory=lambda s: KnowingReader(_golds(), 3), **kw)
+    preds = list((runs / "eval").glob("*/pred-fake-llm-*.jsonl"))
+    assert len(preds) == 1 and len(preds[0].read_text().splitlines()) == 3
+    assert not (runs / "experiments.jsonl").exists()  # nothing logged for a crashed run
+    assert retriever.calls == len(QUESTIONS)
+
+    second = KnowingReader(_golds())
+    res = run_eval(testset, testset.questions, [LLM], cfg, reader_factory=lambda s: second, **kw)
+    assert second.calls == len(QUESTIONS) - 3
+    assert retriever.calls == len(QUESTIONS)  # retrieval came from the cache
+    full = res.systems[0]["metrics"]
+    assert full["n"] == len(QUESTIONS)
+
+    def must_not_load(spec):
+        raise AssertionError("every prediction is cached: no reader should load")
+
+    again = run_eval(testset, testset.questions, [LLM], cfg, reader_factory=must_not_load, **kw)
+    assert again.systems[0]["metrics"]["em"] == full["em"]
+
+    # Edit one question: it alone is retrieved and answered again.
+    f = Path(testset.files[0])
+    f.write_text(f.read_text().replace("What are chloroplasts?", "What are chloroplasts, briefly?"))
+    edited = load_testset([f], corpus_root=testset.corpus_root)
+    third = KnowingReader({**_golds(), "What are chloroplasts, briefly?": ["organelles"]})
+    run_eval(edited, edited.questions, [LLM], cfg, reader_factory=lambda s: third, **kw)
+    assert third.calls == 1 and retriever.calls == len(QUESTIONS) + 1
+    rows = [json.loads(line) for line in (runs / "experiments.jsonl").read_text().splitlines()]
+    assert len(rows) == 3
+
+
+def test_experiments_log_schema_jsonl_and_csv(testset, corpus, tmp_path):
+    _, chunks = corpus
+    runs = tmp_path / "runs"
+    for _ in range(2):
+        run_eval(testset, testset.questions, [BASE, LLM], EvalConfig(k=2, runs=runs, seed=7, n_boot=100),
+                 retriever=WordOverlapRetriever(chunks), index_key="toy",
+                 reader_factory=lambda s: KnowingReader(_golds(), wrong=s.reader == "extractive"))
+    rows = [json.loads(line) for line in (runs / "experiments.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and all(tuple(r) == LOG_COLUMNS for r in rows)
+    assert {r["system"] for r in rows} == {"extractive", "fake-llm"} and rows[0]["seed"] == 7
+    assert rows[0]["run_id"] == rows[1]["run_id"] != rows[2]["run_id"]
+    llm = rows[1]
+    assert llm["comparisons"][0]["b"] == "extractive" and llm["faithfulness"] is None and llm["judge"] is None
+    with open(runs / "experiments.csv", newline="") as fh:
+        table = list(csv.DictReader(fh))
+    assert len(table) == 4 and tuple(table[0]) == LOG_COLUMNS
+    assert float(table[1]["f1"]) == llm["f1"] and table[0]["params"] == ""  # None -> empty cell
+
+
+def test_cli_eval_json_with_the_extractive_reader(testset, corpus, tmp_path, monkeypatch):
+    import eval.run as R
+    from rag.cli import app
+
+    _, chunks = corpus
+    monkeypatch.setattr(R, "_default_retriever_factory", lambda cfg: WordOverlapRetriever(chunks))
+    f = Path(testset.files[0])
+    r = CliRunner().invoke(app, ["eval", "--testset", str(f), "--corpus", str(testset.corpus_root),
+                                 "--systems", "extractive", "--systems", "extractive@gold", "--limit", "5",
+                                 "--seed", "1", "--json", "--runs", str(tmp_path / "runs")])
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.stdout)
+    assert [s["name"] for s in data["systems"]] == ["extractive", "extractive@gold"]
+    assert data["seed"] == 1 and data["testset"]["name"] == "t.jsonl" and data["systems"][0]["n"] == 5
+    assert 0 <= data["systems"][0]["metrics"]["f1"] <= 100
+    assert (tmp_path / "runs" / "experiments.csv").exists()

@@ -168,6 +168,121 @@ def search_cmd(
 
 
 # ---------------------------------------------------------------- ask (owner: reader)
+def _ask_retriever(index: Optional[Path], mode: str):
+    """The retriever `rag ask` uses (a seam for tests)."""
+    from indexing.retrieve import open_retriever
+    from rag.config import default_index_dir
+
+    return open_retriever(index.expanduser() if index else default_index_dir(), mode=mode)
+
+
+def _ask_reader(name: str, model: str, adapter: str, max_new_tokens: int):
+    """The reader `rag ask` uses (a seam for tests); pulls the model on first use, saying so on stderr."""
+    from rag.reader import make_reader
+
+    return make_reader(name, model=model, adapter=adapter, max_new_tokens=max_new_tokens,
+                       log=lambda m: err.print(m, highlight=False))
+
+
+def _ask_source_path(retriever, doc: str) -> str:
+    try:
+        from indexing.build import source_path
+
+        return source_path(retriever.index.manifest, doc)
+    except Exception:  # display only: a retriever without an on-disk index shows the stored name
+        return doc
+
+
+def _ask_print_sources(stream, retriever) -> None:
+    from rag.pipeline import snippet
+
+    ans = stream.answer
+    cited = {c.n for c in ans.citations}
+    if ans.citations:
+        out.print("\n[bold]Sources[/]", highlight=False)
+        for c in ans.citations:
+            h = stream.hits[c.n - 1]
+            flag = "" if c.supported else "  [yellow](answer not found in this passage)[/]"
+            out.print(f" [bold][{c.n}][/] {_ask_source_path(retriever, c.source)}  chars {c.start}-{c.end}{flag}",
+                      highlight=False, soft_wrap=True)
+            out.print(f"     {snippet(h.chunk.text, ans.text)}", highlight=False, markup=False, soft_wrap=True)
+    rest = [f"[{i}] {h.chunk.doc}" for i, h in enumerate(stream.hits, 1) if i not in cited]
+    if rest:
+        label = "Searched" if not ans.citations else "Also retrieved"
+        out.print(f"[dim]{label}: " + ", ".join(rest).replace("[", r"\[") + "[/]", highlight=False, soft_wrap=True)
+    if not ans.abstained and not ans.supported:
+        why = "it cites no passage" if not ans.citations else "its words are not in the passages it cites"
+        out.print(f"[yellow]warning:[/] this answer is not supported: {why}; check the sources.", highlight=False)
+    r = ans.reader
+    who = (f"{r.get('model')} + adapter {r.get('adapter')}" if r.get("adapter")
+           else "extractive baseline (no LLM)" if r.get("model") == "extractive" else f"{r.get('model')} (no adapter)")
+    t = ans.timings
+    tokens = f", {t['new_tokens']} tokens" if t.get("new_tokens") is not None else ""
+    out.print(f"[dim]reader: {who} · retrieve {t['retrieve_s']:.2f} s · first token {t['first_token_s']:.2f} s · "
+              f"total {t['total_s']:.2f} s{tokens}[/]", highlight=False, soft_wrap=True)
+
+
+def _ask_one(question: str, retriever, reader, k: int, json_out: bool) -> None:
+    from rag.pipeline import answer_to_json, ask_stream
+
+    stream = ask_stream(question, retriever, reader, k=k)
+    if json_out:
+        for _ in stream:
+            pass
+        print(json.dumps(answer_to_json(stream.answer), ensure_ascii=False), flush=True)
+        return
+    for piece in stream:
+        out.print(piece, end="", highlight=False, markup=False, soft_wrap=True)
+        out.file.flush()
+    out.print()
+    if stream.answer.abstained and stream.answer.raw.strip() != stream.answer.text:
+        from rich.markup import escape
+
+        out.print(f"[dim](reader output {escape(repr(stream.answer.raw.strip()))} read as: {stream.answer.text})[/]",
+                  highlight=False, soft_wrap=True)
+    _ask_print_sources(stream, retriever)
+
+
+@app.command("ask")
+def ask_cmd(
+    question: Optional[str] = typer.Argument(None, help="The question; leave out for an interactive prompt."),
+    k: Optional[int] = typer.Option(None, "-k", help="Passages given to the reader [default: 5]."),
+    reader: Optional[str] = typer.Option(None, "--reader", help="llm | extractive [default: llm]."),
+    model: Optional[str] = typer.Option(None, "--model", help="Reader model preset or folder [default: smollm2-135m]."),
+    adapter: Optional[str] = typer.Option(None, "--adapter",
+                                          help="LoRA adapter folder, 'none', or 'default' (the shipped one if any)."),
+    index: Optional[Path] = typer.Option(None, "--index", help="Index folder [default: $RAG_HOME/index]."),
+    mode: Optional[str] = typer.Option(None, "--mode", help="Retrieval: hybrid | dense | bm25 [default: hybrid]."),
+    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Bound on the answer length [32]."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object per answer."),
+) -> None:
+    """Answer a question from the indexed documents, citing the passages it came from."""
+    from rag.config import load_config
+
+    try:
+        cfg = load_config()
+        k = cfg.retrieval.k if k is None else k
+        retriever = _ask_retriever(index, mode or cfg.retrieval.mode)
+        rd = _ask_reader(reader or cfg.reader.reader, model or cfg.reader.model, adapter or cfg.reader.adapter,
+                         max_new_tokens or cfg.reader.max_new_tokens)
+        if question is not None:
+            _ask_one(question, retriever, rd, k, json_out)
+            return
+    except RagError as e:
+        _fail(e)
+    err.print("[dim]Ask a question about the indexed documents (empty line or Ctrl-D to quit).[/]", highlight=False)
+    while True:
+        err.print("[bold]question>[/] ", end="", highlight=False)
+        line = sys.stdin.readline()
+        if not line.strip():
+            err.print()
+            return
+        try:
+            _ask_one(line.strip(), retriever, rd, k, json_out)
+        except RagError as e:
+            err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        if not json_out:
+            out.print()
 
 
 # ---------------------------------------------------------------- finetune (owner: finetune)
@@ -294,8 +409,24 @@ def eval_cmd(
 # ---------------------------------------------------------------- report (owner: report)
 
 
+def _quiet_libraries() -> None:
+    """Third-party progress bars and chatter would bury our own output."""
+    import os
+    import warnings
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("RAGAS_DO_NOT_TRACK", "true")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    for name in ("bm25s", "transformers", "sentence_transformers", "httpx", "faiss"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    _quiet_libraries()
     try:
         app()
     except RagError as e:  # a library error raised outside a command's own handler

@@ -64,9 +64,12 @@ class SentenceTransformerEmbedder:
         torch.set_num_threads(cpu_threads())
         self.name = name
         self.model = models.load_embedder(name, log=log_fn)
-        self.dim = int(self.model.get_sentence_embedding_dimension())
+        get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        self.dim = int(get_dim())
         self.max_tokens = int(self.model.max_seq_length) - 2  # [CLS] and [SEP]
         self.tokenizer = self.model.tokenizer
+        # We count tokens of whole documents on purpose (to split them); silence the length warning.
+        self.tokenizer.model_max_length = 10**9
         if bf16 is None:
             bf16 = _has_fast_bf16()
         if bf16:

@@ -38,6 +38,16 @@ class DenseRetriever:
     def search(self, query: str, k: int) -> list[Hit]:
         return _hits(self.ranked(query, k), self.get)
 
+    def ranked_batch(self, queries: list[str], n: int) -> list[list[tuple[int, float]]]:
+        if self.faiss_index.ntotal == 0:
+            return [[] for _ in queries]
+        q = self.embedder.encode(queries, batch_size=64).astype(np.float32)
+        scores, ids = self.faiss_index.search(q, min(n, self.faiss_index.ntotal))
+        return [[(int(i), float(s)) for i, s in zip(ii, ss) if i >= 0] for ii, ss in zip(ids, scores)]
+
+    def search_batch(self, queries: list[str], k: int) -> list[list[Hit]]:
+        return [_hits(r, self.get) for r in self.ranked_batch(queries, k)]
+
 
 class BM25Retriever:
     def __init__(self, bm25, get: ChunkGetter, n_docs: int):
@@ -58,6 +68,12 @@ class BM25Retriever:
     def search(self, query: str, k: int) -> list[Hit]:
         return _hits(self.ranked(query, k), self.get)
 
+    def ranked_batch(self, queries: list[str], n: int) -> list[list[tuple[int, float]]]:
+        return [self.ranked(q, n) for q in queries]
+
+    def search_batch(self, queries: list[str], k: int) -> list[list[Hit]]:
+        return [_hits(r, self.get) for r in self.ranked_batch(queries, k)]
+
 
 class HybridRetriever:
     """Reciprocal rank fusion of dense and BM25 rankings."""
@@ -71,6 +87,16 @@ class HybridRetriever:
 
     def search(self, query: str, k: int) -> list[Hit]:
         return _hits(self.ranked(query, k), self.get)
+
+    def ranked_batch(self, queries: list[str], n: int) -> list[list[tuple[int, float]]]:
+        depth = max(n, self.candidates)
+        dense = self.dense.ranked_batch(queries, depth)
+        sparse = self.bm25.ranked_batch(queries, depth)
+        return [rrf([d, s], self.rrf_k)[:n] for d, s in zip(dense, sparse)]
+
+    def search_batch(self, queries: list[str], k: int) -> list[list[Hit]]:
+        """Many queries at once (queries are embedded in batches): for evaluation and benchmarks."""
+        return [_hits(r, self.get) for r in self.ranked_batch(queries, k)]
 
     @property
     def get(self) -> ChunkGetter:

@@ -297,31 +297,43 @@ def _fmt(v, nd: int = 1, suffix: str = "") -> str:
     return f"{v}{suffix}"
 
 
-def _eval_table(res: dict):
+def _eval_tables(res: dict) -> list:
+    """Three tables (what each system is; answer quality; judge and cost), each fits 80 columns."""
+    from rich import box
     from rich.table import Table
 
     k = res["k"]
-    t = Table(title=f"rag eval: {res['testset']['name']} n={res['testset']['n']} seed={res['seed']} k={k}",
-              caption="EM/F1 on answerable questions; correct+cite = F1>=0.5 and a cited passage holds a gold "
-                      "answer; declined = unanswerable questions correctly declined; - = not measured",
-              caption_justify="left")
-    for col in ("system", "model", "params", "quant", "rank", "train", "EM", "F1", "correct+cite %",
-                "declined %", "wrong abst.", "faith.", "relev.", f"recall@{k}", "ground.", "p50/p95 s", "RAM MB"):
-        t.add_column(col, justify="left" if col in ("system", "model", "quant") else "right")
+
+    def table(title: str, cols: list[str], caption: str | None = None) -> Table:
+        t = Table(title=title, caption=caption, caption_justify="left", box=box.SIMPLE_HEAD, title_justify="left")
+        for i, c in enumerate(cols):
+            t.add_column(c, justify="left" if i == 0 or c in ("model", "quantization") else "right")
+        return t
+
+    who = table(f"systems: {res['testset']['name']}, n={res['n_questions']}, seed={res['seed']}, k={k}",
+                ["system", "model", "params", "quantization", "LoRA r", "train min"])
+    quality = table("answers", ["system", "EM", "F1", "ok+cite %", "declined %", "wrong %", f"recall@{k}"],
+                    "EM/F1 on answerable questions; ok+cite = F1>=0.5 and a cited passage holds a gold answer; "
+                    "declined = unanswerable ones declined; wrong = answerable ones declined")
+    cost = table("faithfulness and cost", ["system", "faith", "relev", "judged", "ground", "p50 s", "p95 s",
+                                            "RAM MB"],
+                 "faith/relev: ragas with a local judge on `judged` answers (+N = judge outputs that failed to "
+                 "parse, left out); ground = share of answer words found in the cited passages; - = not measured")
     for s in res["systems"]:
         m, meta = s["metrics"], s["meta"]
-        judge_fail = (m.get("faithfulness_failed") or 0) + (m.get("relevancy_failed") or 0)
         train = meta.get("training_time_s")
-        t.add_row(
-            s["name"], str(meta.get("model") or "-"), _fmt(meta.get("params")), _fmt(meta.get("quantization")),
-            _fmt(meta.get("adapter_rank")), "-" if train is None else f"{train / 60:.0f} min",
-            _fmt(m["em"]), _fmt(m["f1"]), _fmt(m["correct_cited"]), _fmt(m["declined"]),
-            _fmt(m["wrong_abstain_rate"], 2),
-            _fmt(m["faithfulness"], 2) + (f" ({judge_fail} fail)" if judge_fail else ""), _fmt(m["relevancy"], 2),
-            _fmt(m["recall_at_k"], 3), _fmt(m["grounding"], 2),
-            f"{_fmt(m['latency_p50_s'], 2)}/{_fmt(m['latency_p95_s'], 2)}", _fmt(m["peak_ram_mb"], 0),
-        )
-    return t
+        who.add_row(s["name"], str(meta.get("model") or ("no LLM" if meta.get("reader") == "extractive" else "-")), _fmt(meta.get("params")),
+                    _fmt(meta.get("quantization")), _fmt(meta.get("adapter_rank")),
+                    "-" if train is None else f"{train / 60:.0f}")
+        wrong = m["wrong_abstain_rate"]
+        quality.add_row(s["name"], _fmt(m["em"]), _fmt(m["f1"]), _fmt(m["correct_cited"]), _fmt(m["declined"]),
+                        _fmt(None if wrong is None else 100 * wrong), _fmt(m["recall_at_k"], 3))
+        failed = max(m.get("faithfulness_failed") or 0, m.get("relevancy_failed") or 0)
+        judged = "-" if not m.get("judge_n") else f"{m['judge_n']}" + (f" +{failed}" if failed else "")
+        cost.add_row(s["name"], _fmt(m["faithfulness"], 2), _fmt(m["relevancy"], 2), judged,
+                     _fmt(m["grounding"], 2), _fmt(m["latency_p50_s"], 2), _fmt(m["latency_p95_s"], 2),
+                     _fmt(m["peak_ram_mb"], 0))
+    return [who, quality, cost]
 
 
 @app.command("eval")
@@ -391,7 +403,8 @@ def eval_cmd(
     if json_out:
         print(json.dumps(data, indent=2))
         return
-    out.print(_eval_table(data))
+    for table in _eval_tables(data):
+        out.print(table)
     for c in data["comparisons"]:
         if c["metric"] in ("f1", "faithfulness"):
             out.print(f"  {c['metric']} {c['a']} - {c['b']}: {c['diff']:+.2f} [95% CI {c['lo']:+.2f}, {c['hi']:+.2f}] "

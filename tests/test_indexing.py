@@ -301,3 +301,13 @@ def test_memory_retriever_and_langchain_adapter():
     docs = lc.invoke("fish swim")
     assert docs[0].page_content == "fish swim quietly"
     assert docs[0].metadata["source"] == "d2.txt" and len(docs) == 2
+
+
+def test_batch_search_equals_single_search(docs, tmp_path):
+    emb = HashEmbedder()
+    build(docs, tmp_path / "idx", emb)
+    queries = ["smallest planet", "Denver Broncos Super Bowl", "capital of France"]
+    for mode in ("dense", "bm25", "hybrid"):
+        r = open_retriever(tmp_path / "idx", mode=mode, embedder=emb)
+        batch = r.search_batch(queries, 3)
+        assert [[h.chunk.id for h in hits] for hits in batch] == [[h.chunk.id for h in r.search(q, 3)] for q in queries]

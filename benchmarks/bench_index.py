@@ -1,0 +1,102 @@
+"""Indexing throughput on corpus/: our build against LangChain's FAISS.from_documents with
+HuggingFaceEmbeddings on the same embedder and the same chunks, in the same run; and the cost of a
+re-index after one file changes. Model loading is excluded from both (each loads once, warm).
+
+    python benchmarks/bench_index.py
+Prints a table and writes benchmarks/results/index.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "index.json")
+    args = ap.parse_args()
+
+    import torch
+
+    from indexing import store
+    from indexing.build import build_index
+    from indexing.embed import get_embedder
+    from rag import models
+    from rag.config import IndexConfig, cpu_threads
+
+    work = Path(tempfile.mkdtemp(prefix="rag-bench-index-"))
+    corpus = work / "corpus"
+    shutil.copytree(ROOT / "corpus", corpus)
+    cfg = IndexConfig()
+    emb = get_embedder(cfg.embedder)
+    emb.encode(["warm up"])
+
+    t = time.perf_counter()
+    full = build_index([corpus], work / "index", cfg, embedder=emb)
+    full_s = time.perf_counter() - t
+
+    victim = sorted(corpus.glob("*.txt"))[0]
+    victim.write_text(victim.read_text() + "\n\nA new closing paragraph added for the benchmark.\n")
+    t = time.perf_counter()
+    inc = build_index([corpus], work / "index", cfg, embedder=emb)
+    inc_s = time.perf_counter() - t
+
+    # LangChain baseline on exactly our chunks, same model folder, fp32 as HuggingFaceEmbeddings loads it.
+    from langchain_community.vectorstores import FAISS
+    from langchain_core.documents import Document
+    from langchain_huggingface import HuggingFaceEmbeddings
+
+    idx = store.open_index(work / "index")
+    chunks = idx.db.get(list(range(len(idx))))
+    docs = [Document(page_content=c.text, metadata={"source": c.doc, "start": c.start}) for c in chunks]
+    lc_emb = HuggingFaceEmbeddings(model_name=str(models.resolve(cfg.embedder)), model_kwargs={"device": "cpu"},
+                                   encode_kwargs={"normalize_embeddings": True})
+    lc_emb.embed_documents(["warm up"])
+    t = time.perf_counter()
+    FAISS.from_documents(docs, lc_emb)
+    lc_s = time.perf_counter() - t
+
+    res = {
+        "chunks": full.chunks,
+        "ours_full_s": round(full_s, 2),
+        "ours_chunks_per_s": round(full.chunks / full_s, 1),
+        "langchain_full_s": round(lc_s, 2),
+        "langchain_chunks_per_s": round(len(docs) / lc_s, 1),
+        "speedup_vs_langchain": round(lc_s / full_s, 2),
+        "reindex_one_file_s": round(inc_s, 2),
+        "reindex_chunks_embedded": inc.chunks_embedded,
+        "reindex_speedup": round(full_s / inc_s, 1),
+        "ours_bf16": bool(getattr(emb, "bf16", False)),
+        "torch_threads": torch.get_num_threads(),
+        "cpus": cpu_threads(),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "load_avg_1m": round(os.getloadavg()[0], 2),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": "python benchmarks/bench_index.py",
+    }
+    print(f"\nindexing corpus/ ({res['chunks']} chunks, embedder {cfg.embedder}, {res['cpus']} threads)")
+    print(f"{'':28} {'seconds':>8} {'chunks/s':>9}")
+    print(f"{'ours (full build)':28} {full_s:8.1f} {res['ours_chunks_per_s']:9.1f}")
+    print(f"{'LangChain FAISS.from_docs':28} {lc_s:8.1f} {res['langchain_chunks_per_s']:9.1f}")
+    print(f"{'ours, re-index 1 changed file':28} {inc_s:8.2f}   ({inc.chunks_embedded} chunks embedded)")
+    print(f"speedup vs LangChain {res['speedup_vs_langchain']}x (target >= 1.5x); "
+          f"re-index {res['reindex_speedup']}x faster than full (target >= 20x); load avg {res['load_avg_1m']}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(res, indent=2) + "\n")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -216,13 +216,10 @@ def hf_generate_fn(model, tokenizer, max_new_tokens: int = 384) -> Callable[[str
 
 
 def local_embed_fn(preset: str = EMBEDDER_PRESET) -> Callable[[list[str]], Sequence[Sequence[float]]]:
-    """Encoder from the model store's sentence-transformers folder (normalized vectors)."""
-    from sentence_transformers import SentenceTransformer
-
+    """Encoder over the model store's sentence-transformers model (shared with the retriever's)."""
     from rag import models
 
-    path = models.pull(preset)
-    st = SentenceTransformer(str(path), device="cpu", local_files_only=True)
+    st = models.load_embedder(preset)
 
     def embed(texts: list[str]):
         return st.encode(texts, normalize_embeddings=True, convert_to_numpy=True).tolist()

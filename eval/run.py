@@ -194,7 +194,7 @@ def system_meta(spec: SystemSpec) -> dict:
     info = _model_info(spec.model)
     man = _adapter_manifest(spec.adapter)
     if spec.reader == "extractive":
-        return {"model": "extractive (no LLM)", "params": None, "quantization": None, "adapter": None,
+        return {"model": None, "params": None, "quantization": None, "adapter": None,
                 "adapter_rank": None, "training_time_s": None, "adapter_val_em": None, "adapter_val_f1": None}
     return {
         "model": spec.model,
@@ -357,6 +357,7 @@ class EvalResult:
     retrieval: dict = field(default_factory=dict)
     comparisons: list[dict] = field(default_factory=list)
     rows: list[dict] = field(default_factory=list)  # the experiments-log rows written
+    n_questions: int = 0  # questions evaluated (after --limit sampling)
 
     def as_json(self) -> dict:
         """The `rag eval --json` object."""
@@ -364,6 +365,7 @@ class EvalResult:
             "systems": [{"name": s["name"], "n": s["n"], "metrics": s["metrics"], "meta": s["meta"]}
                         for s in self.systems],
             "testset": self.testset,
+            "n_questions": self.n_questions,
             "seed": self.config.seed,
             "limit": self.config.limit,
             "k": self.config.k,
@@ -693,7 +695,7 @@ def _score(testset, qs, systems, shash, preds, hits_by_id, judged, contexts, ret
     comparisons = _compare(systems, per_q, judged, by_id, cfg)
     run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + _h(str(time.time_ns()))[:6]
     result = EvalResult(run_id=run_id, run_dir=run_dir, testset=testset.describe(), config=cfg,
-                        systems=sys_out, retrieval=retrieval, comparisons=comparisons)
+                        systems=sys_out, retrieval=retrieval, comparisons=comparisons, n_questions=len(qs))
     result.rows = _log_rows(result)
     (run_dir / f"run-{run_id}.json").write_text(json.dumps(result.as_json(), indent=1))
     return result

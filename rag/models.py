@@ -613,6 +613,7 @@ def _fix_special_tokens(model: Any, tok: Any) -> None:
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     vocab = tok.get_vocab()
+    special = set(tok.all_special_tokens) | {t.content for t in tok.added_tokens_decoder.values() if t.special}
     eos: list[int] = []
     gc_eos = model.generation_config.eos_token_id
     for i in [tok.eos_token_id, *(gc_eos if isinstance(gc_eos, list) else [gc_eos])]:
@@ -620,7 +621,7 @@ def _fix_special_tokens(model: Any, tok: Any) -> None:
             eos.append(int(i))
     for t in _STOP_TOKENS:
         i = vocab.get(t)
-        if i is not None and i not in eos and t in tok.all_special_tokens + list(tok.added_tokens_encoder):
+        if i is not None and i not in eos and t in special:
             eos.append(int(i))
     model.generation_config.eos_token_id = eos[0] if len(eos) == 1 else eos
     model.generation_config.pad_token_id = tok.pad_token_id

@@ -46,6 +46,7 @@ class ParsedAnswer:
 
 
 _BRACKET_NUM = re.compile(r"\[(\d{1,3})\]")
+_LABEL = re.compile(r"^Answer\s*:\s*", re.IGNORECASE)
 _WS = re.compile(r"\s+")
 
 
@@ -153,8 +154,10 @@ def parse_output(raw: str, n_passages: int) -> ParsedAnswer:
 
     >>> parse_output("Paris [1][4]", n_passages=3)
     ParsedAnswer(text='Paris', citations=[1], abstained=False, dropped=[4])
+    >>> parse_output("Answer: Paris [2]", n_passages=3)  # a model may repeat the label
+    ParsedAnswer(text='Paris', citations=[2], abstained=False, dropped=[])
     """
-    text = truncate_at_stop(raw)
+    text = _LABEL.sub("", truncate_at_stop(raw.lstrip()), count=1)
     if is_abstention(_BRACKET_NUM.sub("", text)):
         return ParsedAnswer(text=ABSTAIN, citations=[], abstained=True)
     cites: list[int] = []

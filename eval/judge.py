@@ -179,20 +179,21 @@ def summarize(scores: Sequence[JudgeScore | dict]) -> dict:
 
 # ---------------------------------------------------------------- the real judge
 def default_judge_preset() -> str:
-    """The strongest judge the model store offers, preferring one already pulled."""
+    """The strongest judge preset in the model store, pulled on first use if it is not yet.
+
+    Strongest rather than already pulled: NOTES found Qwen-0.5B scores right and wrong answers alike,
+    so silently falling back to a weak judge would make the judged columns meaningless.
+    """
     try:
         from rag import models
 
-        rows = {r["name"]: r for r in models.list_presets()}
+        names = {r["name"] for r in models.list_presets()}
     except Exception as e:  # model store unavailable: fall back to the first preference
         log.info("model store not readable (%s); judge defaults to %s", e, JUDGE_PREFERENCE[0])
         return JUDGE_PREFERENCE[0]
-    known = [n for n in JUDGE_PREFERENCE if n in rows]
-    pulled = [n for n in known if rows[n].get("pulled")]
-    if pulled:
-        return pulled[0]
-    if known:
-        return known[0]
+    for n in JUDGE_PREFERENCE:
+        if n in names:
+            return n
     raise ModelUnavailable(f"no judge model among the presets {list(JUDGE_PREFERENCE)}: pass --judge PRESET")
 
 

@@ -358,6 +358,7 @@ class EvalResult:
     comparisons: list[dict] = field(default_factory=list)
     rows: list[dict] = field(default_factory=list)  # the experiments-log rows written
     n_questions: int = 0  # questions evaluated (after --limit sampling)
+    index: str | None = None  # index folder the hits came from (None: no retrieval, or an injected retriever)
 
     def as_json(self) -> dict:
         """The `rag eval --json` object."""
@@ -370,7 +371,7 @@ class EvalResult:
             "limit": self.config.limit,
             "k": self.config.k,
             "mode": self.config.mode,
-            "index": str(self.config.index_dir) if self.config.index_dir else None,
+            "index": self.index,
             "judge": self.config.judge,
             "judge_limit": self.config.judge_limit,
             "retrieval": self.retrieval,
@@ -421,6 +422,7 @@ def run_eval(
     if len({s.name for s in systems}) != len(systems):
         raise BadInput("a system is listed twice in --systems: list each once")
     progress = on_progress or (lambda phase, done, total: None)
+    retriever_was_default = retriever is None
     reader_factory = reader_factory or _default_reader_factory
     runs = Path(cfg.runs) if cfg.runs else runs_dir()
     # Keyed by the files' paths, not their content: an edited test set reuses every unchanged answer.
@@ -452,15 +454,23 @@ def run_eval(
                 rkey = _h(json.dumps([ikey, cfg.mode, depth]))
                 hpath = run_dir / f"hits-{rkey}.jsonl"
             out = _Appender(hpath)
+            batched = hasattr(retriever, "search_batch")  # embeds queries in batches: much faster
+            step = 64 if batched else 1
             try:
-                for i, q in enumerate(todo, 1):
+                for b in range(0, len(todo), step):
+                    batch = todo[b : b + step]
                     t0 = time.perf_counter()
-                    hits = retriever.search(q.question, depth)
-                    dt = time.perf_counter() - t0
-                    row = {"id": q.id, "qhash": _h(q.question), "seconds": dt, "hits": [_hit_to_row(h) for h in hits]}
-                    out.write(row)
-                    cached[q.id] = row
-                    progress("retrieve", i, len(todo))
+                    if batched:
+                        results = retriever.search_batch([q.question for q in batch], depth)
+                    else:
+                        results = [retriever.search(q.question, depth) for q in batch]
+                    dt = (time.perf_counter() - t0) / len(batch)  # amortized per question in a batch
+                    for q, hits in zip(batch, results, strict=True):
+                        row = {"id": q.id, "qhash": _h(q.question), "seconds": dt,
+                               "hits": [_hit_to_row(h) for h in hits]}
+                        out.write(row)
+                        cached[q.id] = row
+                    progress("retrieve", b + len(batch), len(todo))
             finally:
                 out.close()
         for q in qs:
@@ -538,7 +548,11 @@ def run_eval(
         judged = _run_judge(qs, systems, shash, preds, contexts, cfg, run_dir, judge, progress)
 
     # 4. score, compare, log
-    result = _score(testset, qs, systems, shash, preds, hits_by_id, judged, contexts, retrieval_s, cfg, run_dir)
+    index = None
+    if hits_by_id and (index_key is None or retriever_was_default):
+        index = str(Path(cfg.index_dir or _default_index_dir()).resolve())
+    result = _score(testset, qs, systems, shash, preds, hits_by_id, judged, contexts, retrieval_s, cfg, run_dir,
+                    index)
     if write_log:
         append_experiments(result.rows, runs)
     return result
@@ -623,7 +637,8 @@ def _r(x: float | None, nd: int = 4) -> float | None:
     return None if x is None else round(float(x), nd)
 
 
-def _score(testset, qs, systems, shash, preds, hits_by_id, judged, contexts, retrieval_s, cfg, run_dir) -> EvalResult:
+def _score(testset, qs, systems, shash, preds, hits_by_id, judged, contexts, retrieval_s, cfg, run_dir,
+           index) -> EvalResult:
     from eval.judge import summarize
 
     # retrieval, once for the test set (answerable questions with a known gold paragraph)
@@ -695,7 +710,8 @@ def _score(testset, qs, systems, shash, preds, hits_by_id, judged, contexts, ret
     comparisons = _compare(systems, per_q, judged, by_id, cfg)
     run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + _h(str(time.time_ns()))[:6]
     result = EvalResult(run_id=run_id, run_dir=run_dir, testset=testset.describe(), config=cfg,
-                        systems=sys_out, retrieval=retrieval, comparisons=comparisons, n_questions=len(qs))
+                        systems=sys_out, retrieval=retrieval, comparisons=comparisons, n_questions=len(qs),
+                        index=index)
     result.rows = _log_rows(result)
     (run_dir / f"run-{run_id}.json").write_text(json.dumps(result.as_json(), indent=1))
     return result
@@ -781,7 +797,7 @@ def _log_rows(res: EvalResult) -> list[dict]:
             "testset": res.testset["name"], "testset_sha256": res.testset["sha256"],
             "testset_files": res.testset["files"], "n_testset": res.testset["n"], "limit": cfg.limit,
             "seed": cfg.seed, "k": cfg.k, "mode": cfg.mode,
-            "index": str(cfg.index_dir) if cfg.index_dir else None,
+            "index": res.index,
             "system": s["name"], "reader": meta["reader"], "oracle": meta["oracle"],
             **{k: meta.get(k) for k in ("model", "params", "quantization", "adapter", "adapter_rank",
                                         "training_time_s", "adapter_val_em", "adapter_val_f1", "system_hash")},

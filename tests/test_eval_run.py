@@ -227,3 +227,27 @@ def test_cli_eval_json_with_the_extractive_reader(testset, corpus, tmp_path, mon
     assert data["seed"] == 1 and data["testset"]["name"] == "t.jsonl" and data["systems"][0]["n"] == 5
     assert 0 <= data["systems"][0]["metrics"]["f1"] <= 100
     assert (tmp_path / "runs" / "experiments.csv").exists()
+
+
+def test_batch_retrieval_is_used_when_offered(testset, corpus, tmp_path):
+    _, chunks = corpus
+
+    class Batched(WordOverlapRetriever):
+        batches = 0
+
+        def search_batch(self, queries, k):
+            self.batches += 1
+            return [WordOverlapRetriever.search(self, q, k) for q in queries]
+
+        def search(self, query, k):
+            raise AssertionError("one query at a time while a batch search exists")
+
+    r = Batched(chunks)
+    one = run_eval(testset, testset.questions, [LLM], EvalConfig(k=1, runs=tmp_path / "a"), retriever=r,
+                   index_key="toy", reader_factory=lambda s: KnowingReader(_golds()))
+    two = run_eval(testset, testset.questions, [LLM], EvalConfig(k=1, runs=tmp_path / "b"),
+                   retriever=WordOverlapRetriever(chunks), index_key="toy",
+                   reader_factory=lambda s: KnowingReader(_golds()))
+    assert r.batches == 1
+    assert one.retrieval["mrr_at_10"] == two.retrieval["mrr_at_10"]
+    assert one.systems[0]["metrics"]["f1"] == two.systems[0]["metrics"]["f1"]

@@ -1,0 +1,389 @@
+"""RAFT-style grounded QA examples for training the reader.
+
+Each example is one question with a few passages, formatted exactly as the reader is served
+(`rag.prompt`). With probability P (default 0.8) the gold paragraph is among the passages, at a random
+position, and the target is the short answer plus its citation, e.g. "two delegates [3]". Otherwise
+the gold paragraph is left out and the target is the abstention sentence. The other passages are hard
+negatives: paragraphs from the same pool that BM25 ranks high for the question but that do not
+contain any gold answer (so an abstention target is never a lie).
+
+Distractor count: each example draws k uniformly from [min_distractors, distractors] (default 1..4,
+so 2 to 5 passages, mean 3.5). RAFT uses a fixed 1 + 4. A CPU hour buys a fixed number of tokens, and
+the cost per example is linear in passages; a range keeps the mean prompt ~30% shorter than a fixed
+1 + 4 while still covering what the reader is served: a single gold paragraph (the eval setting) up
+to the five retrieved chunks of `rag ask` (citation numbers 1-5 all appear as targets).
+
+Sources: "squadshifts" (SQuADShifts new_wiki + nyt), "squadshifts:new_wiki,reddit", a SQuAD JSON
+file, or a JSONL file of {question, context, answers[, title, id]} rows.
+
+    >>> majority_answer(["Each brotherhood elects two delegates", "two delegates", "two delegates"])
+    'two delegates'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import re
+import string
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from rag.config import data_dir
+from rag.errors import BadInput, DataLeak
+from rag.prompt import ABSTAIN, Passage, format_target
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 2  # bump when the example layout or selection logic changes (invalidates caches)
+DEFAULT_SHIFTS = ("new_wiki", "nyt")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = "squadshifts"  # "squadshifts[:a,b]", a SQuAD JSON file or a JSONL {question, context, answers}
+    distractors: int = 4  # most distractor passages per example (RAFT: 4)
+    min_distractors: int = 1  # fewest distractor passages per example; k is drawn uniformly in between
+    p_gold: float = 0.8  # fraction of examples that include the gold paragraph (RAFT's P)
+    val_fraction: float = 0.05  # fraction of articles held out for validation
+    candidates: int = 12  # BM25 hits per question to draw hard negatives from
+    seed: int = 0  # one seed for split, distractor choice, positions and gold-less draws
+    leakage_guard: bool = True  # refuse passages that appear in SQuAD dev / Disfl-QA
+
+
+@dataclass
+class Example:
+    id: str  # question id from the source
+    article: str  # article title: the unit of the train/validation split
+    question: str
+    passages: list[Passage]  # in the order the reader sees them
+    gold: int | None  # 1-based position of the gold paragraph, None when it was left out
+    answers: list[str]  # all gold answer strings (for EM/F1)
+    answer: str | None = None  # the target answer, None for abstention
+    split: str = "train"
+
+    @property
+    def target(self) -> str:
+        """What the reader must generate (before EOS)."""
+        if self.gold is None or self.answer is None:
+            return ABSTAIN
+        return format_target(self.answer, [self.gold])
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["passages"] = [{"source": p.source, "text": p.text} for p in self.passages]
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> Example:
+        d = dict(d)
+        d["passages"] = [Passage(**p) for p in d["passages"]]
+        return cls(**d)
+
+
+@dataclass
+class Dataset:
+    train: list[Example]
+    val: list[Example]
+    source: str  # the DataConfig.source it was built from
+    hash: str  # sha256 of the cached JSONL (stable for the same source and config)
+    stats: dict = field(default_factory=dict)  # counts for the manifest
+    path: Path | None = None  # the cache file
+
+
+# ---------------------------------------------------------------- small pure helpers
+_NO_PUNCT = str.maketrans("", "", string.punctuation)
+
+
+def normalize_answer(s: str) -> str:
+    """SQuAD v1.1 normalization: lowercase, drop punctuation and articles, squeeze spaces.
+
+    >>> normalize_answer("The  Denver Broncos!")
+    'denver broncos'
+    """
+    s = s.lower().translate(_NO_PUNCT)
+    s = re.sub(r"\b(a|an|the)\b", " ", s)
+    return " ".join(s.split())
+
+
+def majority_answer(answers: list[str]) -> str:
+    """The most frequent answer text, the shortest on ties.
+
+    SQuADShifts' first answer is sometimes a whole sentence while the others are the short span; SQuAD
+    scoring takes the best over the gold answers, so the short consensus span is the better target.
+
+    >>> majority_answer(["the brotherhood of priests", "priests"])
+    'priests'
+    """
+    texts = [a.strip() for a in answers if a.strip()]
+    counts = Counter(texts)
+    best = max(counts.values())
+    return min((t for t in texts if counts[t] == best), key=len)
+
+
+def _contains_answer(text: str, answers: list[str]) -> bool:
+    norm = " " + normalize_answer(text) + " "
+    return any(a and (" " + a + " ") in norm for a in (normalize_answer(x) for x in answers))
+
+
+# ---------------------------------------------------------------- reading sources
+@dataclass
+class _Question:
+    id: str
+    question: str
+    answers: list[str]
+    para: int  # index into the paragraph pool
+
+
+@dataclass
+class _Pool:
+    paragraphs: list[str] = field(default_factory=list)
+    titles: list[str] = field(default_factory=list)
+    questions: list[_Question] = field(default_factory=list)
+    raw_hash: str = ""  # sha256 of the raw source content
+
+
+def _answers_of(a) -> list[str]:
+    """Accept ["x"], [{"text": "x"}], {"text": ["x"]} (HF datasets), or "x"."""
+    if isinstance(a, str):
+        return [a]
+    if isinstance(a, dict):
+        t = a.get("text", [])
+        return [t] if isinstance(t, str) else list(t)
+    out = []
+    for x in a or []:
+        out.append(x["text"] if isinstance(x, dict) else str(x))
+    return out
+
+
+def _articles_from_source(source: str) -> tuple[list[dict], str]:
+    """SQuAD-format articles plus a content hash of what was read."""
+    from rag import sources  # the data helper: bigbench sdist members, cached
+
+    if source == "squadshifts" or source.startswith("squadshifts:"):
+        names = source.split(":", 1)[1].split(",") if ":" in source else list(DEFAULT_SHIFTS)
+        articles: list[dict] = []
+        for name in names:
+            arts = sources.squadshifts(name.strip())
+            for a in arts:  # titles can repeat across sets: keep articles apart
+                articles.append({**a, "title": f"{name.strip()}/{a.get('title', '')}"})
+        h = hashlib.sha256(json.dumps(articles, sort_keys=True).encode()).hexdigest()
+        return articles, h
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise BadInput(f"no training data at {path}: pass --data squadshifts, a SQuAD JSON or a JSONL file")
+    raw = path.read_bytes()
+    h = hashlib.sha256(raw).hexdigest()
+    if path.suffix == ".jsonl":
+        return _articles_from_jsonl(path), h
+    try:
+        return sources.load_squad_json(path), h
+    except (ValueError, KeyError) as e:
+        raise BadInput(f"{path} is not SQuAD JSON ({e}): use SQuAD v1.1 layout or JSONL rows") from e
+
+
+def _articles_from_jsonl(path: Path) -> list[dict]:
+    by_title: dict[str, dict[str, list]] = {}
+    for i, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            q, ctx = row["question"], row["context"]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise BadInput(f"{path}:{i}: need a JSON object with question, context, answers ({e})") from e
+        answers = _answers_of(row.get("answers"))
+        title = str(row.get("title") or "ctx-" + hashlib.sha1(ctx.encode()).hexdigest()[:10])
+        qa = {"id": str(row.get("id", f"{path.stem}-{i}")), "question": q,
+              "answers": [{"text": a} for a in answers]}
+        by_title.setdefault(title, {}).setdefault(ctx, []).append(qa)
+    return [{"title": t, "paragraphs": [{"context": c, "qas": qas} for c, qas in paras.items()]}
+            for t, paras in by_title.items()]
+
+
+def _pool_from_articles(articles: list[dict]) -> tuple[_Pool, dict]:
+    """Flatten articles, deduplicating paragraphs (by passage hash) and questions."""
+    from rag.sources import passage_hash
+
+    pool = _Pool()
+    seen_para: dict[str, int] = {}
+    seen_q: set[tuple[str, int]] = set()
+    dropped = Counter()
+    for art in articles:
+        title = str(art.get("title", ""))
+        for para in art.get("paragraphs", []):
+            ctx = para["context"].strip()
+            h = passage_hash(ctx)
+            if h in seen_para:
+                dropped["duplicate_paragraphs"] += 1
+                idx = seen_para[h]
+            else:
+                idx = seen_para[h] = len(pool.paragraphs)
+                pool.paragraphs.append(ctx)
+                pool.titles.append(title)
+            for qa in para.get("qas", []):
+                answers = [a for a in _answers_of(qa.get("answers")) if a.strip()]
+                if not answers or qa.get("is_impossible"):
+                    dropped["no_answer"] += 1
+                    continue
+                key = (normalize_answer(qa["question"]), idx)
+                if key in seen_q:
+                    dropped["duplicate_questions"] += 1
+                    continue
+                seen_q.add(key)
+                pool.questions.append(_Question(str(qa.get("id", len(pool.questions))), qa["question"].strip(),
+                                                answers, idx))
+    return pool, dict(dropped)
+
+
+def check_leakage(paragraphs: list[str]) -> None:
+    """Raise DataLeak if any paragraph also appears in SQuAD v1.1 dev or Disfl-QA (normalized hash)."""
+    from rag.sources import eval_passage_hashes, passage_hash
+
+    held = eval_passage_hashes()
+    overlap = sum(1 for p in paragraphs if passage_hash(p) in held)
+    if overlap:
+        raise DataLeak(
+            f"{overlap} of {len(paragraphs)} training passages also appear in the evaluation sets "
+            "(SQuAD v1.1 dev / Disfl-QA): remove them from the training data, or train on --data squadshifts"
+        )
+
+
+# ---------------------------------------------------------------- hard negatives
+def _bm25_candidates(pool: _Pool, idx: list[int], questions: list[_Question], n: int) -> list[list[int]]:
+    """For each question, pool indices (within `idx`) of the top-n BM25 paragraphs."""
+    from rag.types import Chunk
+
+    chunks = [Chunk(id=str(i), doc=pool.titles[i], text=pool.paragraphs[i], start=0,
+                    end=len(pool.paragraphs[i])) for i in idx]
+    from indexing.retrieve import memory_retriever
+
+    retriever = memory_retriever(chunks, mode="bm25")
+    bm = getattr(retriever, "bm25", None)
+    if bm is None or not chunks:  # not the plain BM25 retriever: one query at a time
+        return [[int(h.chunk.id) for h in retriever.search(q.question, n)] for q in questions]
+    # Same index and tokenizer as retriever.search, but one batched call (17k questions: 2 min -> seconds).
+    from indexing.store import bm25_tokenize
+
+    docs, scores = bm.retrieve(bm25_tokenize([q.question for q in questions]), k=min(n, len(chunks)),
+                               show_progress=False)
+    return [[idx[int(j)] for j, sc in zip(row, srow, strict=True) if sc > 0] for row, srow in zip(docs, scores, strict=True)]
+
+
+# ---------------------------------------------------------------- building
+def _split_articles(titles: list[str], frac: float, rng: random.Random) -> set[str]:
+    uniq = sorted(set(titles))
+    rng.shuffle(uniq)
+    n_val = max(1, round(len(uniq) * frac)) if len(uniq) > 1 and frac > 0 else 0
+    return set(uniq[:n_val])
+
+
+def _source_name(title: str) -> str:
+    """A passage's shown name: the article title as a file name ("nyt/Foo Bar" -> "Foo_Bar.txt")."""
+    base = title.rsplit("/", 1)[-1].strip() or "document"
+    return re.sub(r"[^\w.-]+", "_", base)[:60] + ".txt"
+
+
+def _build(pool: _Pool, cfg: DataConfig) -> tuple[list[Example], list[Example], dict]:
+    rng = random.Random(cfg.seed)
+    val_titles = _split_articles(pool.titles, cfg.val_fraction, rng)
+    stats: Counter = Counter()
+    out: dict[str, list[Example]] = {"train": [], "val": []}
+    for split in ("train", "val"):
+        idx = [i for i, t in enumerate(pool.titles) if (t in val_titles) == (split == "val")]
+        qs = [q for q in pool.questions if (pool.titles[q.para] in val_titles) == (split == "val")]
+        if not qs:
+            continue
+        cands = _bm25_candidates(pool, idx, qs, cfg.candidates + 1)
+        for q, cand in zip(qs, cands, strict=True):
+            k = rng.randint(cfg.min_distractors, cfg.distractors)
+            with_gold = rng.random() < cfg.p_gold
+            need = k if with_gold else k + 1  # same passage count either way: length must not give it away
+            pool_neg = [j for j in cand if j != q.para and not _contains_answer(pool.paragraphs[j], q.answers)]
+            rng.shuffle(pool_neg)
+            negs = pool_neg[:need]
+            if len(negs) < need:  # too few hard negatives: fill with random paragraphs of this split
+                others = [j for j in idx if j != q.para and j not in negs]
+                rng.shuffle(others)
+                for j in others:
+                    if len(negs) >= need:
+                        break
+                    if not _contains_answer(pool.paragraphs[j], q.answers):
+                        negs.append(j)
+                        stats["random_fill"] += 1
+            if len(negs) < need and not with_gold:
+                stats["skipped_no_negatives"] += 1
+                continue
+            order = list(negs) + ([q.para] if with_gold else [])
+            rng.shuffle(order)
+            passages = [Passage(source=_source_name(pool.titles[j]), text=pool.paragraphs[j]) for j in order]
+            gold = order.index(q.para) + 1 if with_gold else None
+            out[split].append(Example(
+                id=q.id, article=pool.titles[q.para], question=q.question, passages=passages, gold=gold,
+                answers=q.answers, answer=majority_answer(q.answers) if with_gold else None, split=split,
+            ))
+    for split, exs in out.items():
+        stats[f"{split}_examples"] = len(exs)
+        stats[f"{split}_abstain"] = sum(e.gold is None for e in exs)
+        stats[f"{split}_articles"] = len({e.article for e in exs})
+    return out["train"], out["val"], dict(stats)
+
+
+def _cache_key(cfg: DataConfig, raw_hash: str) -> str:
+    payload = json.dumps({"cfg": asdict(cfg), "raw": raw_hash, "v": FORMAT_VERSION}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _write_jsonl(path: Path, examples: list[Example]) -> str:
+    lines = [json.dumps(e.to_json(), sort_keys=True, ensure_ascii=False) for e in examples]
+    text = "\n".join(lines) + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def load_examples(path: Path) -> list[Example]:
+    """Read examples written by build_dataset (a cache JSONL)."""
+    return [Example.from_json(json.loads(line)) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def build_dataset(cfg: DataConfig = DataConfig(), cache_dir: Path | None = None) -> Dataset:
+    """Read the source, guard against leakage, build train/val examples and cache them as JSONL.
+
+    The cache file name carries a hash of the config and of the raw source, so a changed source or
+    setting rebuilds; Dataset.hash is the sha256 of the cached JSONL itself.
+    """
+    if not 0.0 <= cfg.p_gold <= 1.0:
+        raise BadInput(f"p_gold must be within [0, 1], got {cfg.p_gold}")
+    if not 0 <= cfg.min_distractors <= cfg.distractors:
+        raise BadInput(f"need 0 <= min_distractors <= distractors, got {cfg.min_distractors}..{cfg.distractors}")
+    articles, raw_hash = _articles_from_source(cfg.source)
+    cache_dir = Path(cache_dir) if cache_dir else data_dir() / "finetune"
+    path = cache_dir / f"examples-{_cache_key(cfg, raw_hash)}.jsonl"
+    meta_path = path.with_suffix(".meta.json")
+    if path.exists() and meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+        text = path.read_text()
+        if hashlib.sha256(text.encode()).hexdigest() == meta["hash"]:
+            exs = load_examples(path)
+            log.info("loaded %d cached examples from %s", len(exs), path)
+            return Dataset(train=[e for e in exs if e.split == "train"], val=[e for e in exs if e.split == "val"],
+                           source=cfg.source, hash=meta["hash"], stats=meta["stats"], path=path)
+        log.warning("cache %s does not match its hash: rebuilding", path)
+    pool, dropped = _pool_from_articles(articles)
+    if not pool.questions:
+        raise BadInput(f"{cfg.source} holds no answerable questions: check the file layout")
+    if cfg.leakage_guard:
+        check_leakage(pool.paragraphs)
+    train, val, stats = _build(pool, cfg)
+    stats.update(dropped)
+    stats.update(paragraphs=len(pool.paragraphs), questions=len(pool.questions), source_sha256=raw_hash)
+    digest = _write_jsonl(path, train + val)
+    meta_path.write_text(json.dumps({"hash": digest, "stats": stats, "config": asdict(cfg)}, indent=1))
+    log.info("built %d train / %d val examples into %s", len(train), len(val), path)
+    return Dataset(train=train, val=val, source=cfg.source, hash=digest, stats=stats, path=path)

@@ -1,0 +1,645 @@
+"""LoRA training of the reader on CPU: a plain torch loop, because the CPU budget needs control.
+
+What makes it fast on a 2-core CPU (see benchmarks/bench_train.py for the measured gain):
+- bf16 base weights (the CPU has AVX512-BF16; fp32 is 2-3x slower), fp32 LoRA weights and optimizer;
+- length-grouped batches, split into micro-batches capped at `micro_tokens` padded tokens, so little
+  compute goes to padding and memory stays flat;
+- the vocabulary projection runs only where a label is (answer tokens), not over the whole prompt;
+- freed memory is handed back to the OS after every step (glibc malloc_trim): without it the process
+  grew to 18 GB from fragmentation.
+
+Each example is trained exactly as it is served: `render_prompt(...)` tokens, then the target
+`format_target(...)` + EOS; only target tokens carry a label.
+
+The library never prints: progress goes to `callback(event: dict)` with event["event"] in
+{"start", "step", "eval", "checkpoint", "done"}. Ctrl-C (KeyboardInterrupt, even from the callback)
+saves a checkpoint of the last completed step and re-raises; `resume=True` continues from it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import hashlib
+import json
+import logging
+import math
+import os
+import platform
+import random
+import shutil
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from finetune.data import Example, normalize_answer
+from rag.config import cpu_threads
+from rag.errors import BadInput
+from rag.prompt import parse_output, render_prompt
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "rag_adapter.json"
+MANIFEST_VERSION = 1
+CKPT_DIR = "checkpoints"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    base: str = "smollm2-135m"  # model-store preset (or local folder) of the base reader
+    rank: int = 16  # LoRA rank
+    alpha: int = 32  # LoRA alpha (scaling = alpha / rank)
+    dropout: float = 0.05  # LoRA dropout
+    target_modules: str = "all-linear"  # "all-linear" or a comma list, e.g. "q_proj,v_proj"
+    lr: float = 5e-4  # peak learning rate (2e-4 plateaued early for SmolLM2 in the probe)
+    weight_decay: float = 0.0  # AdamW weight decay on LoRA weights
+    warmup_steps: int = 10  # linear warmup, then cosine to zero at max_steps
+    batch_size: int = 8  # examples per optimizer step
+    micro_tokens: int = 2048  # padded tokens per micro-batch (gradient accumulation inside a step)
+    max_len: int = 1536  # longer examples (prompt + target) are dropped, never truncated
+    max_steps: int = 300  # optimizer steps
+    eval_every: int = 25  # steps between validation loss + EM/F1
+    eval_examples: int = 40  # held-out examples scored by greedy EM/F1
+    val_loss_examples: int = 64  # held-out examples for validation loss
+    eval_at_start: bool = True  # score the untuned base on the same slice first
+    patience: int = 4  # evaluations without val-loss improvement before stopping early
+    save_every: int = 25  # steps between checkpoints
+    keep_checkpoints: int = 2  # newest checkpoints kept
+    max_new_tokens: int = 32  # generation bound when scoring EM/F1
+    seed: int = 0  # model init of LoRA, dropout and batch order
+    threads: int = 0  # torch threads; 0 = rag.config.cpu_threads()
+    save_dtype: str = "bfloat16"  # dtype of the shipped adapter weights (halves size; training stays fp32)
+
+
+@dataclass
+class TrainResult:
+    out: Path  # the adapter folder
+    manifest: dict  # what was written to rag_adapter.json
+    step: int  # optimizer steps done
+    stopped: str  # "max_steps" | "early_stop"
+    model: object = None  # the trained PeftModel (best adapter loaded), for callers that go on scoring
+
+
+@dataclass
+class _State:
+    step: int = 0
+    tokens: int = 0  # real (non-pad) tokens trained on
+    padded_tokens: int = 0
+    train_time: float = 0.0  # seconds spent in training steps (no eval, no checkpoint)
+    elapsed: float = 0.0  # wall seconds in train() across resumes
+    train_curve: list = field(default_factory=list)  # [step, loss]
+    val_curve: list = field(default_factory=list)  # [step, val_loss]
+    evals: list = field(default_factory=list)  # [{step, val_loss, em, f1, ...}]
+    best_val: float = math.inf
+    best_step: int = -1
+    bad_evals: int = 0
+
+
+# ---------------------------------------------------------------- encoding
+def encode(tokenizer, ex: Example) -> tuple[list[int], list[int]]:
+    """Token ids and labels for one example: prompt tokens are labelled -100, target + EOS are kept.
+
+    The prompt is tokenized on its own, exactly as rag.reader.encode_prompt does when serving (a chat
+    template already holds its special tokens), so the boundary tokens match.
+    """
+    prompt = render_prompt(tokenizer, ex.question, ex.passages)
+    add_special = not getattr(tokenizer, "chat_template", None)
+    p_ids = list(tokenizer(prompt, add_special_tokens=add_special)["input_ids"])
+    t_ids = list(tokenizer(ex.target, add_special_tokens=False)["input_ids"])
+    if tokenizer.eos_token_id is None:
+        raise BadInput("the tokenizer has no EOS token: the reader could not learn to stop")
+    t_ids.append(tokenizer.eos_token_id)
+    return p_ids + t_ids, [-100] * len(p_ids) + t_ids
+
+
+def length_grouped_batches(lengths: list[int], batch_size: int, seed: int) -> list[list[int]]:
+    """Shuffle, sort by length within windows of 32 batches, cut into batches, shuffle the batches.
+
+    >>> sorted(len(b) for b in length_grouped_batches([5, 1, 9, 3, 7], 2, seed=0))
+    [1, 2, 2]
+    """
+    rng = random.Random(seed)
+    idx = list(range(len(lengths)))
+    rng.shuffle(idx)
+    window = batch_size * 32
+    batches: list[list[int]] = []
+    for s in range(0, len(idx), window):
+        chunk = sorted(idx[s : s + window], key=lambda i: lengths[i])
+        batches += [chunk[j : j + batch_size] for j in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def micro_batches(batch: list[int], lengths: list[int], max_tokens: int) -> list[list[int]]:
+    """Split one step's examples into micro-batches whose padded size (rows x longest) <= max_tokens.
+
+    >>> micro_batches([0, 1, 2], [100, 300, 200], 500)
+    [[0], [2], [1]]
+    """
+    out: list[list[int]] = []
+    cur: list[int] = []
+    for i in sorted(batch, key=lambda i: lengths[i]):
+        if cur and (len(cur) + 1) * lengths[i] > max_tokens:
+            out.append(cur)
+            cur = []
+        cur.append(i)
+    if cur:
+        out.append(cur)
+    return out
+
+
+def _collate(rows: list[tuple[list[int], list[int]]], pad_id: int):
+    import torch
+
+    n = max(len(r[0]) for r in rows)
+    ids = torch.full((len(rows), n), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), n), -100, dtype=torch.long)
+    mask = torch.zeros((len(rows), n), dtype=torch.long)
+    for j, (x, y) in enumerate(rows):
+        ids[j, : len(x)] = torch.tensor(x)
+        labels[j, : len(y)] = torch.tensor(y)
+        mask[j, : len(x)] = 1
+    return ids, labels, mask
+
+
+def _loss_sum(model, ids, labels, mask):
+    """Summed cross-entropy over labelled tokens; logits are computed only where a label is."""
+    import torch
+    import torch.nn.functional as F
+
+    keep = torch.zeros_like(mask, dtype=torch.bool)
+    keep[:, :-1] = labels[:, 1:] != -100  # position p predicts token p+1
+    targets = labels[:, 1:][keep[:, :-1]]
+    out = model(input_ids=ids, attention_mask=mask, logits_to_keep=keep, use_cache=False)
+    logits = out.logits.reshape(-1, out.logits.shape[-1]).float()
+    return F.cross_entropy(logits, targets, reduction="sum"), int(targets.numel())
+
+
+def _malloc_trim() -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+# ---------------------------------------------------------------- scoring
+def squad_em_f1(prediction: str, answers: list[str]) -> tuple[float, float]:
+    """SQuAD v1.1 exact match and token F1 (0..1), max over gold answers.
+
+    >>> squad_em_f1("the Denver Broncos", ["Denver Broncos", "Broncos"])
+    (1.0, 1.0)
+    >>> squad_em_f1("Broncos won", ["Denver Broncos"])
+    (0.0, 0.5)
+    """
+    pred = normalize_answer(prediction)
+    em = f1 = 0.0
+    for a in answers:
+        gold = normalize_answer(a)
+        em = max(em, float(pred == gold))
+        p, g = pred.split(), gold.split()
+        common = sum((Counter(p) & Counter(g)).values())
+        if common:
+            prec, rec = common / len(p), common / len(g)
+            f1 = max(f1, 2 * prec * rec / (prec + rec))
+    return em, f1
+
+
+def score_prediction(raw: str, ex: Example) -> dict:
+    """Score one generation: gold-less examples count as right only when the reader abstains."""
+    parsed = parse_output(raw, n_passages=len(ex.passages))
+    if ex.gold is None:
+        ok = float(parsed.abstained)
+        return {"em": ok, "f1": ok, "abstain_ok": ok}
+    if parsed.abstained:
+        return {"em": 0.0, "f1": 0.0, "false_abstain": 1.0, "cite_ok": 0.0}
+    em, f1 = squad_em_f1(parsed.text, ex.answers)
+    return {"em": em, "f1": f1, "false_abstain": 0.0, "cite_ok": float(ex.gold in parsed.citations)}
+
+
+def _stop_ids(model, tokenizer) -> list[int]:
+    """EOS plus the end-of-turn ids the model store put into generation_config (as the reader stops)."""
+    ids = [tokenizer.eos_token_id]
+    gc = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids += gc if isinstance(gc, list) else [gc]
+    return [int(i) for i in dict.fromkeys(ids) if i is not None]
+
+
+def evaluate(model, tokenizer, examples: list[Example], max_new_tokens: int = 32) -> dict:
+    """Greedy generation on `examples`; returns EM/F1 x100 over all, answerable F1, abstention and citation rates.
+
+    Keys: em, f1 (all examples; a gold-less example is right when the reader abstains), f1_answerable,
+    abstain_acc (abstained when the gold passage was absent), false_abstain (abstained when present),
+    cite_acc (cited the gold passage), n, mean_new_tokens, s_per_example, samples (first 5 raw outputs).
+    """
+    import torch
+
+    was_training = model.training
+    model.eval()
+    rows, samples, new_tokens = [], [], []
+    t0 = time.perf_counter()
+    eos = _stop_ids(model, tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
+    with torch.inference_mode():
+        for ex in examples:
+            ids, labels = encode(tokenizer, ex)
+            n_prompt = sum(1 for y in labels if y == -100)
+            x = torch.tensor([ids[:n_prompt]])
+            out = model.generate(input_ids=x, attention_mask=torch.ones_like(x), max_new_tokens=max_new_tokens,
+                                 do_sample=False, eos_token_id=eos, pad_token_id=pad)
+            gen = out[0, n_prompt:].tolist()
+            new_tokens.append(len(gen))
+            raw = tokenizer.decode([t for t in gen if t not in eos], skip_special_tokens=True)
+            s = score_prediction(raw, ex)
+            rows.append(s)
+            if len(samples) < 5:
+                samples.append({"question": ex.question, "target": ex.target, "output": raw})
+    if was_training:
+        model.train()
+
+    def mean(key: str, subset: list[dict]) -> float | None:
+        vals = [r[key] for r in subset if key in r]
+        return round(100 * sum(vals) / len(vals), 2) if vals else None
+
+    answerable = [r for r in rows if "cite_ok" in r]
+    return {
+        "n": len(rows),
+        "em": mean("em", rows),
+        "f1": mean("f1", rows),
+        "f1_answerable": mean("f1", answerable),
+        "em_answerable": mean("em", answerable),
+        "abstain_acc": mean("abstain_ok", rows),
+        "false_abstain": mean("false_abstain", rows),
+        "cite_acc": mean("cite_ok", rows),
+        "mean_new_tokens": round(sum(new_tokens) / max(1, len(new_tokens)), 2),
+        "s_per_example": round((time.perf_counter() - t0) / max(1, len(rows)), 3),
+        "samples": samples,
+    }
+
+
+def validation_loss(model, encoded: list[tuple[list[int], list[int]]], pad_id: int, micro_tokens: int) -> float:
+    """Mean per-token loss on answer tokens of `encoded` (no dropout, no grad)."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    lengths = [len(x) for x, _ in encoded]
+    total, count = 0.0, 0
+    with torch.inference_mode():
+        for mb in micro_batches(list(range(len(encoded))), lengths, micro_tokens):
+            loss, n = _loss_sum(model, *_collate([encoded[i] for i in mb], pad_id))
+            total += float(loss)
+            count += n
+    if was_training:
+        model.train()
+    return total / max(1, count)
+
+
+# ---------------------------------------------------------------- model + checkpoints
+def _peft_model(model, cfg: TrainConfig):
+    from peft import LoraConfig, get_peft_model
+
+    targets = cfg.target_modules
+    modules = "all-linear" if targets == "all-linear" else [t.strip() for t in targets.split(",") if t.strip()]
+    lcfg = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=modules,
+                      bias="none", task_type="CAUSAL_LM")
+    try:
+        return get_peft_model(model, lcfg)
+    except ValueError as e:
+        raise BadInput(f"LoRA target modules {targets!r} do not fit this model ({e}): use --target-modules all-linear") from e
+
+
+def _lora_state(model) -> dict:
+    from peft import get_peft_model_state_dict
+
+    return {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
+
+
+def _rng_state() -> dict:
+    import torch
+
+    return {"python": random.getstate(), "torch": torch.get_rng_state()}
+
+
+def _set_rng_state(s: dict) -> None:
+    import torch
+
+    random.setstate(s["python"])
+    torch.set_rng_state(s["torch"])
+
+
+def _atomic_dir(final: Path, write: Callable[[Path], None]) -> None:
+    """Write a folder under a temporary name, then rename it into place (never half-written)."""
+    tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    write(tmp)
+    old = None
+    if final.exists():
+        old = final.parent / f".old-{final.name}-{os.getpid()}"
+        shutil.rmtree(old, ignore_errors=True)
+        final.rename(old)
+    tmp.rename(final)
+    if old:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _save_checkpoint(out: Path, model, optimizer, scheduler, state: _State, cfg: TrainConfig, data_hash: str,
+                     best_lora: dict | None) -> Path:
+    import torch
+
+    ckdir = out / CKPT_DIR
+    ckdir.mkdir(parents=True, exist_ok=True)
+    final = ckdir / f"step-{state.step:06d}"
+
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp)  # fp32 adapter: resuming must not lose precision
+        torch.save({"step": state.step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "rng": _rng_state(), "state": asdict(state), "config": asdict(cfg), "data_hash": data_hash,
+                    "best_lora": best_lora},
+                   tmp / "trainer_state.pt")
+
+    _atomic_dir(final, write)
+    olds = sorted(p for p in ckdir.glob("step-*") if p.is_dir())
+    for p in olds[: -cfg.keep_checkpoints]:
+        shutil.rmtree(p, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    """The newest complete checkpoint folder under out/checkpoints, or None."""
+    ckdir = Path(out) / CKPT_DIR
+    done = sorted(p for p in ckdir.glob("step-*") if (p / "trainer_state.pt").exists())
+    return done[-1] if done else None
+
+
+def _save_adapter(model, out: Path, dtype: str) -> None:
+    """peft's files (weights cast to `dtype`) into `out`, atomically per file."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    tmp = out / f".tmp-adapter-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    wfile = tmp / "adapter_model.safetensors"
+    if dtype != "float32" and wfile.exists():
+        tensors = {k: v.to(getattr(torch, dtype)).contiguous() for k, v in load_file(wfile).items()}
+        save_file(tensors, wfile, metadata={"format": "pt"})
+    for f in tmp.iterdir():
+        f.replace(out / f.name)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------- the loop
+def train(
+    cfg: TrainConfig,
+    train_examples: list[Example],
+    val_examples: list[Example],
+    out: Path,
+    *,
+    model=None,
+    tokenizer=None,
+    base_info: dict | None = None,
+    data_info: dict | None = None,
+    resume: bool = False,
+    callback: Callable[[dict], None] | None = None,
+    command: str = "",
+) -> TrainResult:
+    """Train a LoRA adapter on `train_examples`, write it with its manifest to `out`, return the result.
+
+    `model`/`tokenizer` default to `rag.models.load_causal_lm(cfg.base)` in bf16. `data_info` goes into
+    the manifest as is (source, hash, counts). With `resume`, the newest checkpoint in out/checkpoints
+    restores adapter, optimizer, scheduler, RNG and step. Ctrl-C saves a checkpoint and re-raises.
+    """
+    import torch
+    from transformers import get_cosine_schedule_with_warmup
+
+    t_start = time.perf_counter()
+    emit = callback or (lambda event: None)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(cfg.threads or cpu_threads())
+    if not train_examples:
+        raise BadInput("no training examples: check --data")
+
+    if model is None:
+        from rag.models import load_causal_lm
+
+        model, tokenizer, base_info = load_causal_lm(cfg.base, dtype=torch.bfloat16)
+    base_info = dict(base_info or {"name": cfg.base})
+    if next(model.parameters()).dtype != torch.bfloat16:
+        model = model.to(torch.bfloat16)
+    data_info = dict(data_info or {})
+    data_hash = str(data_info.get("hash", ""))
+
+    # Encode once; drop (never truncate) examples that do not fit.
+    enc_train = [encode(tokenizer, ex) for ex in train_examples]
+    too_long = sum(len(x) > cfg.max_len for x, _ in enc_train)
+    enc_train = [e for e in enc_train if len(e[0]) <= cfg.max_len]
+    if not enc_train:
+        raise BadInput(f"every training example is longer than max_len={cfg.max_len}: raise --max-len")
+    val_pool = list(val_examples)
+    random.Random(cfg.seed).shuffle(val_pool)  # a slice across articles, not the first article's questions
+    val_loss_set = [encode(tokenizer, ex) for ex in val_pool[: cfg.val_loss_examples]]
+    val_loss_set = [e for e in val_loss_set if len(e[0]) <= cfg.max_len]
+    eval_set = val_pool[: cfg.eval_examples]
+    lengths = [len(x) for x, _ in enc_train]
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    model = _peft_model(model, cfg)
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, min(cfg.warmup_steps, cfg.max_steps), cfg.max_steps)
+    state = _State()
+    best: dict = {"lora": None}  # LoRA weights at the best validation loss so far
+
+    if resume:
+        ck = latest_checkpoint(out)
+        if ck is None:
+            raise BadInput(f"--resume: no checkpoint under {out / CKPT_DIR}: start without --resume")
+        saved = torch.load(ck / "trainer_state.pt", weights_only=False)
+        if saved.get("data_hash", "") != data_hash:
+            raise BadInput(f"--resume: {ck} was trained on other data (hash differs): use the same --data and settings")
+        for key in ("rank", "alpha", "target_modules", "base", "batch_size"):
+            if saved["config"].get(key) != getattr(cfg, key):
+                raise BadInput(f"--resume: checkpoint has {key}={saved['config'].get(key)!r}, not "
+                               f"{getattr(cfg, key)!r}: pass the same setting or start a new --out")
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        set_peft_model_state_dict(model, load_file(ck / "adapter_model.safetensors"))
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        state = _State(**saved["state"])
+        best["lora"] = saved.get("best_lora")
+        _set_rng_state(saved["rng"])
+        log.info("resumed from %s at step %d", ck, state.step)
+    elapsed_before = state.elapsed
+
+    epoch_batches: dict[int, list[list[int]]] = {}
+
+    def batches_of(epoch: int) -> list[list[int]]:  # a pure function of (seed, epoch): resume needs no data state
+        if epoch not in epoch_batches:
+            epoch_batches.clear()
+            epoch_batches[epoch] = length_grouped_batches(lengths, cfg.batch_size, cfg.seed * 1000 + epoch)
+        return epoch_batches[epoch]
+
+    n_batches = len(batches_of(0))
+    lora_params = sum(p.numel() for p in params)
+    emit({"event": "start", "step": state.step, "max_steps": cfg.max_steps, "train_examples": len(enc_train),
+          "dropped_too_long": too_long, "lora_params": lora_params, "batches_per_epoch": n_batches,
+          "_optimizer": optimizer})  # the live optimizer, for tools and tests that inspect a resume
+
+    def do_eval() -> dict:
+        vl = validation_loss(model, val_loss_set, pad_id, cfg.micro_tokens) if val_loss_set else float("nan")
+        m = evaluate(model, tokenizer, eval_set, cfg.max_new_tokens) if eval_set else {}
+        row = {"step": state.step, "val_loss": round(vl, 5), **{k: v for k, v in m.items() if k != "samples"}}
+        state.evals.append(row)
+        state.val_curve.append([state.step, round(vl, 5)])
+        emit({"event": "eval", **row, "samples": m.get("samples", [])})
+        _malloc_trim()
+        return row
+
+    def checkpoint() -> None:
+        state.elapsed = elapsed_before + time.perf_counter() - t_start
+        path = _save_checkpoint(out, model, optimizer, scheduler, state, cfg, data_hash, best["lora"])
+        emit({"event": "checkpoint", "step": state.step, "path": str(path)})
+
+    stopped = "max_steps"
+    try:
+        if cfg.eval_at_start and state.step == 0 and not state.evals and eval_set:
+            do_eval()
+        t_window, steps_window = time.perf_counter(), 0
+        while state.step < cfg.max_steps:
+            epoch, pos = divmod(state.step, n_batches)
+            batch = batches_of(epoch)[pos]
+            t0 = time.perf_counter()
+            n_target = sum(sum(1 for y in enc_train[i][1] if y != -100) for i in batch)
+            step_loss, step_tokens, step_padded = 0.0, 0, 0
+            optimizer.zero_grad(set_to_none=True)
+            for mb in micro_batches(batch, lengths, cfg.micro_tokens):
+                ids, labels, mask = _collate([enc_train[i] for i in mb], pad_id)
+                loss, _ = _loss_sum(model, ids, labels, mask)
+                (loss / n_target).backward()
+                step_loss += float(loss.detach())
+                step_tokens += int(mask.sum())
+                step_padded += ids.numel()
+                del loss, ids, labels, mask
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            _malloc_trim()
+            dt = time.perf_counter() - t0
+            state.step += 1
+            state.tokens += step_tokens
+            state.padded_tokens += step_padded
+            state.train_time += dt
+            state.train_curve.append([state.step, round(step_loss / n_target, 5)])
+            steps_window += 1
+            sec_per_step = (time.perf_counter() - t_window) / steps_window  # includes evals: honest ETA
+            emit({"event": "step", "step": state.step, "max_steps": cfg.max_steps, "loss": step_loss / n_target,
+                  "lr": scheduler.get_last_lr()[0], "tokens_per_s": step_tokens / dt,
+                  "avg_tokens_per_s": state.tokens / state.train_time, "step_s": dt,
+                  "eta_s": sec_per_step * (cfg.max_steps - state.step), "epoch": epoch})
+            last = state.step == cfg.max_steps
+            if cfg.eval_every and (state.step % cfg.eval_every == 0 or last) and (val_loss_set or eval_set):
+                row = do_eval()
+                if row["val_loss"] < state.best_val - 1e-4:
+                    state.best_val, state.best_step, state.bad_evals = row["val_loss"], state.step, 0
+                    best["lora"] = _lora_state(model)
+                else:
+                    state.bad_evals += 1
+                    if cfg.patience and state.bad_evals >= cfg.patience:
+                        stopped = "early_stop"
+                        log.info("early stop at step %d: no val-loss gain in %d evals", state.step, state.bad_evals)
+            if (cfg.save_every and state.step % cfg.save_every == 0) or last or stopped == "early_stop":
+                checkpoint()
+            if stopped == "early_stop":
+                break
+    except KeyboardInterrupt:
+        optimizer.zero_grad(set_to_none=True)  # a half-accumulated step is dropped, not saved
+        if state.step > 0:
+            checkpoint()
+        raise
+
+    # Ship the best adapter by validation loss (the last one when there was no evaluation).
+    if best["lora"] is not None and state.best_step != state.step:
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(model, best["lora"])
+    chosen = next((e for e in state.evals if e["step"] == state.best_step), state.evals[-1] if state.evals else {})
+    _save_adapter(model, out, cfg.save_dtype)
+    state.elapsed = elapsed_before + time.perf_counter() - t_start
+    untuned = state.evals[0] if state.evals and state.evals[0]["step"] == 0 else None
+    wfile = out / "adapter_model.safetensors"
+    manifest = {
+        "format_version": MANIFEST_VERSION,
+        "kind": "rag-reader-lora",
+        # rag.reader.check_adapter reads "base" (the reader's model name) and "base_sha256".
+        "base": base_info.get("name") or cfg.base,
+        "base_sha256": base_info.get("sha256"),
+        "base_info": {k: base_info.get(k) for k in ("name", "params", "quantization", "sha256", "path")},
+        "data": data_info,
+        "hyperparameters": asdict(cfg),
+        "seed": cfg.seed,
+        "training": {
+            "steps": state.step, "stopped": stopped, "best_step": state.best_step,
+            "train_examples": len(enc_train), "dropped_too_long": too_long,
+            "examples_seen": state.step * cfg.batch_size,
+            "epochs": round(state.step * cfg.batch_size / len(enc_train), 3),
+            "train_time_s": round(state.train_time, 1), "wall_time_s": round(state.elapsed, 1),
+            "tokens": state.tokens, "padded_tokens": state.padded_tokens,
+            "tokens_per_s": round(state.tokens / max(state.train_time, 1e-9), 1),
+            "padding_fraction": round(1 - state.tokens / max(1, state.padded_tokens), 4),
+            "threads": torch.get_num_threads(), "lora_params": lora_params,
+        },
+        "final": {"step": chosen.get("step"), "val_loss": chosen.get("val_loss"), "em": chosen.get("em"),
+                  "f1": chosen.get("f1"), "f1_answerable": chosen.get("f1_answerable"),
+                  "abstain_acc": chosen.get("abstain_acc"), "cite_acc": chosen.get("cite_acc"),
+                  "eval_examples": chosen.get("n")},
+        "untuned": untuned,
+        "evals": state.evals,
+        "curves": {"train_loss": state.train_curve, "val_loss": state.val_curve},
+        "adapter": {"file": wfile.name, "sha256": _sha256_file(wfile) if wfile.exists() else None,
+                    "bytes": wfile.stat().st_size if wfile.exists() else None, "dtype": cfg.save_dtype},
+        "command": command,
+        "versions": _versions(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    tmp = out / f".{MANIFEST}.tmp"
+    tmp.write_text(json.dumps(manifest, indent=1))
+    tmp.replace(out / MANIFEST)
+    emit({"event": "done", "step": state.step, "stopped": stopped, "out": str(out), "final": manifest["final"]})
+    return TrainResult(out=out, manifest=manifest, step=state.step, stopped=stopped, model=model)
+
+
+def _versions() -> dict:
+    import peft
+    import torch
+    import transformers
+
+    return {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
+            "python": platform.python_version()}
+
+
+def read_manifest(adapter_dir: Path) -> dict:
+    """The rag_adapter.json of an adapter folder (BadInput if missing or unreadable)."""
+    path = Path(adapter_dir) / MANIFEST
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError as e:
+        raise BadInput(f"{adapter_dir} has no {MANIFEST}: pass a folder written by `rag finetune`") from e
+    except json.JSONDecodeError as e:
+        raise BadInput(f"{path} is not valid JSON ({e}): retrain or restore the adapter folder") from e
+

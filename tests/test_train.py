@@ -1,0 +1,198 @@
+"""The LoRA loop on a 2-layer llama with a tokenizer trained in-process: fast, offline."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from finetune.data import Example  # noqa: E402
+from finetune.train import (  # noqa: E402
+    MANIFEST,
+    TrainConfig,
+    encode,
+    latest_checkpoint,
+    micro_batches,
+    squad_em_f1,
+    train,
+)
+from rag.prompt import ABSTAIN, Passage  # noqa: E402
+
+WORDS = "red blue green cat dog bird paris rome oslo river hill king queen city year ship".split()
+
+
+def _examples(n: int, seed: int = 0) -> list[Example]:
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        ans = rng.choice(WORDS)
+        gold = f"The answer word is {ans} and it is here."
+        neg = " ".join(rng.choice(WORDS) for _ in range(8)) + "."
+        with_gold = i % 5 != 0
+        passages = [Passage("a.txt", neg)] + ([Passage("b.txt", gold)] if with_gold else [Passage("c.txt", neg)])
+        rng.shuffle(passages)
+        pos = next((k + 1 for k, p in enumerate(passages) if p.text == gold), None)
+        out.append(Example(id=str(i), article=f"art{i % 7}", question=f"which word {i}?", passages=passages,
+                           gold=pos, answers=[ans], answer=ans if pos else None))
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """A 2-layer llama and a byte-level BPE tokenizer trained on the prompt vocabulary."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, PreTrainedTokenizerFast
+
+    from finetune.train import render_prompt
+
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<pad>", "<s>", "</s>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    corpus = [render_prompt(None, e.question, e.passages) + " " + e.target for e in _examples(50)]
+    tk.train_from_iterator(corpus, trainer)
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                      bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    return cfg, tok
+
+
+def _model(cfg):
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(0)
+    return LlamaForCausalLM(cfg).to(torch.bfloat16)
+
+
+CFG = TrainConfig(base="tiny", rank=4, alpha=8, batch_size=4, micro_tokens=800, max_steps=6, eval_every=3,
+                  eval_examples=3, val_loss_examples=4, save_every=2, max_new_tokens=4, warmup_steps=1,
+                  lr=5e-3, threads=1, patience=0)
+
+
+def test_prompt_tokens_are_masked(tiny):
+    _, tok = tiny
+    ex = _examples(2)[1]
+    ids, labels = encode(tok, ex)
+    n_prompt = sum(1 for y in labels if y == -100)
+    assert len(ids) == len(labels) and n_prompt > 20
+    assert labels[:n_prompt] == [-100] * n_prompt  # every prompt token is masked...
+    assert labels[n_prompt:] == ids[n_prompt:]  # ...and every target token is kept
+    assert ids[-1] == tok.eos_token_id
+    assert tok.decode(ids[n_prompt:-1]) == ex.target
+
+
+def test_micro_batches_respect_token_cap():
+    lengths = [100, 300, 200, 250, 90]
+    mbs = micro_batches(list(range(5)), lengths, 500)
+    assert sorted(i for mb in mbs for i in mb) == list(range(5))
+    assert all(len(mb) * max(lengths[i] for i in mb) <= 500 for mb in mbs)
+
+
+def test_squad_scoring_matches_reference_pairs():
+    assert squad_em_f1("The Broncos", ["Denver Broncos", "broncos"]) == (1.0, 1.0)
+    em, f1 = squad_em_f1("Denver", ["Denver Broncos"])
+    assert em == 0.0 and f1 == pytest.approx(2 / 3)
+
+
+def test_adapter_changes_and_base_does_not(tiny, tmp_path):
+    from peft import PeftModel
+
+    cfg, tok = tiny
+    model = _model(cfg)
+    base_before = {k: v.clone() for k, v in model.state_dict().items()}
+    exs = _examples(24)
+    res = train(CFG, exs[:20], exs[20:], tmp_path / "ad", model=model, tokenizer=tok,
+                data_info={"source": "synthetic", "hash": "h"}, command="pytest")
+    lora = {n: p for n, p in model.named_parameters() if "lora_B" in n}
+    assert lora and all(p.abs().sum() > 0 for p in lora.values())  # lora_B starts at zero: it moved
+    checked = 0
+    for name, p in model.named_parameters():  # peft injected its layers into this very model
+        if "lora_" not in name:
+            assert torch.equal(p, base_before[name.replace(".base_layer", "")]), name
+            checked += 1
+    assert checked == len(base_before)  # every base weight was compared
+    man = json.loads((tmp_path / "ad" / MANIFEST).read_text())
+    assert man["training"]["steps"] == 6 and man["data"]["hash"] == "h" and man["command"] == "pytest"
+    assert len(man["curves"]["train_loss"]) == 6 and man["curves"]["val_loss"][0][0] == 0
+    assert man["untuned"]["step"] == 0 and man["final"]["f1"] is not None
+    assert res.manifest["training"]["tokens_per_s"] > 0
+    # Plain peft can load it, and the loaded adapter reproduces the trained model's logits.
+    x = torch.tensor([encode(tok, exs[0])[0]])
+    model.eval()
+    with torch.no_grad():
+        want = model(input_ids=x).logits.float()
+        got = PeftModel.from_pretrained(_model(cfg), tmp_path / "ad")(input_ids=x).logits.float()
+    assert torch.allclose(want, got, atol=0.15)  # adapter saved in bf16: small rounding only
+
+
+def test_resume_continues_from_saved_step_with_same_optimizer_state(tiny, tmp_path):
+    cfg, tok = tiny
+    exs = _examples(24)
+    out = tmp_path / "ad"
+    steps: list[int] = []
+
+    def stop_at_4(ev):
+        if ev["event"] == "step":
+            steps.append(ev["step"])
+            if ev["step"] == 4:
+                raise KeyboardInterrupt  # as a Ctrl-C would, from inside the loop
+
+    with pytest.raises(KeyboardInterrupt):
+        train(CFG, exs[:20], exs[20:], out, model=_model(cfg), tokenizer=tok, data_info={"hash": "h"},
+              callback=stop_at_4)
+    ck = latest_checkpoint(out)
+    assert ck is not None and ck.name == "step-000004" and not (out / MANIFEST).exists()
+    saved = torch.load(ck / "trainer_state.pt", weights_only=False)
+    assert saved["step"] == 4 and saved["optimizer"]["state"]
+
+    resumed_first: list[dict] = []
+    model = _model(cfg)
+
+    def watch(ev):
+        if ev["event"] == "start":
+            # At "start" the checkpoint is loaded: the optimizer state must equal the saved one.
+            opt_state = ev["_optimizer"].state_dict()["state"]
+            for k, v in saved["optimizer"]["state"].items():
+                assert torch.equal(opt_state[k]["exp_avg"], v["exp_avg"])
+                assert torch.equal(opt_state[k]["step"], v["step"])
+        if ev["event"] == "step":
+            resumed_first.append(ev["step"])
+
+    res = train(CFG, exs[:20], exs[20:], out, model=model, tokenizer=tok, data_info={"hash": "h"},
+                resume=True, callback=watch)
+    assert resumed_first == [5, 6] and res.step == 6
+
+    # The interrupted + resumed run ends with the same adapter as one uninterrupted run.
+    straight = _model(cfg)
+    train(CFG, exs[:20], exs[20:], tmp_path / "straight", model=straight, tokenizer=tok, data_info={"hash": "h"})
+    a = {n: p for n, p in model.named_parameters() if "lora_" in n}
+    b = {n: p for n, p in straight.named_parameters() if "lora_" in n}
+    assert a.keys() == b.keys()
+    for n in a:
+        assert torch.allclose(a[n], b[n], atol=1e-6), n
+
+
+def test_resume_refuses_other_data(tiny, tmp_path):
+    from rag.errors import BadInput
+
+    cfg, tok = tiny
+    exs = _examples(12)
+    c = TrainConfig(**{**CFG.__dict__, "max_steps": 2, "eval_every": 0})
+    train(c, exs[:10], exs[10:], tmp_path / "ad", model=_model(cfg), tokenizer=tok, data_info={"hash": "h1"})
+    with pytest.raises(BadInput, match="other data"):
+        train(c, exs[:10], exs[10:], tmp_path / "ad", model=_model(cfg), tokenizer=tok,
+              data_info={"hash": "h2"}, resume=True)
+
+
+def test_abstention_target_is_trained(tiny):
+    _, tok = tiny
+    ex = _examples(1)[0]  # i % 5 == 0: gold-less
+    assert ex.gold is None and ex.target == ABSTAIN
+    ids, labels = encode(tok, ex)
+    assert tok.decode([y for y in labels if y != -100][:-1]) == ABSTAIN

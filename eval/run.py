@@ -441,8 +441,9 @@ def run_eval(
     hits_by_id: dict[str, list[Hit]] = {}
     retrieval_s: list[float] = []
     if any(not s.oracle for s in systems):
+        # An injected retriever without an index_key is not cached across runs: its identity is unknown.
         ikey = index_key or (index_fingerprint(cfg.index_dir or _default_index_dir()) if retriever is None
-                             else "injected")
+                             else None)
         rkey = _h(json.dumps([ikey, cfg.mode, depth]))
         hpath = run_dir / f"hits-{rkey}.jsonl"
         cached = {} if cfg.fresh or ikey is None else {r["id"]: r for r in read_jsonl(hpath)}
@@ -476,6 +477,9 @@ def run_eval(
         for q in qs:
             hits_by_id[q.id] = [_row_to_hit(r) for r in cached[q.id]["hits"]]
             retrieval_s.append(cached[q.id].get("seconds", 0.0))
+        if retriever_was_default:
+            retriever = None  # free the index and its embedder before readers load (cleaner RAM figures)
+            _release_models()
 
     def contexts(spec: SystemSpec, q: Question) -> list[Hit] | None:
         if spec.oracle:
@@ -540,7 +544,7 @@ def run_eval(
                 finally:
                     out.close()
             del reader
-            gc.collect()
+            _release_models()
 
     # 3. judge a seeded subsample of answerable questions, the same ids for every system
     judged: dict[str, dict[str, dict]] = {s.name: {} for s in systems}
@@ -556,6 +560,28 @@ def run_eval(
     if write_log:
         append_experiments(result.rows, runs)
     return result
+
+
+def _release_models() -> None:
+    """Drop the model store's per-process model cache so the next reader's RAM is its own.
+
+    rag.models keeps loaded models for the process's lifetime (right for `rag ask`); an eval run
+    loads several in turn, and without this each system's peak RAM would include the previous ones.
+    """
+    try:
+        from rag import models
+
+        release = getattr(models, "unload", None)
+        if callable(release):
+            release()
+        else:  # no public hook yet: clear its caches directly
+            for name in ("_LM_CACHE", "_EMB_CACHE"):
+                cache = getattr(models, name, None)
+                if isinstance(cache, dict):
+                    cache.clear()
+    except ImportError:
+        pass
+    gc.collect()
 
 
 def _default_index_dir() -> Path:

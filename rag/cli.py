@@ -420,6 +420,25 @@ def eval_cmd(
 
 
 # ---------------------------------------------------------------- report (owner: report)
+@app.command("report")
+def report_cmd(
+    runs: Optional[Path] = typer.Option(None, "--runs", help="Runs folder holding experiments.jsonl "
+                                        "(default: RAG_HOME/runs)."),
+    out_dir: Path = typer.Option(Path("."), "--out", help="Folder for report.pptx and report.pdf."),
+    run: Optional[str] = typer.Option(None, "--run", help="Show only this run id (or prefix) from the log; default: "
+                                      "the setting with the most questions, newest row per system."),
+) -> None:
+    """Write the project's deck (report.pptx + report.pdf) from the recorded experiments, offline."""
+    try:
+        from eval.report import write_report
+
+        rep = write_report(runs, out_dir, run_id=run)
+    except RagError as e:
+        _fail(e)
+    s = rep.facts.selection.setting
+    out.print(f"wrote {rep.pptx} and {rep.pdf}: {len(rep.slides)} slides from {len(rep.facts.selection.rows)} "
+              f"system(s), run(s) {', '.join(s.get('run_ids') or [])}", highlight=False)
+
 
 
 def _quiet_libraries() -> None:

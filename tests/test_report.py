@@ -164,7 +164,7 @@ def test_missing_metrics_show_not_measured(deck):
     assert any("+45.2 [95% CI +36.0, +54.1]" in b and "a real gain" in b for b in no_llm.bullets)
     concl = _slide(rep, "Conclusions: what the measurements say").bullets
     assert any("smollm2-135m+tuned vs smollm2-135m: F1 +47.5" in b for b in concl)
-    assert "Did not beat the extractive baseline (F1 13.5): smollm2-135m 11.2." in concl
+    assert "Did not beat the extractive baseline on retrieved passages (F1 13.5): smollm2-135m 11.2." in concl
     assert any("Faithfulness (judge qwen2.5-1.5b)" in b and "smollm2-135m+tuned 0.83" in b for b in concl)
 
 
@@ -191,7 +191,7 @@ def test_benchmarks_missing_say_not_measured(tmp_path):
     assert tr.image is None and NM in tr.bullets[0]
     f.benchmarks = {"index": {"chunks": 2414, "speedup_vs_langchain": 1.83, "date": "2026-01-01", "command": "x"}}
     t = slide_benchmarks(f).table
-    assert t.rows == [["index", "chunks", "2,414", "speedup_vs_langchain", "1.83"]]
+    assert t.rows == [["index", "chunks", "2,414", "speedup vs langchain", "1.83"]]
 
 
 def test_pdf_has_one_page_per_slide_and_the_title(deck):

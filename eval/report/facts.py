@@ -80,9 +80,9 @@ def select_rows(rows: list[dict], run_id: str | None = None) -> Selection:
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         groups.setdefault(tuple(json.dumps(r.get(k)) for k in SETTING_KEYS), []).append(r)
-    best = max(groups.values(), key=lambda g: (max(_questions(r) for r in g), max(str(r.get("time")) for r in g)))
+    best = max(groups.values(), key=lambda g: (max(_questions(r) for r in g), max(str(r.get("time") or "") for r in g)))
     latest: dict[str, dict] = {}
-    for r in sorted(best, key=lambda r: str(r.get("time"))):  # stable: later lines win ties
+    for r in sorted(best, key=lambda r: str(r.get("time") or "")):  # stable: later lines win ties
         latest[r["system"]] = r
     chosen = sorted(latest.values(), key=_system_order)
     first = chosen[0]

@@ -31,6 +31,10 @@ NAVY, GREY, ACCENT, ZEBRA = "#1f3b5c", "#777777", "#2e86c1", "#eef2f6"
 class Table:
     header: list[str]
     rows: list[list[str]]
+    align: str = ""  # one of l/c/r per column; default: first column left, the others centred
+
+    def col_align(self, c: int) -> str:
+        return self.align[c] if c < len(self.align) else ("l" if c == 0 else "c")
 
 
 @dataclass(frozen=True)
@@ -287,8 +291,10 @@ def render_pdf(slides: Sequence[Slide], path: Path) -> Path:
                             cw = b.cols[c]
                             raw = " ".join(lines)
                             color = "white" if r == 0 else (GREY if _muted(raw) else "black")
+                            a = s.table.col_align(c) if s.table else "c"
+                            tx, ha = {"l": (x + PAD_X, "left"), "r": (x + cw - PAD_X, "right")}.get(
+                                a, (x + cw / 2, "center"))
                             for j, ln in enumerate(lines):
-                                tx, ha = (x + PAD_X, "left") if c == 0 else (x + cw / 2, "center")
                                 text(tx, y + PAD_Y + j * line_h(b.size), ln, b.size, color, bold=r == 0,
                                      italic=r > 0 and _muted(raw), ha=ha)
                             x += cw
@@ -309,6 +315,7 @@ def render_pptx(slides: Sequence[Slide], path: Path) -> Path:
     """One slide per Slide, on a blank 16:9 layout, boxes where layout() puts them."""
     from pptx import Presentation
     from pptx.dml.color import RGBColor
+    from pptx.enum.shapes import MSO_SHAPE
     from pptx.enum.text import MSO_ANCHOR, MSO_AUTO_SIZE, PP_ALIGN
     from pptx.util import Inches, Pt
 
@@ -343,7 +350,8 @@ def render_pptx(slides: Sequence[Slide], path: Path) -> Path:
         for b in layout(s, f"{i} / {len(slides)}").boxes:
             if b.kind == "title":
                 textbox(sl, b, [(b.lines[0], {"bold": True, "color": NAVY})])
-                bar = sl.shapes.add_shape(1, Inches(b.x), Inches(b.y + b.h - 0.03), Inches(b.w), Inches(0.03))
+                bar = sl.shapes.add_shape(MSO_SHAPE.RECTANGLE, Inches(b.x), Inches(b.y + b.h - 0.03), Inches(b.w),
+                                          Inches(0.03))
                 bar.fill.solid()
                 bar.fill.fore_color.rgb = rgb(ACCENT)
                 bar.line.fill.background()
@@ -376,7 +384,8 @@ def render_pptx(slides: Sequence[Slide], path: Path) -> Path:
                         cell.fill.solid()
                         cell.fill.fore_color.rgb = rgb(NAVY if r == 0 else (ZEBRA if r % 2 == 0 else "#ffffff"))
                         p = cell.text_frame.paragraphs[0]
-                        p.alignment = PP_ALIGN.LEFT if c == 0 else PP_ALIGN.CENTER
+                        p.alignment = {"l": PP_ALIGN.LEFT, "r": PP_ALIGN.RIGHT}.get(s.table.col_align(c),
+                                                                                    PP_ALIGN.CENTER)
                         run = p.add_run()
                         run.text = v
                         f = run.font

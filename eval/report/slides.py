@@ -195,12 +195,18 @@ def fig_quality_cost(rows: list[dict], facts: Facts, path: Path) -> Path | None:
     if not pts and not bench and retr is None:
         return None
     fig, (a1, a2) = plt.subplots(1, 2, figsize=SIDE_FIG, gridspec_kw={"width_ratios": [1.25, 1]})
-    for r in pts:
+    ymax = max([float(r["f1"]) for r in pts] + [1.0])
+    placed: list[tuple[float, float]] = []
+    for r in sorted(pts, key=lambda r: (r["latency_p50_s"], -r["f1"])):
         lat = max(float(r["latency_p50_s"]), 1e-4)
         marker = "s" if r.get("oracle") else "o"
         color = "#7f8c8d" if not _llm(r) else ("#c0392b" if _tuned(r) else "#2e86c1")
         a1.scatter(lat, r["f1"], marker=marker, s=60, color=color, zorder=3)
-        a1.annotate(r["system"], (lat, r["f1"]), textcoords="offset points", xytext=(4, 4), fontsize=7.5)
+        # labels of points that sit close together are stacked downwards instead of overprinting
+        near = sum(1 for x, y in placed if abs(math.log10(lat) - x) < 0.5 and abs(r["f1"] - y) < 0.06 * ymax)
+        placed.append((math.log10(lat), r["f1"]))
+        a1.annotate(r["system"], (lat, r["f1"]), textcoords="offset points", xytext=(5, 4 - 11 * near),
+                    fontsize=7.5)
     a1.set_xscale("log")
     if pts:
         lats = [max(float(r["latency_p50_s"]), 1e-4) for r in pts]
@@ -338,7 +344,8 @@ def slide_title(f: Facts) -> Slide:
             "Who it helps: anyone who looks things up in their own documents (support staff, analysts, "
             "students, engineers reading manuals).",
             "  Time saved: one short answer with its source to check, instead of a list of search results to read.",
-            "  Trust: every claim points at a passage; an unsupported answer is flagged; a question the documents do not answer is declined.",
+            "  Trust: every claim points at a passage; an unsupported answer is flagged; a question the documents "
+            "do not answer is declined.",
             "How: `rag index` (MiniLM embeddings + BM25), `rag ask` (retrieve top-k, a small LLM reads and "
             "cites), `rag finetune` (LoRA on grounded QA), `rag eval`, `rag report` (this deck).",
             one,
@@ -634,7 +641,8 @@ def _bench_rows(b: dict) -> list[list[str]]:
         for i in range(0, len(pairs), 2):
             row = [name if i == 0 else ""]
             for k, v in pairs[i:i + 2]:
-                row += [k, f"{v:,}" if isinstance(v, int) else f"{v:,.4g}"]
+                row += [k.removeprefix("modes.").replace(".", " ").replace("_", " "),
+                        f"{v:,}" if isinstance(v, int) else f"{v:,.4g}"]
             rows.append(row + [""] * (5 - len(row)))
     return rows
 
@@ -647,8 +655,13 @@ def slide_benchmarks(f: Facts) -> Slide:
     rows = _bench_rows(f.benchmarks)
     cmds = [f"{n}: {d.get('command')} ({str(d.get('date', ''))[:10]})" for n, d in f.benchmarks.items()
             if isinstance(d, dict) and d.get("command")]
-    return Slide("Engineering benchmarks", table=Table(["benchmark", "measure", "value", "measure", "value"], rows),
+    return Slide("Engineering benchmarks", table=Table(["benchmark", "measure", "value", "measure", "value"], rows, align="llrlr"),
                  footnote="benchmarks/results/*.json; " + "; ".join(cmds))
+
+
+def _diff_note(r: dict, base: str) -> str:
+    c = comparison(r, base)
+    return f" (difference {ci(c)})" if c else ""
 
 
 def slide_conclusions(f: Facts) -> Slide:
@@ -670,8 +683,9 @@ def slide_conclusions(f: Facts) -> Slide:
         worse = [r for r in rows if _llm(r) and bool(r.get("oracle")) == oracle and not _bad(r.get("f1"))
                  and r["f1"] <= base["f1"]]
         if worse:
-            out.append("Did not beat the extractive baseline (F1 " + num(base.get("f1")) + "): " + ", ".join(
-                f"{r['system']} {num(r['f1'])}" for r in worse) + ".")
+            where = "with the gold paragraph" if oracle else "on retrieved passages"
+            out.append(f"Did not beat the extractive baseline {where} (F1 {num(base.get('f1'))}): " + ", ".join(
+                f"{r['system']} {num(r['f1'])}{_diff_note(r, base['system'])}" for r in worse) + ".")
     tuned = [r for r in rows if _tuned(r)]
     for r in tuned:
         base = str(r.get("model")) + ("@gold" if r.get("oracle") else "")
@@ -695,8 +709,12 @@ def slide_conclusions(f: Facts) -> Slide:
     ab = [r for r in rows if r.get("n_unanswerable") and not _bad(r.get("declined"))]
     if ab:
         b = max(ab, key=lambda r: r["declined"])
-        out.append(f"Declining: best {b['system']}, {num(b['declined'])}% of unanswerable questions declined, "
-                   f"{num(b.get('wrong_abstain_rate'), 1, 100)}% of answerable ones wrongly declined.")
+        if not b["declined"]:
+            out.append(f"Declining: no system declined any of the {count(b.get('n_unanswerable'))} unanswerable "
+                       "questions.")
+        else:
+            out.append(f"Declining: best {b['system']}, {num(b['declined'])}% of unanswerable questions declined, "
+                       f"{num(b.get('wrong_abstain_rate'), 1, 100)}% of answerable ones wrongly declined.")
     else:
         out.append("Declining unanswerable questions: not measured (no unanswerable questions in this run).")
     judged = [r for r in rows if r.get("judge_n")]

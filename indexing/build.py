@@ -147,11 +147,20 @@ def build_index(
     if not keep and not fresh:
         raise BadInput(f"nothing indexable under {', '.join(map(str, paths))}: every file was skipped (see warnings)")
 
+    # A changed file usually keeps most of its chunks word for word: reuse their vectors.
+    reuse: dict[str, np.ndarray] = {}
+    if old is not None:
+        for rel, _, _ in fresh:
+            if rel in old_files:
+                reuse.update({c.text: v for c, v in old.db.by_file(rel)})
     texts = [c.text for _, _, cs in fresh for c in cs]
-    stats.chunks_embedded = len(texts)
-    vecs = emb.encode(texts, batch_size=cfg.batch_size, progress=(lambda d, n: progress("embed", d, n)) if progress else None)
-    if len(texts) == 0:
-        vecs = np.zeros((0, emb.dim), dtype=np.float32)
+    todo = sorted({t for t in texts if t not in reuse})
+    stats.chunks_embedded = len(todo)
+    if todo:
+        new_vecs = emb.encode(todo, batch_size=cfg.batch_size,
+                              progress=(lambda d, n: progress("embed", d, n)) if progress else None)
+        reuse.update(zip(todo, new_vecs))
+    vecs = np.stack([reuse[t] for t in texts]) if texts else np.zeros((0, emb.dim), dtype=np.float32)
 
     gen = store.new_generation_dir(index_dir)
     try:

@@ -77,6 +77,10 @@ class SentenceTransformerEmbedder:
         self.bf16 = bf16
 
     def count_tokens(self, text: str) -> int:
+        # The splitter calls this for every candidate piece: go straight to the Rust tokenizer.
+        fast = getattr(self.tokenizer, "backend_tokenizer", None) or getattr(self.tokenizer, "_tokenizer", None)
+        if fast is not None:
+            return len(fast.encode(text, add_special_tokens=False).ids)
         return len(self.tokenizer(text, add_special_tokens=False, truncation=False)["input_ids"])
 
     def encode(self, texts: list[str], batch_size: int = 32, progress: Progress | None = None) -> np.ndarray:

@@ -158,6 +158,13 @@ def test_reindex_only_embeds_what_changed(docs, tmp_path):
     third = build(docs, idx, emb)
     assert (third.files_indexed, third.files_unchanged, third.files_removed) == (2, 4, 1)
     assert emb.calls - before == 2  # one chunk each for the changed and the new file
+
+    # appending a paragraph re-embeds the new chunk only; the file's unchanged chunks keep their vectors
+    (docs / "broncos.txt").write_text((docs / "broncos.txt").read_text() + "\n\nTickets sold out within hours.")
+    before = emb.calls
+    fourth = build(docs, idx, emb)
+    assert fourth.files_indexed == 1 and fourth.chunks_embedded == emb.calls - before
+    assert 1 <= fourth.chunks_embedded < store.open_index(idx).manifest["files"]["broncos.txt"]["chunks"]
     r = open_retriever(idx, mode="bm25", embedder=emb)
     assert r.search("moons", 1)[0].chunk.doc == "mercury.md"
     assert not any(h.chunk.doc == "paris.html" for h in r.search("Paris capital France", 10))

@@ -314,9 +314,10 @@ def _build(pool: _Pool, cfg: DataConfig) -> tuple[list[Example], list[Example], 
                     if not _contains_answer(pool.paragraphs[j], q.answers):
                         negs.append(j)
                         stats["random_fill"] += 1
-            if len(negs) < need and not with_gold:
-                stats["skipped_no_negatives"] += 1
-                continue
+            if len(negs) < need:  # a tiny pool: fewer passages rather than no example
+                stats["short_of_negatives"] += 1
+                if not negs and not with_gold:
+                    continue
             order = list(negs) + ([q.para] if with_gold else [])
             rng.shuffle(order)
             passages = [Passage(source=_source_name(pool.titles[j]), text=pool.paragraphs[j]) for j in order]

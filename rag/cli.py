@@ -286,6 +286,130 @@ def ask_cmd(
 
 
 # ---------------------------------------------------------------- finetune (owner: finetune)
+def _ft_progress():
+    """A callback for finetune.train: a rich bar on a terminal, one plain line per step otherwise (logs)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    live = err.is_terminal
+    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TextColumn("{task.fields[info]}"), console=err, transient=False) if live else None
+    task = {"id": None}
+
+    def fmt_eta(s: float) -> str:
+        m, s = divmod(int(s), 60)
+        return f"{m // 60}:{m % 60:02d}:{s:02d}"
+
+    def cb(ev: dict) -> None:
+        kind = ev["event"]
+        if kind == "start":
+            msg = (f"training on {ev['train_examples']} examples ({ev['dropped_too_long']} too long, dropped), "
+                   f"{ev['lora_params']:,} LoRA parameters, from step {ev['step']} to {ev['max_steps']}")
+            err.print(msg, highlight=False)
+            if bar is not None:
+                bar.start()
+                task["id"] = bar.add_task("finetune", total=ev["max_steps"], completed=ev["step"], info="")
+        elif kind == "step":
+            info = (f"loss {ev['loss']:.3f}  lr {ev['lr']:.1e}  {ev['avg_tokens_per_s']:.0f} tok/s  "
+                    f"ETA {fmt_eta(ev['eta_s'])}")
+            if bar is not None:
+                bar.update(task["id"], completed=ev["step"], info=info)
+            else:
+                err.print(f"step {ev['step']}/{ev['max_steps']}  {info}  ({ev['step_s']:.1f} s/step)", highlight=False)
+        elif kind == "eval":
+            line = (f"eval @ step {ev['step']}: val loss {ev['val_loss']:.3f}  EM {_ft_num(ev.get('em'))}  "
+                    f"F1 {_ft_num(ev.get('f1'))}  answerable F1 {_ft_num(ev.get('f1_answerable'))}  "
+                    f"abstain acc {_ft_num(ev.get('abstain_acc'))}  cite acc {_ft_num(ev.get('cite_acc'))}  "
+                    f"(n={ev.get('n')}, {ev.get('s_per_example')} s/example)")
+            (bar.console if bar is not None else err).print(line, highlight=False)
+            for s in ev.get("samples", [])[:2]:
+                (bar.console if bar is not None else err).print(
+                    f"  [dim]{s['question']!r} -> {s['output']!r} (target {s['target']!r})[/]", highlight=False)
+        elif kind == "checkpoint":
+            if bar is None:
+                err.print(f"checkpoint: {ev['path']}", highlight=False)
+        elif kind == "done" and bar is not None:
+            bar.stop()
+
+    def stop() -> None:
+        if bar is not None:
+            bar.stop()
+
+    return cb, stop
+
+
+def _ft_num(v) -> str:
+    return "-" if v is None else f"{v:.1f}"
+
+
+@app.command("finetune")
+def finetune_cmd(
+    base: str = typer.Option("smollm2-135m", "--base", help="Base reader: model preset or local folder."),
+    data: str = typer.Option("squadshifts", "--data",
+                             help="squadshifts[:new_wiki,nyt], a SQuAD JSON file, or JSONL {question, context, answers}."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Adapter folder \\[default: $RAG_HOME/adapters/<base>]."),
+    max_steps: int = typer.Option(300, "--max-steps", help="Optimizer steps."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint in --out."),
+    rank: int = typer.Option(16, "--rank", help="LoRA rank."),
+    alpha: int = typer.Option(32, "--alpha", help="LoRA alpha."),
+    dropout: float = typer.Option(0.0, "--dropout", help="LoRA dropout (0: its random masks cost ~40% of a CPU step)."),
+    target_modules: str = typer.Option("all-linear", "--target-modules", help="all-linear or e.g. q_proj,v_proj."),
+    lr: float = typer.Option(5e-4, "--lr", help="Peak learning rate."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Examples per optimizer step."),
+    micro_tokens: int = typer.Option(2048, "--micro-tokens", help="Padded tokens per micro-batch."),
+    max_len: int = typer.Option(1536, "--max-len", help="Longer examples are dropped."),
+    warmup_steps: int = typer.Option(10, "--warmup-steps", help="Linear warmup steps before the cosine decay."),
+    eval_every: int = typer.Option(25, "--eval-every", help="Steps between validation runs (0 = only at the end)."),
+    eval_examples: int = typer.Option(40, "--eval-examples", help="Validation examples scored by greedy EM/F1."),
+    val_loss_examples: int = typer.Option(64, "--val-loss-examples", help="Validation examples for the loss."),
+    patience: int = typer.Option(4, "--patience", help="Evaluations without improvement before stopping (0 = never)."),
+    save_every: int = typer.Option(25, "--save-every", help="Steps between checkpoints."),
+    distractors: int = typer.Option(4, "--distractors", help="Most distractor passages per example."),
+    min_distractors: int = typer.Option(1, "--min-distractors", help="Fewest distractor passages per example."),
+    p_gold: float = typer.Option(0.8, "--p-gold", help="Fraction of examples that include the gold passage."),
+    seed: int = typer.Option(0, "--seed", help="Seed for data building and training."),
+    threads: int = typer.Option(0, "--threads", help="Torch threads (0 = the cores this process may use)."),
+) -> None:
+    """Train a LoRA adapter for the reader on grounded QA (RAFT-style), on CPU; Ctrl-C saves a checkpoint."""
+    import shlex
+
+    from finetune.data import DataConfig, build_dataset
+    from finetune.train import TrainConfig, train
+    from rag.config import rag_home
+
+    command = " ".join(shlex.quote(a) for a in ["rag", *sys.argv[1:]])
+    target = out_dir or rag_home() / "adapters" / Path(base).name
+    cb, stop = _ft_progress()
+    try:
+        dcfg = DataConfig(source=data, distractors=distractors, min_distractors=min_distractors, p_gold=p_gold,
+                          seed=seed)
+        err.print(f"building training data from {data} (cached after the first run)", highlight=False)
+        ds = build_dataset(dcfg)
+        err.print(f"{len(ds.train)} train / {len(ds.val)} validation examples ({ds.path})", highlight=False)
+        tcfg = TrainConfig(base=base, rank=rank, alpha=alpha, dropout=dropout, target_modules=target_modules, lr=lr,
+                           batch_size=batch_size, micro_tokens=micro_tokens, max_len=max_len,
+                           warmup_steps=warmup_steps, max_steps=max_steps, eval_every=eval_every,
+                           eval_examples=eval_examples, val_loss_examples=val_loss_examples, patience=patience,
+                           save_every=save_every, seed=seed, threads=threads)
+        data_info = {"source": data, "hash": ds.hash, "counts": ds.stats, "config": dcfg.__dict__,
+                     "cache": str(ds.path)}
+        res = train(tcfg, ds.train, ds.val, target, data_info=data_info, resume=resume, callback=cb,
+                    command=command)
+    except RagError as e:
+        stop()
+        _fail(e)
+    except KeyboardInterrupt:
+        stop()
+        err.print(f"interrupted: the last completed step is checkpointed under {target}/checkpoints; "
+                  f"continue with the same command plus --resume", highlight=False)
+        raise typer.Exit(130) from None
+    stop()
+    t, f = res.manifest["training"], res.manifest["final"]
+    out.print(f"adapter: {res.out}  ({res.stopped} after {res.step} steps, {t['train_time_s'] / 60:.1f} min, "
+              f"{t['tokens_per_s']:.0f} tokens/s)", highlight=False)
+    out.print(f"validation: loss {f['val_loss']}, EM {_ft_num(f['em'])}, F1 {_ft_num(f['f1'])} "
+              f"(untuned: EM {_ft_num((res.manifest['untuned'] or {}).get('em'))}, "
+              f"F1 {_ft_num((res.manifest['untuned'] or {}).get('f1'))})", highlight=False)
+    out.print(f"use it: rag ask --model {base} --adapter {res.out} \"...\"", highlight=False)
 
 
 # ---------------------------------------------------------------- eval (owner: eval)

@@ -304,7 +304,7 @@ def _ft_progress():
         if kind == "start":
             msg = (f"training on {ev['train_examples']} examples ({ev['dropped_too_long']} too long, dropped), "
                    f"{ev['lora_params']:,} LoRA parameters, from step {ev['step']} to {ev['max_steps']}")
-            err.print(msg, highlight=False)
+            err.print(msg, highlight=False, soft_wrap=True)
             if bar is not None:
                 bar.start()
                 task["id"] = bar.add_task("finetune", total=ev["max_steps"], completed=ev["step"], info="")
@@ -314,19 +314,19 @@ def _ft_progress():
             if bar is not None:
                 bar.update(task["id"], completed=ev["step"], info=info)
             else:
-                err.print(f"step {ev['step']}/{ev['max_steps']}  {info}  ({ev['step_s']:.1f} s/step)", highlight=False)
+                err.print(f"step {ev['step']}/{ev['max_steps']}  {info}  ({ev['step_s']:.1f} s/step)", highlight=False, soft_wrap=True)
         elif kind == "eval":
             line = (f"eval @ step {ev['step']}: val loss {ev['val_loss']:.3f}  EM {_ft_num(ev.get('em'))}  "
                     f"F1 {_ft_num(ev.get('f1'))}  answerable F1 {_ft_num(ev.get('f1_answerable'))}  "
                     f"abstain acc {_ft_num(ev.get('abstain_acc'))}  cite acc {_ft_num(ev.get('cite_acc'))}  "
                     f"(n={ev.get('n')}, {ev.get('s_per_example')} s/example)")
-            (bar.console if bar is not None else err).print(line, highlight=False)
+            (bar.console if bar is not None else err).print(line, highlight=False, soft_wrap=True)
             for s in ev.get("samples", [])[:2]:
                 (bar.console if bar is not None else err).print(
-                    f"  [dim]{s['question']!r} -> {s['output']!r} (target {s['target']!r})[/]", highlight=False)
+                    f"  [dim]{s['question']!r} -> {s['output']!r} (target {s['target']!r})[/]", highlight=False, soft_wrap=True)
         elif kind == "checkpoint":
             if bar is None:
-                err.print(f"checkpoint: {ev['path']}", highlight=False)
+                err.print(f"checkpoint: {ev['path']}", highlight=False, soft_wrap=True)
         elif kind == "done" and bar is not None:
             bar.stop()
 

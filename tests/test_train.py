@@ -196,3 +196,35 @@ def test_abstention_target_is_trained(tiny):
     assert ex.gold is None and ex.target == ABSTAIN
     ids, labels = encode(tok, ex)
     assert tok.decode([y for y in labels if y != -100][:-1]) == ABSTAIN
+
+
+def test_cli_trains_a_local_model_and_the_reader_accepts_the_adapter(tiny, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from rag.cli import app
+    from rag.reader import check_adapter, read_adapter_manifest
+
+    cfg, tok = tiny
+    base = tmp_path / "tiny-llama"
+    _model(cfg).save_pretrained(base)
+    tok.save_pretrained(base)
+    rows = [{"title": e.article, "question": e.question, "context": p.text, "answers": e.answers}
+            for e in _examples(40) if e.gold for p in [e.passages[e.gold - 1]]]
+    data = tmp_path / "qa.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    monkeypatch.setattr("rag.sources.eval_passage_hashes", lambda: set())
+    out = tmp_path / "adapter"
+    args = ["finetune", "--base", str(base), "--data", str(data), "--out", str(out), "--max-steps", "2",
+            "--eval-every", "2", "--eval-examples", "2", "--val-loss-examples", "2", "--batch-size", "2",
+            "--threads", "1"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "adapter:" in res.output and "validation:" in res.output
+    man = read_adapter_manifest(out)
+    assert man["command"].startswith("rag ") and man["data"]["source"] == str(data)
+    assert man["data"]["counts"]["train_examples"] > 0 and man["training"]["steps"] == 2
+    check_adapter(man, {"name": man["base"], "sha256": man["base_sha256"]}, out)  # the reader's own check
+
+    # Missing data: one line naming the fix, exit 1, no traceback.
+    res = CliRunner().invoke(app, ["finetune", "--base", str(base), "--data", str(tmp_path / "nope.jsonl")])
+    assert res.exit_code == 1 and "--data squadshifts" in res.output and "Traceback" not in res.output

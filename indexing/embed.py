@@ -84,6 +84,20 @@ class SentenceTransformerEmbedder:
         return len(self.tokenizer(text, add_special_tokens=False, truncation=False)["input_ids"])
 
     def encode(self, texts: list[str], batch_size: int = 32, progress: Progress | None = None) -> np.ndarray:
+        if len(texts) <= 4:
+            # A query is too small to split across threads; on a busy machine two threads waiting on
+            # each other made a single query 490 ms instead of 27 ms (measured with a training job running).
+            import torch
+
+            n = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                return self._encode(texts, batch_size, progress)
+            finally:
+                torch.set_num_threads(n)
+        return self._encode(texts, batch_size, progress)
+
+    def _encode(self, texts: list[str], batch_size: int, progress: Progress | None) -> np.ndarray:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
         done = 0

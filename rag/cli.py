@@ -246,14 +246,14 @@ def _ask_one(question: str, retriever, reader, k: int, json_out: bool) -> None:
 @app.command("ask")
 def ask_cmd(
     question: Optional[str] = typer.Argument(None, help="The question; leave out for an interactive prompt."),
-    k: Optional[int] = typer.Option(None, "-k", help="Passages given to the reader [default: 5]."),
-    reader: Optional[str] = typer.Option(None, "--reader", help="llm | extractive [default: llm]."),
-    model: Optional[str] = typer.Option(None, "--model", help="Reader model preset or folder [default: smollm2-135m]."),
+    k: Optional[int] = typer.Option(None, "-k", help="Passages given to the reader (default: 5)."),
+    reader: Optional[str] = typer.Option(None, "--reader", help="llm | extractive (default: llm)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Reader model preset or folder (default: smollm2-135m)."),
     adapter: Optional[str] = typer.Option(None, "--adapter",
-                                          help="LoRA adapter folder, 'none', or 'default' (the shipped one if any)."),
-    index: Optional[Path] = typer.Option(None, "--index", help="Index folder [default: $RAG_HOME/index]."),
-    mode: Optional[str] = typer.Option(None, "--mode", help="Retrieval: hybrid | dense | bm25 [default: hybrid]."),
-    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Bound on the answer length [32]."),
+                                          help="LoRA adapter folder, 'none', or 'default' (the shipped one if any; the default)."),
+    index: Optional[Path] = typer.Option(None, "--index", help="Index folder (default: $RAG_HOME/index)."),
+    mode: Optional[str] = typer.Option(None, "--mode", help="Retrieval: hybrid | dense | bm25 (default: hybrid)."),
+    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Bound on the answer length (default: 32)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object per answer."),
 ) -> None:
     """Answer a question from the indexed documents, citing the passages it came from."""

@@ -212,7 +212,8 @@ def _ask_print_sources(stream, retriever) -> None:
         out.print(f"[dim]{label}: " + ", ".join(rest).replace("[", r"\[") + "[/]", highlight=False, soft_wrap=True)
     if not ans.abstained and not ans.supported:
         why = "it cites no passage" if not ans.citations else "its words are not in the passages it cites"
-        out.print(f"[yellow]warning:[/] this answer is not supported: {why}; check the sources.", highlight=False)
+        out.print(f"[yellow]warning:[/] this answer is not supported: {why}; check the sources.", highlight=False,
+                  soft_wrap=True)
     r = ans.reader
     who = (f"{r.get('model')} + adapter {r.get('adapter')}" if r.get("adapter")
            else "extractive baseline (no LLM)" if r.get("model") == "extractive" else f"{r.get('model')} (no adapter)")

@@ -372,7 +372,7 @@ def latest_checkpoint(out: Path) -> Path | None:
     return done[-1] if done else None
 
 
-def _save_adapter(model, out: Path, dtype: str) -> None:
+def _save_adapter(model, out: Path, dtype: str, base_name: str | None = None) -> None:
     """peft's files (weights cast to `dtype`) into `out`, atomically per file."""
     import torch
     from safetensors.torch import load_file, save_file
@@ -384,6 +384,12 @@ def _save_adapter(model, out: Path, dtype: str) -> None:
     if dtype != "float32" and wfile.exists():
         tensors = {k: v.to(getattr(torch, dtype)).contiguous() for k, v in load_file(wfile).items()}
         save_file(tensors, wfile, metadata={"format": "pt"})
+    (tmp / "README.md").unlink(missing_ok=True)  # peft's empty model card names this machine's model path
+    acfg = tmp / "adapter_config.json"
+    if base_name and acfg.exists():  # a preset name, not this machine's cache path; rag_adapter.json has the rest
+        conf = json.loads(acfg.read_text())
+        conf["base_model_name_or_path"] = base_name
+        acfg.write_text(json.dumps(conf, indent=2, sort_keys=True))
     for f in tmp.iterdir():
         f.replace(out / f.name)
     shutil.rmtree(tmp, ignore_errors=True)
@@ -579,7 +585,7 @@ def train(
 
         set_peft_model_state_dict(model, best["lora"])
     chosen = next((e for e in state.evals if e["step"] == state.best_step), state.evals[-1] if state.evals else {})
-    _save_adapter(model, out, cfg.save_dtype)
+    _save_adapter(model, out, cfg.save_dtype, base_info.get("name") or cfg.base)
     state.elapsed = elapsed_before + time.perf_counter() - t_start
     untuned = state.evals[0] if state.evals and state.evals[0]["step"] == 0 else None
     wfile = out / "adapter_model.safetensors"

@@ -122,6 +122,8 @@ def test_adapter_changes_and_base_does_not(tiny, tmp_path):
     assert len(man["curves"]["train_loss"]) == 6 and man["curves"]["val_loss"][0][0] == 0
     assert man["untuned"]["step"] == 0 and man["final"]["f1"] is not None
     assert res.manifest["training"]["tokens_per_s"] > 0
+    assert not (tmp_path / "ad" / "README.md").exists()  # no machine paths in a shippable folder
+    assert json.loads((tmp_path / "ad" / "adapter_config.json").read_text())["base_model_name_or_path"] == "tiny"
     # Plain peft can load it, and the loaded adapter reproduces the trained model's logits.
     x = torch.tensor([encode(tok, exs[0])[0]])
     model.eval()

@@ -95,6 +95,7 @@ class _State:
     best_val: float = math.inf
     best_step: int = -1
     bad_evals: int = 0
+    segments: list = field(default_factory=list)  # one {start_step, max_steps, command} per run or resume
 
 
 # ---------------------------------------------------------------- encoding
@@ -491,6 +492,7 @@ def train(
         _set_rng_state(saved["rng"])
         log.info("resumed from %s at step %d", ck, state.step)
     elapsed_before = state.elapsed
+    state.segments.append({"start_step": state.step, "max_steps": cfg.max_steps, "command": command})
 
     epoch_batches: dict[int, list[list[int]]] = {}
 
@@ -609,6 +611,7 @@ def train(
             "tokens_per_s": round(state.tokens / max(state.train_time, 1e-9), 1),
             "padding_fraction": round(1 - state.tokens / max(1, state.padded_tokens), 4),
             "threads": torch.get_num_threads(), "lora_params": lora_params,
+            "segments": state.segments,  # a resume with another --max-steps changes the schedule from there
         },
         "final": {"step": chosen.get("step"), "val_loss": chosen.get("val_loss"), "em": chosen.get("em"),
                   "f1": chosen.get("f1"), "f1_answerable": chosen.get("f1_answerable"),

@@ -169,6 +169,7 @@ def test_resume_continues_from_saved_step_with_same_optimizer_state(tiny, tmp_pa
     res = train(CFG, exs[:20], exs[20:], out, model=model, tokenizer=tok, data_info={"hash": "h"},
                 resume=True, callback=watch)
     assert resumed_first == [5, 6] and res.step == 6
+    assert [seg["start_step"] for seg in res.manifest["training"]["segments"]] == [0, 4]
 
     # The interrupted + resumed run ends with the same adapter as one uninterrupted run.
     straight = _model(cfg)

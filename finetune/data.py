@@ -124,9 +124,14 @@ def majority_answer(answers: list[str]) -> str:
     return min((t for t in texts if counts[t] == best), key=len)
 
 
-def _contains_answer(text: str, answers: list[str]) -> bool:
-    norm = " " + normalize_answer(text) + " "
-    return any(a and (" " + a + " ") in norm for a in (normalize_answer(x) for x in answers))
+def _contains_answer(norm_text: str, norm_answers: list[str]) -> bool:
+    """Whole-word containment of any answer; both sides already normalize_answer()-ed.
+
+    >>> _contains_answer("denver broncos won", ["broncos"]), _contains_answer("broncosx", ["broncos"])
+    (True, False)
+    """
+    padded = f" {norm_text} "
+    return any(a and f" {a} " in padded for a in norm_answers)
 
 
 # ---------------------------------------------------------------- reading sources
@@ -289,6 +294,7 @@ def _source_name(title: str) -> str:
 
 def _build(pool: _Pool, cfg: DataConfig) -> tuple[list[Example], list[Example], dict]:
     rng = random.Random(cfg.seed)
+    norm_paras = [normalize_answer(p) for p in pool.paragraphs]  # once, not once per candidate
     val_titles = _split_articles(pool.titles, cfg.val_fraction, rng)
     stats: Counter = Counter()
     out: dict[str, list[Example]] = {"train": [], "val": []}
@@ -299,10 +305,11 @@ def _build(pool: _Pool, cfg: DataConfig) -> tuple[list[Example], list[Example], 
             continue
         cands = _bm25_candidates(pool, idx, qs, cfg.candidates + 1)
         for q, cand in zip(qs, cands, strict=True):
+            norm_answers = [normalize_answer(a) for a in q.answers]
             k = rng.randint(cfg.min_distractors, cfg.distractors)
             with_gold = rng.random() < cfg.p_gold
             need = k if with_gold else k + 1  # same passage count either way: length must not give it away
-            pool_neg = [j for j in cand if j != q.para and not _contains_answer(pool.paragraphs[j], q.answers)]
+            pool_neg = [j for j in cand if j != q.para and not _contains_answer(norm_paras[j], norm_answers)]
             rng.shuffle(pool_neg)
             negs = pool_neg[:need]
             if len(negs) < need:  # too few hard negatives: fill with random paragraphs of this split
@@ -311,7 +318,7 @@ def _build(pool: _Pool, cfg: DataConfig) -> tuple[list[Example], list[Example], 
                 for j in others:
                     if len(negs) >= need:
                         break
-                    if not _contains_answer(pool.paragraphs[j], q.answers):
+                    if not _contains_answer(norm_paras[j], norm_answers):
                         negs.append(j)
                         stats["random_fill"] += 1
             if len(negs) < need:  # a tiny pool: fewer passages rather than no example

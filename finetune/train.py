@@ -137,7 +137,7 @@ def micro_batches(batch: list[int], lengths: list[int], max_tokens: int) -> list
     """Split one step's examples into micro-batches whose padded size (rows x longest) <= max_tokens.
 
     >>> micro_batches([0, 1, 2], [100, 300, 200], 500)
-    [[0], [2], [1]]
+    [[0, 2], [1]]
     """
     out: list[list[int]] = []
     cur: list[int] = []

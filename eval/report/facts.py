@@ -185,7 +185,8 @@ def testset_facts(data: Path) -> tuple[dict, dict]:
 
 # ---------------------------------------------------------------- adapters, benchmarks, models
 def _adapter_label(man: dict, folder: Path) -> str:
-    base = (man.get("base") or {}).get("preset") or "?"
+    b = man.get("base")
+    base = (b.get("preset") if isinstance(b, dict) else b) or "?"
     return base if folder.name == base else f"{base} ({folder.name})"
 
 

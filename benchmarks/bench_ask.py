@@ -41,6 +41,23 @@ RSS_WRAPPER = (
 )
 
 
+def cpu_snapshot() -> tuple[float, float, float]:
+    """(wall s, whole-machine busy CPU s from /proc/stat, this process + children CPU s)."""
+    import resource
+
+    with open("/proc/stat") as f:
+        vals = [int(v) for v in f.readline().split()[1:]]
+    busy = (sum(vals) - vals[3] - vals[4]) / os.sysconf("SC_CLK_TCK")  # minus idle and iowait
+    own = sum(getattr(resource.getrusage(w), a) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+              for a in ("ru_utime", "ru_stime"))
+    return time.perf_counter(), busy, own
+
+
+def others_share(a: tuple, b: tuple) -> float:
+    """Average number of cores other processes kept busy between two snapshots (0 = quiet machine)."""
+    return max(0.0, ((b[1] - a[1]) - (b[2] - a[2])) / (b[0] - a[0]))
+
+
 def pct(values: list[float], q: float) -> float:
     s = sorted(values)
     if not s:
@@ -81,29 +98,31 @@ def cold_start(preset: str, question: str, index: Path, runs: int) -> list[dict]
     return out
 
 
-def hf_pipeline_times(model, tok, prompts: list[str], max_new_tokens: int) -> list[dict]:
+def hf_pipeline_runner(model, tok, max_new_tokens: int):
+    """A plain transformers text-generation pipeline: greedy, same bound, no stop rule."""
     from transformers import pipeline
 
     pipe = pipeline("text-generation", model=model, tokenizer=tok)
     kw = {"max_new_tokens": max_new_tokens, "do_sample": False, "return_full_text": False}
-    pipe(prompts[0], **kw)  # warm-up
-    res = []
-    for p in prompts:
+
+    def run(prompt: str) -> dict:
         t0 = time.perf_counter()
-        text = pipe(p, **kw)[0]["generated_text"]
-        res.append({"s": time.perf_counter() - t0, "tokens": len(tok(text, add_special_tokens=False)["input_ids"])})
-    return res
+        text = pipe(prompt, **kw)[0]["generated_text"]
+        return {"s": time.perf_counter() - t0, "first_s": None,
+                "tokens": len(tok(text, add_special_tokens=False)["input_ids"])}
+
+    return run
 
 
-def hf_generate_stream_times(model, tok, prompts: list[str], max_new_tokens: int) -> list[dict]:
+def hf_generate_runner(model, tok, max_new_tokens: int):
     """model.generate + our stop rule + TextIteratorStreamer in a thread: the alternative to our loop."""
     import torch
     from transformers import StoppingCriteriaList, TextIteratorStreamer
 
     from rag.reader import answer_stop, encode_prompt
 
-    def run(p: str) -> dict:
-        ids = torch.tensor([encode_prompt(tok, p)])
+    def run(prompt: str) -> dict:
+        ids = torch.tensor([encode_prompt(tok, prompt)])
         streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True)
         out = {}
 
@@ -124,8 +143,31 @@ def hf_generate_stream_times(model, tok, prompts: list[str], max_new_tokens: int
         th.join()
         return {"s": time.perf_counter() - t0, "first_s": first, "tokens": out["ids"].shape[1] - ids.shape[1]}
 
-    run(prompts[0])
-    return [run(p) for p in prompts]
+    return run
+
+
+def ours_runner(reader):
+    def run(question: str, hits) -> dict:
+        t0 = time.perf_counter()
+        first = None
+        for _ in reader.stream(question, hits):
+            if first is None:
+                first = time.perf_counter() - t0
+        return {"s": time.perf_counter() - t0, "first_s": first, "tokens": reader.last_new_tokens}
+
+    return run
+
+
+def summarize(runs: list[dict], base: list[dict] | None = None) -> dict:
+    out = {"p50_s": pct([r["s"] for r in runs], 50), "p95_s": pct([r["s"] for r in runs], 95),
+           "new_tokens_mean": statistics.mean(r["tokens"] for r in runs)}
+    firsts = [r["first_s"] for r in runs if r["first_s"] is not None]
+    if firsts:
+        out["first_p50_s"] = pct(firsts, 50)
+    if base is not None:  # paired: the same prompt, run back to back
+        out["ratio_p50"] = out["p50_s"] / pct([r["s"] for r in base], 50)
+        out["paired_ratio_median"] = statistics.median(r["s"] / b["s"] for r, b in zip(runs, base))
+    return out
 
 
 def bench_preset(preset: str, args, questions: list[dict], squad: list[dict], retriever) -> dict:
@@ -170,25 +212,23 @@ def bench_preset(preset: str, args, questions: list[dict], squad: list[dict], re
         prompts = [render_prompt(tok, q["question"], passages(h)) for q, h in zip(questions, hits)]
         row["prompt_tokens_mean"] = statistics.mean(len(reader.prompt_ids(q["question"], h))
                                                      for q, h in zip(questions, hits))
-        ours = []
-        for q, h in zip(questions, hits):
-            t = time.perf_counter()
-            reader.answer(q["question"], h)
-            ours.append({"s": time.perf_counter() - t, "tokens": reader.last_new_tokens})
-        row["read_only"] = {"p50_s": pct([o["s"] for o in ours], 50), "new_tokens_mean": statistics.mean(
-            o["tokens"] for o in ours)}
+        runners = {"ours": ours_runner(reader)}
         if not args.skip_hf:
-            hp = hf_pipeline_times(model, tok, prompts, args.max_new_tokens)
-            hg = hf_generate_stream_times(model, tok, prompts, args.max_new_tokens)
-            ms_ours = 1000 * sum(o["s"] for o in ours) / max(1, sum(o["tokens"] for o in ours))
-            row["hf_pipeline"] = {"p50_s": pct([x["s"] for x in hp], 50),
-                                  "new_tokens_mean": statistics.mean(x["tokens"] for x in hp),
-                                  "ratio_p50": pct([x["s"] for x in hp], 50) / row["read_only"]["p50_s"]}
-            row["hf_generate_stream"] = {
-                "p50_s": pct([x["s"] for x in hg], 50), "first_p50_s": pct([x["first_s"] or x["s"] for x in hg], 50),
-                "new_tokens_mean": statistics.mean(x["tokens"] for x in hg),
-                "ratio_p50": pct([x["s"] for x in hg], 50) / row["read_only"]["p50_s"]}
-            row["ms_per_new_token_incl_prefill"] = {"ours": ms_ours}
+            runners["hf_pipeline"] = hf_pipeline_runner(model, tok, args.max_new_tokens)
+            runners["hf_generate_stream"] = hf_generate_runner(model, tok, args.max_new_tokens)
+        runs: dict[str, list[dict]] = {name: [] for name in runners}
+        for i, (q, h, p) in enumerate(zip([None, *questions], [hits[0], *hits], [prompts[0], *prompts])):
+            names = list(runners)
+            names = names[i % len(names):] + names[:i % len(names)]  # rotate the order: no one always goes first
+            for name in names:
+                r = runners[name](questions[0]["question"] if q is None else q["question"], h) if name == "ours" \
+                    else runners[name](p)
+                if q is not None:  # the first round is a warm-up
+                    runs[name].append(r)
+        row["read_only"] = summarize(runs["ours"])
+        for name in runners:
+            if name != "ours":
+                row[name] = summarize(runs[name], runs["ours"])
 
     # the floor: gold paragraph only, our prompt
     if squad:
@@ -253,13 +293,15 @@ def main() -> None:
     rows = []
     for p in args.presets:
         print(f"[bench_ask] {p} ...", file=sys.stderr, flush=True)
+        snap = cpu_snapshot()
         rows.append(bench_preset(p, args, questions, squad, retriever))
+        rows[-1]["other_processes_cores"] = round(others_share(snap, cpu_snapshot()), 2)
     load_after = os.getloadavg()
 
     print(f"\nask latency ({args.n} questions, k={args.k}, <= {args.max_new_tokens} new tokens, "
           f"{args.threads} threads; load avg {load_before[0]:.1f} -> {load_after[0]:.1f})")
     head = (f"{'reader':<14} {'p50 s':>6} {'p95 s':>6} {'1st tok':>7} {'tokens':>6} {'prompt':>6} {'cold s':>6} "
-            f"{'RSS MB':>6} {'HF pipe x':>9} {'HF gen x':>8} {'EM':>5} {'F1':>5} {'cite%':>5} {'limit%':>6}")
+            f"{'RSS MB':>6} {'HF pipe x':>9} {'HF gen x':>8} {'EM':>5} {'F1':>5} {'cite%':>5} {'limit%':>6} {'others':>6}")
     print(head)
     print("-" * len(head))
     for r in rows:
@@ -270,9 +312,10 @@ def main() -> None:
               f"{fmt(max((x['peak_rss_mb'] for x in c if x), default=None), '.0f'):>6} "
               f"{fmt(r.get('hf_pipeline', {}).get('ratio_p50')):>9} {fmt(r.get('hf_generate_stream', {}).get('ratio_p50')):>8} "
               f"{fmt(s.get('em'), '.1f'):>5} {fmt(s.get('f1'), '.1f'):>5} {fmt(s.get('cites_pct'), '.0f'):>5} "
-              f"{fmt(s.get('hit_limit_pct'), '.0f'):>6}")
+              f"{fmt(s.get('hit_limit_pct'), '.0f'):>6} {fmt(r['other_processes_cores']):>6}")
     print("HF pipe x / HF gen x: their p50 time over ours on the same prompts (>1 = ours faster). "
-          "EM/F1: gold paragraph only, no adapter.")
+          "EM/F1: gold paragraph only, no adapter. "
+          "others: cores other processes kept busy during the row (0 = quiet).")
     result = {
         "benchmark": "ask",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -88,7 +88,9 @@ def run_baseline(args) -> dict:
         return {"input_ids": ids, "labels": labels, "attention_mask": mask}
 
     with tempfile.TemporaryDirectory() as d:
-        targs = TrainingArguments(output_dir=d, per_device_train_batch_size=8, max_steps=args.steps,
+        # Batch 8 is reached by accumulation: one padded fp32 forward of 8 x ~1,500 tokens was OOM-killed here.
+        targs = TrainingArguments(output_dir=d, per_device_train_batch_size=args.baseline_micro,
+                                  gradient_accumulation_steps=8 // args.baseline_micro, max_steps=args.steps,
                                   learning_rate=5e-4, warmup_steps=1, lr_scheduler_type="cosine", use_cpu=True,
                                   report_to=[], save_strategy="no", logging_steps=1, seed=args.seed,
                                   dataloader_num_workers=0, remove_unused_columns=False, disable_tqdm=True)
@@ -98,10 +100,11 @@ def run_baseline(args) -> dict:
         dt = time.perf_counter() - t
     tokens = sum(len(r["input_ids"]) for r in rows)  # one pass: steps * 8 == len(rows) examples
     padded = 0
-    for b in range(0, len(rows), 8):  # estimate of padding under a random order: same batch size
-        chunk = rows[b:b + 8]
+    for b in range(0, len(rows), args.baseline_micro):  # estimate of padding under a random order
+        chunk = rows[b:b + args.baseline_micro]
         padded += len(chunk) * max(len(r["input_ids"]) for r in chunk)
-    return {"system": "HF Trainer (fp32, pad to longest)", "tokens": tokens, "padded_tokens": padded,
+    return {"system": f"HF Trainer (fp32, pad to longest, {args.baseline_micro}x{8 // args.baseline_micro})",
+            "tokens": tokens, "padded_tokens": padded,
             "train_s": round(dt, 1), "tokens_per_s": round(tokens / dt, 1), "peak_rss_mb": round(_peak_rss_mb()),
             "threads": torch.get_num_threads()}
 
@@ -136,6 +139,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=6, help="optimizer steps of 8 examples each (one pass)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--baseline-micro", type=int, default=2, choices=[1, 2, 4, 8],
+                    help="baseline examples per forward (8 = no accumulation; OOM-killed at 23 GB here)")
     ap.add_argument("--one", choices=["ours", "baseline"], help=argparse.SUPPRESS)
     ap.add_argument("--quality", type=Path, help="adapter folder: score untuned vs tuned on validation instead")
     ap.add_argument("--n", type=int, default=200, help="validation examples for --quality")
@@ -163,11 +168,14 @@ def main() -> None:
     rows = []
     for system in ("ours", "baseline"):
         cmd = [sys.executable, __file__, "--one", system, "--base", args.base, "--steps", str(args.steps),
-               "--threads", str(args.threads), "--seed", str(args.seed)]
+               "--threads", str(args.threads), "--seed", str(args.seed), "--baseline-micro", str(args.baseline_micro)]
         p = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if p.returncode != 0:
-            sys.exit(f"{system} failed:\n{p.stderr[-3000:]}")
+            why = "killed (SIGKILL: out of memory?)" if p.returncode == -9 else f"exit {p.returncode}"
+            print(f"{system} failed: {why}\n{p.stderr[-1500:]}", file=sys.stderr)
+            sys.exit(1)
         rows.append(json.loads(p.stdout.strip().splitlines()[-1]))
+        print(f"{system}: {rows[-1]}", flush=True)
     ours, base = rows
     speedup = ours["tokens_per_s"] / base["tokens_per_s"]
     print(f"{'system':<44} {'tokens/s':>9} {'train s':>8} {'padding':>8} {'peak RSS MB':>12}")

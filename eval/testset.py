@@ -252,29 +252,49 @@ def load_testset(paths: list[Path] | None = None, corpus_root: Path | None = Non
                    corpus_root=corpus_root)
 
 
-def sample(questions: list[Question], limit: int | None, seed: int = 0) -> list[Question]:
+def sample(questions: list[Question], limit: int | None, seed: int = 0,
+           unanswerable: int | None = None) -> list[Question]:
     """A seeded subset of `limit` questions that keeps the answerable/unanswerable mix; order preserved.
+
+    `unanswerable` fixes how many of the `limit` are unanswerable instead (e.g. 1,000 + 300). Subsets are
+    nested: with the same seed, a smaller sample is part of a larger one, so a quick run on a few systems
+    pairs with a headline run on the rest (and reuses its saved predictions).
 
     >>> qs = [Question(str(i), "q?", ("a",) if i % 4 else (), i % 4 == 0) for i in range(100)]
     >>> sub = sample(qs, 20, seed=1)
     >>> len(sub), sum(q.unanswerable for q in sub)
     (20, 5)
+    >>> sum(q.unanswerable for q in sample(qs, 20, seed=1, unanswerable=10))
+    10
+    >>> {q.id for q in sub} <= {q.id for q in sample(qs, 60, seed=1)}
+    True
     """
     if limit is None or limit >= len(questions):
-        return list(questions)
+        if unanswerable is None:
+            return list(questions)
+        limit = len(questions)
     if limit <= 0:
         raise BadInput(f"--limit must be positive, got {limit}")
     groups = {
         False: [i for i, q in enumerate(questions) if not q.unanswerable],
         True: [i for i, q in enumerate(questions) if q.unanswerable],
     }
-    n_un = round(limit * len(groups[True]) / len(questions))
-    if groups[True] and groups[False] and limit >= 2:  # both kinds present: keep at least one of each
-        n_un = min(max(n_un, 1), limit - 1)
-    n_un = min(n_un, len(groups[True]))
+    if unanswerable is not None:
+        if not 0 <= unanswerable <= min(limit, len(groups[True])):
+            raise BadInput(f"--unanswerable {unanswerable} is not possible: the test set has {len(groups[True])} "
+                           f"unanswerable questions and --limit is {limit}")
+        n_un = unanswerable
+    else:
+        n_un = round(limit * len(groups[True]) / len(questions))
+        if groups[True] and groups[False] and limit >= 2:  # both kinds present: keep at least one of each
+            n_un = min(max(n_un, 1), limit - 1)
+        n_un = min(n_un, len(groups[True]))
     n_ans = min(limit - n_un, len(groups[False]))
-    rng = random.Random(seed)
-    picked = rng.sample(groups[False], n_ans) + rng.sample(groups[True], n_un)
+    picked = []
+    for kind, n in ((False, n_ans), (True, n_un)):
+        order = list(groups[kind])
+        random.Random(f"{seed}:{kind}").shuffle(order)  # a seeded order per kind: samples are prefixes, nested
+        picked += order[:n]
     return [questions[i] for i in sorted(picked)]
 
 

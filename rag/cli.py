@@ -472,7 +472,9 @@ def eval_cmd(
         "optionally @gold (oracle: gold paragraph given). Default: all installed, plus @gold runs."),
     oracle: bool = typer.Option(True, "--oracle/--no-oracle", help="With the default systems, add the @gold runs."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate a seeded subset of N questions (keeps the "
-                                        "answerable/unanswerable mix)."),
+                                        "answerable/unanswerable mix; smaller samples are nested in larger ones)."),
+    unanswerable: Optional[int] = typer.Option(None, "--unanswerable", help="How many of the --limit questions are "
+                                               "unanswerable (default: the test set's share)."),
     seed: int = typer.Option(0, "--seed", help="Seed for --limit sampling, the judge subsample and the bootstrap."),
     k: int = typer.Option(5, "-k", "--k", help="Passages handed to the reader."),
     mode: str = typer.Option("hybrid", "--mode", help="Retrieval mode: dense, bm25, hybrid."),
@@ -500,7 +502,7 @@ def eval_cmd(
         logging.getLogger(noisy).setLevel(logging.CRITICAL)
     try:
         ts = load_testset(files or None, corpus_root=corpus)
-        qs = sample(ts.questions, limit, seed)
+        qs = sample(ts.questions, limit, seed, unanswerable)
         specs = [parse_system(s) for s in systems] if systems else installed_systems(oracle=oracle)
         has_gold = any(q.has_gold_span or q.context for q in qs)
         if not systems and not has_gold:

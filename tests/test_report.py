@@ -216,6 +216,18 @@ def test_selection_takes_the_biggest_setting_and_the_newest_row():
         select_rows([old], run_id="nope")
 
 
+
+def test_a_system_run_only_on_a_smaller_nested_sample_joins_with_its_own_n():
+    head = _row("extractive", run_id="big", limit=1300, n=1300)
+    slow = _row("qwen2.5-0.5b+tuned", run_id="small", limit=260, n=260, f1=50.0)
+    other_k = _row("gemma3-270m", run_id="k3", limit=260, n=260, k=3)  # another setting: not mixed in
+    sel = select_rows([head, slow, other_k])
+    assert [(r["system"], r["n"]) for r in sel.rows] == [("extractive", 1300), ("qwen2.5-0.5b+tuned", 260)]
+    from eval.report.slides import experiments_table
+
+    n_col = [h for h, _ in EXPERIMENT_COLUMNS].index("n")
+    assert [row[n_col] for row in experiments_table(sel.rows, sel.setting).rows] == ["1300", "260"]
+
 def test_no_runs_is_a_clear_error(tmp_path):
     with pytest.raises(BadInput, match="rag eval"):
         load_log(tmp_path)

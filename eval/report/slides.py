@@ -104,6 +104,7 @@ def _declined(r: dict, s: dict) -> str:
 
 EXPERIMENT_COLUMNS: list[Column] = [
     ("system", lambda r, s: str(r["system"])),
+    ("n", lambda r, s: text(r.get("n"))),
     ("params", lambda r, s: text(r.get("params")) if _llm(r) else NA),
     ("quantization", lambda r, s: text(r.get("quantization")) if _llm(r) else NA),
     ("LoRA rank", lambda r, s: text(r.get("adapter_rank")) if _tuned(r) else NA),

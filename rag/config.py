@@ -75,7 +75,7 @@ class RetrievalConfig:
 @dataclass(frozen=True)
 class ReaderConfig:
     reader: str = "llm"  # llm | extractive
-    model: str = "smollm2-135m"  # model-store preset, local folder, or hub id
+    model: str = "qwen2.5-0.5b"  # model-store preset, local folder, or hub id (the default reader: see README)
     adapter: str = "default"  # "default" (shipped adapter if any), "none", or a folder
     max_new_tokens: int = 32  # bound on the generated answer length
 

@@ -476,7 +476,7 @@ class ExtractiveReader:
 
 def make_reader(
     name: str = "llm",
-    model: str | Path = "smollm2-135m",
+    model: str | Path = "qwen2.5-0.5b",
     adapter: str | Path | None = "default",
     max_new_tokens: int = 32,
     log=None,

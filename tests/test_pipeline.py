@@ -162,7 +162,7 @@ def test_cli_ask_streams_then_lists_sources(scripted):
     assert "Sources" in r.stdout and f"nfl/super_bowl_50.txt  chars 10-{10 + len(SB50)}" in r.stdout
     assert "The Denver Broncos won Super Bowl 50." in r.stdout  # snippet
     assert "Also retrieved: [2] mercury.txt" in r.stdout
-    assert "reader: smollm2-135m (no adapter)" in r.stdout  # the default model, told
+    assert "reader: qwen2.5-0.5b (no adapter)" in r.stdout  # the default model, told
 
 
 def test_cli_interactive_loads_reader_once(scripted):

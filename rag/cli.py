@@ -344,7 +344,7 @@ def _ft_num(v) -> str:
 
 @app.command("finetune")
 def finetune_cmd(
-    base: str = typer.Option("qwen2.5-0.5b", "--base", help="Base reader: model preset or local folder (smollm2-135m trains ~2x faster)."),
+    base: str = typer.Option("qwen2.5-0.5b", "--base", help="Base reader: model preset or local folder (smollm2-135m is smaller and faster)."),
     data: str = typer.Option("squadshifts", "--data",
                              help="squadshifts[:new_wiki,nyt], a SQuAD JSON file, or JSONL {question, context, answers}."),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Adapter folder \\[default: $RAG_HOME/adapters/<base>]."),

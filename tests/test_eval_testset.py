@@ -104,7 +104,6 @@ def test_sampling_is_seeded_and_keeps_the_mix():
     assert len(sample(qs, None)) == 500
 
 
-
 def test_sampling_with_a_fixed_unanswerable_count_is_nested():
     qs = [Question(str(i), f"q{i}?", () if i % 5 == 0 else ("a",), i % 5 == 0) for i in range(500)]
     big = sample(qs, 130, seed=0, unanswerable=30)
@@ -114,6 +113,7 @@ def test_sampling_with_a_fixed_unanswerable_count_is_nested():
     assert {q.id for q in sample(qs, 50, seed=0)} < {q.id for q in sample(qs, 200, seed=0)}
     with pytest.raises(BadInput, match="--unanswerable 101"):
         sample(qs, 200, seed=0, unanswerable=101)  # only 100 unanswerable questions exist
+
 
 def test_cli_refuses_a_malformed_test_set_before_any_work(tmp_path, rag_home):
     from rag.cli import app

@@ -216,7 +216,6 @@ def test_selection_takes_the_biggest_setting_and_the_newest_row():
         select_rows([old], run_id="nope")
 
 
-
 def test_a_system_run_only_on_a_smaller_nested_sample_joins_with_its_own_n():
     head = _row("extractive", run_id="big", limit=1300, n=1300)
     slow = _row("qwen2.5-0.5b+tuned", run_id="small", limit=260, n=260, f1=50.0)

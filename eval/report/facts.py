@@ -90,8 +90,7 @@ def select_rows(rows: list[dict], run_id: str | None = None) -> Selection:
     key = {k: best[0].get(k) for k in same}
     extra = [r for r in rows if r["system"] not in latest and all(r.get(k) == key[k] for k in same)]
     for r in sorted(extra, key=lambda r: (_questions(r), str(r.get("time") or ""))):
-        if r["system"] not in {x["system"] for x in best}:
-            latest[r["system"]] = r
+        latest[r["system"]] = r  # sorted ascending: the largest, then newest, sample wins
     chosen = sorted(latest.values(), key=_system_order)
     first = chosen[0]
     setting = {k: first.get(k) for k in SETTING_KEYS}

@@ -581,6 +581,9 @@ def _release_models() -> None:
                     cache.clear()
     except ImportError:
         pass
+    from indexing import embed
+
+    embed._CACHE.clear()  # the retriever's query embedder, kept per process like the models
     gc.collect()
 
 

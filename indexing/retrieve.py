@@ -156,7 +156,7 @@ def open_retriever(
         )
     emb = None
     if mode != "bm25":
-        emb = embedder or get_embedder(idx.embedder)
+        emb = embedder or get_embedder(idx.embedder, queries=True)
         if emb.dim != idx.manifest["embedder"]["dim"]:
             raise IndexMismatch(f"index at {idx.dir} has {idx.manifest['embedder']['dim']}-d vectors, "
                                 f"embedder {emb.name} gives {emb.dim}-d: rebuild with `rag index PATH --rebuild`")

@@ -629,10 +629,12 @@ def _fix_special_tokens(model: Any, tok: Any) -> None:
     model.config.pad_token_id = tok.pad_token_id
 
 
-def load_causal_lm(name_or_path: str | Path, dtype: Any = None, log: Log = None) -> tuple[Any, Any, dict]:
+def load_causal_lm(name_or_path: str | Path, dtype: Any = None, log: Log = None,
+                   cache: bool = True) -> tuple[Any, Any, dict]:
     """(model, tokenizer, info) for a reader/judge; loaded once per process, in eval mode, bf16 by default.
 
-    info = {name, params, quantization, sha256, path}.
+    info = {name, params, quantization, sha256, path}. `cache=False` loads a private copy (not kept, not
+    taken from the cache) that the caller may change in place, e.g. to merge an adapter into it.
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -640,7 +642,7 @@ def load_causal_lm(name_or_path: str | Path, dtype: Any = None, log: Log = None)
     dtype = torch.bfloat16 if dtype is None else dtype
     path = resolve(name_or_path, log)
     key = (str(path), str(dtype))
-    if key in _LM_CACHE:
+    if cache and key in _LM_CACHE:
         return _LM_CACHE[key]
     torch.set_num_threads(cpu_threads())
     try:
@@ -655,8 +657,9 @@ def load_causal_lm(name_or_path: str | Path, dtype: Any = None, log: Log = None)
     name = str(name_or_path) if str(name_or_path) in PRESETS else meta.get("name", path.name)
     info = {"name": name, "params": sum(p.numel() for p in model.parameters()),
             "quantization": meta.get("quantization"), "sha256": meta.get("sha256"), "path": str(path)}
-    _LM_CACHE[key] = (model, tok, info)
-    return _LM_CACHE[key]
+    if cache:
+        _LM_CACHE[key] = (model, tok, info)
+    return model, tok, info
 
 
 def load_embedder(name_or_path: str | Path = "minilm", log: Log = None) -> Any:

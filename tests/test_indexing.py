@@ -318,3 +318,61 @@ def test_batch_search_equals_single_search(docs, tmp_path):
         r = open_retriever(tmp_path / "idx", mode=mode, embedder=emb)
         batch = r.search_batch(queries, 3)
         assert [[h.chunk.id for h in hits] for hits in batch] == [[h.chunk.id for h in r.search(q, 3)] for q in queries]
+
+
+# ---------------------------------------------------------------- query embedder without sentence-transformers
+def _tiny_st(folder: Path, pooling: str = "mean") -> Path:
+    """A tiny random BERT saved as a sentence-transformers model (transformer -> pooling -> normalize)."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers import models as stm
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    words = "the a of team won super bowl denver broncos which nfl represented afc at 50 who".split()
+    bert = folder / "bert"
+    bert.mkdir(parents=True)
+    (bert / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
+    BertTokenizerFast(vocab_file=str(bert / "vocab.txt")).save_pretrained(bert)
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=5 + len(words), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=64)
+    BertModel(cfg).save_pretrained(bert)
+    t = stm.Transformer(str(bert), max_seq_length=16)
+    st = SentenceTransformer(modules=[t, stm.Pooling(32, pooling), stm.Normalize()], device="cpu")
+    st.save(str(folder / "st"))
+    return folder / "st"
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_query_embedder_matches_sentence_transformers(tmp_path, bf16):
+    import numpy as np
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from indexing.embed import QueryEmbedder, plain_st_config
+
+    folder = _tiny_st(tmp_path)
+    assert plain_st_config(folder) == {"max_seq_length": 16, "do_lower_case": False, "normalize": True}
+    st = SentenceTransformer(str(folder), device="cpu")
+    if bf16:
+        st.to(torch.bfloat16)
+    texts = ["Which NFL team represented the AFC at Super Bowl 50?", "who won",
+             " ".join(["denver broncos"] * 20)]  # the last one is truncated at max_seq_length
+    want = st.encode(texts, normalize_embeddings=True, convert_to_numpy=True).astype(np.float32)
+    got = QueryEmbedder("tiny", folder, bf16=bf16).encode(texts, batch_size=2)
+    assert got.shape == want.shape == (3, 32)
+    assert np.allclose(got, want, atol=1e-2 if bf16 else 1e-5)
+    assert (got @ want.T).argmax(1).tolist() == [0, 1, 2]
+
+
+def test_only_plain_mean_pooling_models_skip_sentence_transformers(tmp_path, monkeypatch):
+    from indexing import embed
+
+    cls = _tiny_st(tmp_path / "cls", pooling="cls")
+    assert embed.plain_st_config(cls) is None
+    assert embed.plain_st_config(tmp_path) is None  # no modules.json
+    mean = _tiny_st(tmp_path / "mean")
+    monkeypatch.setattr(embed, "_CACHE", {})
+    assert isinstance(embed.get_embedder(str(mean), queries=True), embed.QueryEmbedder)
+    assert isinstance(embed.get_embedder(str(cls), queries=True), embed.SentenceTransformerEmbedder)
+    assert isinstance(embed.get_embedder(str(mean)), embed.SentenceTransformerEmbedder)  # indexing: the library

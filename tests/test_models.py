@@ -190,6 +190,8 @@ def test_local_hf_folder_resolves_to_itself_and_loads_once(tmp_path):
     assert info["params"] == sum(p.numel() for p in ref.parameters()) and info["path"] == str(folder.resolve())
     assert models.model_info(str(folder))["n_params"] == info["params"]  # from safetensors headers
     assert models.load_causal_lm(str(folder))[0] is model  # cached per process
+    private = models.load_causal_lm(str(folder), cache=False)[0]
+    assert private is not model and models.load_causal_lm(str(folder))[0] is model  # a copy, not cached
     out = model.generate(**tok("the cat", return_tensors="pt"), max_new_tokens=3, do_sample=False)
     assert out.shape[1] > 0
 

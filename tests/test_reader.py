@@ -259,12 +259,12 @@ def test_extractive_abstains_without_overlap_or_hits():
 # ---------------------------------------------------------------- adapters
 
 
-def _adapter(tmp_path, base_model, manifest: dict | None):
+def _adapter(tmp_path, base_model, manifest: dict | None, **lora):
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(1)
     peft_model = get_peft_model(base_model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
-                                                       init_lora_weights=False))
+                                                       init_lora_weights=False, **lora))
     path = tmp_path / "adapter"
     peft_model.save_pretrained(path)
     if manifest is not None:
@@ -300,6 +300,30 @@ def test_adapter_is_merged_into_a_copy(tmp_path, tok, base):
     with torch.no_grad():
         ref = PeftModel.from_pretrained(copy.deepcopy(base), str(path)).eval()(input_ids=ids).logits
         got = r.model(input_ids=ids).logits
+    assert torch.allclose(ref.float(), got.float(), atol=1e-4)
+
+
+@pytest.mark.parametrize("lora", [{}, {"use_rslora": True}, {"use_dora": True}])
+def test_in_place_merge_matches_peft(tmp_path, tok, base, monkeypatch, lora):
+    """The direct merge (plain LoRA) and the peft fallback (rsLoRA, DoRA) both give peft's outputs."""
+    import copy
+
+    from peft import PeftModel
+
+    path = _adapter(tmp_path, copy.deepcopy(base), {"base": "tiny"}, **lora)
+    direct = []
+    real = rd._merge_lora_direct
+    monkeypatch.setattr(rd, "_merge_lora_direct", lambda m, p: direct.append(real(m, p)) or direct[-1])
+    ids = torch.tensor([tok("Who won Super Bowl 50?")["input_ids"]])
+    with torch.no_grad():
+        ref = PeftModel.from_pretrained(copy.deepcopy(base), str(path)).eval()(input_ids=ids).logits
+        mine = copy.deepcopy(base)
+        r = LLMReader(mine, tok, {"name": "tiny"}, adapter=path, merge_inplace=True)
+        got = r.model(input_ids=ids).logits
+    assert direct == [not lora]  # only the plain case takes the direct path
+    if not lora:
+        assert r.model is mine  # merged in place: no copy
+    assert not torch.allclose(ref, base(input_ids=ids).logits, atol=1e-3)  # the adapter changes the output
     assert torch.allclose(ref.float(), got.float(), atol=1e-4)
 
 

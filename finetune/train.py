@@ -597,8 +597,9 @@ def train(
         # rag.reader.check_adapter reads "base" (the reader's model name) and "base_sha256".
         "base": base_info.get("name") or cfg.base,
         "base_sha256": base_info.get("sha256"),
-        "base_info": {k: base_info.get(k) for k in ("name", "params", "quantization", "sha256", "path")},
-        "data": data_info,
+        "base_info": {k: _home_relative(base_info.get(k)) if k == "path" else base_info.get(k)
+                      for k in ("name", "params", "quantization", "sha256", "path")},
+        "data": {k: _home_relative(v) if k == "cache" else v for k, v in data_info.items()},
         "hyperparameters": asdict(cfg),
         "seed": cfg.seed,
         "training": {
@@ -631,6 +632,22 @@ def train(
     tmp.replace(out / MANIFEST)
     emit({"event": "done", "step": state.step, "stopped": stopped, "out": str(out), "final": manifest["final"]})
     return TrainResult(out=out, manifest=manifest, step=state.step, stopped=stopped, model=model)
+
+
+def _home_relative(path: object) -> object:
+    """A path under the user's home as "~/..." (a shipped manifest should not carry the build user's home).
+
+    >>> _home_relative(str(Path.home() / ".cache" / "x"))
+    '~/.cache/x'
+    >>> _home_relative("/opt/models/x"), _home_relative(None)
+    ('/opt/models/x', None)
+    """
+    if not isinstance(path, (str, Path)):
+        return path
+    try:
+        return "~/" + Path(path).expanduser().resolve().relative_to(Path.home().resolve()).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def _versions() -> dict:

@@ -299,7 +299,7 @@ def _merge_lora_direct(model, path: Path) -> bool:
         deltas.append((layer, a, b))
     with torch.no_grad():
         for layer, a, b in deltas:
-            layer.weight += ((b @ a) * scaling).to(layer.weight.dtype)
+            layer.weight += (b @ a) * scaling  # summed in fp32, rounded once to the weight dtype (as peft)
     return True
 
 

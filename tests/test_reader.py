@@ -323,6 +323,11 @@ def test_in_place_merge_matches_peft(tmp_path, tok, base, monkeypatch, lora):
     assert direct == [not lora]  # only the plain case takes the direct path
     if not lora:
         assert r.model is mine  # merged in place: no copy
+        # in bf16 (how readers run) the merged weights are bit-identical to peft's merge
+        b16 = copy.deepcopy(base).to(torch.bfloat16)
+        ours = rd.apply_adapter(b16, path).state_dict()
+        theirs = PeftModel.from_pretrained(copy.deepcopy(b16), str(path)).merge_and_unload().state_dict()
+        assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
     assert not torch.allclose(ref, base(input_ids=ids).logits, atol=1e-3)  # the adapter changes the output
     assert torch.allclose(ref.float(), got.float(), atol=1e-4)
 

@@ -279,15 +279,18 @@ def _merge_lora_direct(model, path: Path) -> bool:
         return False
     if cfg.get("rank_pattern") or cfg.get("alpha_pattern") or cfg.get("modules_to_save") or cfg.get("lora_bias"):
         return False
-    scaling = float(cfg["lora_alpha"]) / float(cfg["r"])
     modules = dict(model.named_modules())
     pairs: dict[str, dict[str, Any]] = {}
-    with safe_open(str(weights), "pt") as f:
-        for key in f.keys():
-            m = re.fullmatch(r"base_model\.model\.(.+)\.lora_([AB])\.weight", key)
-            if m is None:
-                return False  # some other tensor (an embedding LoRA, a saved module): let peft handle it
-            pairs.setdefault(m.group(1), {})[m.group(2)] = f.get_tensor(key)
+    try:
+        scaling = float(cfg["lora_alpha"]) / float(cfg["r"])
+        with safe_open(str(weights), "pt") as f:
+            for key in f.keys():
+                m = re.fullmatch(r"base_model\.model\.(.+)\.lora_([AB])\.weight", key)
+                if m is None:
+                    return False  # some other tensor (an embedding LoRA, a saved module): let peft handle it
+                pairs.setdefault(m.group(1), {})[m.group(2)] = f.get_tensor(key)
+    except Exception:  # unreadable or odd files: peft's loader reports them as a clear BadInput
+        return False
     deltas = []
     for name, ab in pairs.items():
         layer = modules.get(name)
@@ -314,10 +317,11 @@ def apply_adapter(model, path: Path, inplace: bool = False):
         target.eval()
         return target
     from peft import PeftModel
+    from safetensors import SafetensorError
 
     try:
         peft_model = PeftModel.from_pretrained(target, str(path))
-    except (OSError, ValueError, KeyError, RuntimeError) as e:
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as e:
         raise BadInput(f"could not load the LoRA adapter at {path} ({type(e).__name__}: {e}): "
                        "retrain it for this model or pass --adapter none") from e
     merged = peft_model.merge_and_unload()

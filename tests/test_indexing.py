@@ -363,6 +363,10 @@ def test_query_embedder_matches_sentence_transformers(tmp_path, bf16):
     assert got.shape == want.shape == (3, 32)
     assert np.allclose(got, want, atol=1e-2 if bf16 else 1e-5)
     assert (got @ want.T).argmax(1).tolist() == [0, 1, 2]
+    # one query at a time (what `rag ask` does), the vectors are the same bits
+    q = QueryEmbedder("tiny", folder, bf16=bf16)
+    for t in texts:
+        assert np.array_equal(q.encode([t]), st.encode([t], normalize_embeddings=True, convert_to_numpy=True))
 
 
 def test_only_plain_mean_pooling_models_skip_sentence_transformers(tmp_path, monkeypatch):

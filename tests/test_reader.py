@@ -340,6 +340,15 @@ def test_adapter_base_mismatch_is_a_clear_error(tmp_path, tok, base):
         LLMReader(base, tok, {"name": "smollm2-135m"}, adapter=path)
 
 
+def test_corrupt_adapter_weights_are_a_clear_error(tmp_path, tok, base):
+    import copy
+
+    path = _adapter(tmp_path, copy.deepcopy(base), {"base": "tiny"})
+    (path / "adapter_model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(BadInput, match="could not load the LoRA adapter.*--adapter none"):
+        LLMReader(base, tok, {"name": "tiny"}, adapter=path)
+
+
 def test_adapter_build_mismatch_and_missing_manifest(tmp_path, tok, base):
     import copy
 

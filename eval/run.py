@@ -341,6 +341,7 @@ class EvalConfig:
     limit: int | None = None  # recorded only: the caller samples the questions
     judge: str | None = None  # judge preset (None = no judged metrics unless judge_limit > 0 -> default)
     judge_limit: int = 0  # answerable questions judged per system (0 = no judge)
+    judge_systems: list[str] | None = None  # systems the judge scores (None = all of them)
     runs: Path | None = None  # runs folder (None = runs_dir())
     fresh: bool = False  # ignore cached predictions and retrieval
     n_boot: int = 2000  # bootstrap resamples
@@ -374,6 +375,7 @@ class EvalResult:
             "index": self.index,
             "judge": self.config.judge,
             "judge_limit": self.config.judge_limit,
+            "judge_systems": self.config.judge_systems,
             "retrieval": self.retrieval,
             "comparisons": self.comparisons,
             "run_id": self.run_id,
@@ -417,6 +419,10 @@ def run_eval(
     cfg = cfg or EvalConfig()
     if not systems:
         raise BadInput("no systems to evaluate: pass --systems NAME ... (e.g. extractive)")
+    unknown = sorted(set(cfg.judge_systems or []) - {s.name for s in systems})
+    if unknown:
+        raise BadInput(f"--judge-system {unknown[0]} is not among the evaluated systems: add it with "
+                       f"--systems {unknown[0]}, or judge one of {', '.join(s.name for s in systems)}")
     if cfg.k < 1:
         raise BadInput(f"--k must be at least 1, got {cfg.k}")
     if len({s.name for s in systems}) != len(systems):
@@ -612,6 +618,8 @@ def _run_judge(qs, systems, shash, preds, contexts, cfg, run_dir, judge, progres
     judged: dict[str, dict[str, dict]] = {s.name: {} for s in systems}
     todo = []
     for s in systems:
+        if cfg.judge_systems is not None and s.name not in cfg.judge_systems:
+            continue
         for qid in ids:
             p = preds[s.name].get(qid)
             if p is None or p["abstained"]:

@@ -484,8 +484,10 @@ def eval_cmd(
     judge: Optional[str] = typer.Option(None, "--judge", help="Judge preset for faithfulness/relevancy (default: "
                                         "the strongest available)."),
     judge_limit: Optional[int] = typer.Option(None, "--judge-limit", help="Answerable questions judged per system "
-                                              "(default 0 = no judge, 30 with --judge; about 25 s per answer with "
+                                              "(default 0 = no judge, 30 with --judge; about 70 s per answer with "
                                               "the 1.5B judge on 2 cores)."),
+    judge_systems: Optional[list[str]] = typer.Option(None, "--judge-system", help="Repeatable: judge only these "
+                                                      "systems (default: every system in the run)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object instead of the table."),
     runs: Optional[Path] = typer.Option(None, "--runs", help="Runs folder for predictions and the experiments log "
                                         "(default: RAG_HOME/runs)."),
@@ -510,7 +512,7 @@ def eval_cmd(
         if judge_limit is None:
             judge_limit = 30 if judge else 0
         cfg = EvalConfig(k=k, mode=mode, index_dir=index, seed=seed, limit=limit, judge=judge,
-                         judge_limit=judge_limit, runs=runs, fresh=fresh, command=" ".join(["rag", *sys.argv[1:]]))
+                         judge_limit=judge_limit, judge_systems=judge_systems or None, runs=runs, fresh=fresh, command=" ".join(["rag", *sys.argv[1:]]))
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                       console=err, transient=True) as bar:
             tasks: dict[str, int] = {}

@@ -101,3 +101,49 @@ def test_judge_failures_reach_the_run_metrics(tmp_path, no_network):
     assert m["faithfulness"] == 1.0
     assert res.rows[0]["judge"] == "scripted" and res.rows[0]["faithfulness_failed"] == garbled_judged
     assert no_network == []
+
+
+def test_judge_system_limits_the_judge_to_the_named_systems(tmp_path, no_network):
+    from eval.run import EvalConfig, SystemSpec, run_eval
+    from eval.testset import Question, TestSet
+    from rag.errors import BadInput
+    from rag.types import Answer, Chunk, Citation, Hit
+
+    ctx = "Super Bowl 50 was won by the Denver Broncos."
+    qs = [Question(f"q{i}", f"Who won Super Bowl 50 (variant {i})?", ("Denver Broncos",), False,
+                   context=ctx) for i in range(3)]
+    ts = TestSet(name="toy", files=[str(tmp_path / "toy.jsonl")], sha256="0" * 64, questions=qs)
+
+    class Reader:
+        def __init__(self, text):
+            self.text = text
+
+        def answer(self, question, hits):
+            c = hits[0].chunk
+            return Answer(text=self.text, abstained=False, citations=[Citation(1, c.doc, c.start, c.end)])
+
+    class Retriever:
+        def search(self, q, k):
+            return [Hit(Chunk("S.txt#0-45", "S.txt", ctx, 0, 45), 1.0)]
+
+    seen = []
+
+    def generate(prompt):
+        seen.append(prompt)
+        return scripted_judge(set())(prompt)
+
+    systems = [SystemSpec("right", "llm", model="a"), SystemSpec("wrong", "llm", model="b")]
+    texts = {"right": "Denver Broncos", "wrong": "Carolina Panthers"}
+    judge = Judge(generate=generate, embed=_embed, name="scripted")
+    cfg = EvalConfig(judge_limit=3, judge_systems=["right"], runs=tmp_path)
+    res = run_eval(ts, qs, systems, cfg, retriever=Retriever(), reader_factory=lambda s: Reader(texts[s.name]),
+                   judge=judge, index_key="toy")
+    m = {s["name"]: s["metrics"] for s in res.systems}
+    assert m["right"]["judge_n"] == 3 and m["right"]["faithfulness"] == 1.0
+    assert not m["wrong"]["judge_n"] and m["wrong"]["faithfulness"] is None
+    assert seen and not any("Carolina" in p.rsplit("-----------------------------", 1)[-1] for p in seen)
+
+    with pytest.raises(BadInput, match="--judge-system nobody is not among the evaluated systems"):
+        run_eval(ts, qs, systems, EvalConfig(judge_limit=3, judge_systems=["nobody"], runs=tmp_path),
+                 retriever=Retriever(), reader_factory=lambda s: Reader(texts[s.name]), judge=judge,
+                 index_key="toy")

@@ -779,12 +779,12 @@ def _compare(systems, per_q, judged, by_id, cfg) -> list[dict]:
             bs = M.paired_bootstrap(xa, xb, n_boot=cfg.n_boot, seed=cfg.seed)
             out.append({"a": a.name, "b": b.name, "metric": metric, **_round_bs(bs.as_dict())})
         ja, jb = judged.get(a.name, {}), judged.get(b.name, {})
-        common_j = [q for q in ja if q in jb and ja[q].get("faithfulness") is not None
-                    and jb[q].get("faithfulness") is not None]
-        if common_j:
-            bs = M.paired_bootstrap([ja[q]["faithfulness"] for q in common_j],
-                                    [jb[q]["faithfulness"] for q in common_j], n_boot=cfg.n_boot, seed=cfg.seed)
-            out.append({"a": a.name, "b": b.name, "metric": "faithfulness", **_round_bs(bs.as_dict())})
+        for metric in ("faithfulness", "relevancy"):  # on the questions both answered and the judge scored
+            common_j = [q for q in ja if q in jb and ja[q].get(metric) is not None and jb[q].get(metric) is not None]
+            if common_j:
+                bs = M.paired_bootstrap([ja[q][metric] for q in common_j], [jb[q][metric] for q in common_j],
+                                        n_boot=cfg.n_boot, seed=cfg.seed)
+                out.append({"a": a.name, "b": b.name, "metric": metric, **_round_bs(bs.as_dict())})
     return out
 
 

@@ -93,7 +93,9 @@ def deck(tmp_path_factory):
         _row("smollm2-135m+tuned", index=no_index, em=45.45, f1=58.71, correct_cited=51.52, declined=71.43,
              wrong_abstain_rate=0.0606, faithfulness=0.83, judge="qwen2.5-1.5b", judge_n=10, faithfulness_n=10,
              comparisons=[{"b": "extractive", "metric": "f1", "diff": 45.2, "lo": 36.0, "hi": 54.1, "n": 33},
-                          {"b": "smollm2-135m", "metric": "f1", "diff": 47.5, "lo": 38.2, "hi": 56.0, "n": 33}],
+                          {"b": "smollm2-135m", "metric": "f1", "diff": 47.5, "lo": 38.2, "hi": 56.0, "n": 33},
+                          {"b": "smollm2-135m", "metric": "faithfulness", "diff": 0.2, "lo": 0.05, "hi": 0.35,
+                           "n": 8}],
              **tuned),
         _row("extractive@gold", index=no_index, em=0.0, f1=23.4),
         _row("smollm2-135m+tuned@gold", index=no_index, em=60.6, f1=71.3, latency_p50_s=None, **tuned),
@@ -166,6 +168,14 @@ def test_missing_metrics_show_not_measured(deck):
     assert any("smollm2-135m+tuned vs smollm2-135m: F1 +47.5" in b for b in concl)
     assert "Did not beat the extractive baseline on retrieved passages (F1 13.5): smollm2-135m 11.2." in concl
     assert any("Faithfulness (judge qwen2.5-1.5b)" in b and "smollm2-135m+tuned 0.83" in b for b in concl)
+
+
+def test_conclusions_give_the_faithfulness_gap_with_its_ci(deck):
+    rep, _ = deck
+    bullets = _slide(rep, "Conclusions: what the measurements say").bullets
+    assert any("smollm2-135m+tuned 0.83 (n=10)" in b for b in bullets)
+    assert "  Faithfulness, smollm2-135m+tuned vs smollm2-135m: +0.20 [95% CI +0.05, +0.35] on the 8 questions " \
+        "both answered: a real gain." in bullets
 
 
 def test_conclusions_say_not_measured_without_the_untuned_run():

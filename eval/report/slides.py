@@ -722,8 +722,16 @@ def slide_conclusions(f: Facts) -> Slide:
     if judged:
         fails = sum(max(r.get("faithfulness_failed") or 0, r.get("relevancy_failed") or 0) for r in judged)
         out.append(f"Faithfulness (judge {judged[0].get('judge')}): " + ", ".join(
-            f"{r['system']} {num(r.get('faithfulness'), 2)}" for r in judged) + f"; {fails} judge outputs failed "
-            "to parse and were left out.")
+            f"{r['system']} {num(r.get('faithfulness'), 2)} (n={count(r.get('faithfulness_n'))})" for r in judged)
+            + f"; {fails} judge outputs failed to parse and were left out.")
+        for r in judged:
+            if not _tuned(r):
+                continue
+            base = str(r.get("model")) + ("@gold" if r.get("oracle") else "")
+            c = comparison(r, base, "faithfulness")
+            if c:
+                out.append(f"  Faithfulness, {r['system']} vs {base}: {ci(c, 2)} on the {count(c.get('n'))} "
+                           f"questions both answered: {verdict(c)}.")
     else:
         out.append("Faithfulness and answer relevance: not measured in this run (`rag eval --judge PRESET`); "
                    "grounding (share of answer words found in the cited passages): "

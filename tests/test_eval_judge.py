@@ -70,29 +70,44 @@ def test_judge_scores_and_counts_parse_failures(no_network):
     assert no_network == []
 
 
-def test_judge_failures_reach_the_run_metrics(tmp_path, no_network):
-    from eval.run import EvalConfig, SystemSpec, judge_ids, run_eval
+CTX = "Super Bowl 50 was won by the Denver Broncos."
+
+
+def _toy_run(tmp_path, n: int, answer):
+    """A toy test set of `n` Super Bowl questions over one passage, a retriever returning it, and a
+    reader factory whose readers answer `answer(system_name, question)` citing that passage."""
     from eval.testset import Question, TestSet
     from rag.types import Answer, Chunk, Citation, Hit
 
-    ctx = "Super Bowl 50 was won by the Denver Broncos."
     qs = [Question(f"q{i}", f"Who won Super Bowl 50 (variant {i})?", ("Denver Broncos",), False,
-                   context=ctx) for i in range(5)]
+                   context=CTX) for i in range(n)]
     ts = TestSet(name="toy", files=[str(tmp_path / "toy.jsonl")], sha256="0" * 64, questions=qs)
 
     class Reader:
+        def __init__(self, name):
+            self.name = name
+
         def answer(self, question, hits):
-            text = "Garbled" if question.endswith("(variant 1)?") or question.endswith("(variant 2)?") else "Denver Broncos"
             c = hits[0].chunk
-            return Answer(text=text, abstained=False, citations=[Citation(1, c.doc, c.start, c.end)])
+            return Answer(text=answer(self.name, question), abstained=False,
+                          citations=[Citation(1, c.doc, c.start, c.end)])
 
     class Retriever:
         def search(self, q, k):
-            return [Hit(Chunk("S.txt#0-45", "S.txt", ctx, 0, 45), 1.0)]
+            return [Hit(Chunk("S.txt#0-45", "S.txt", CTX, 0, 45), 1.0)]
 
+    return ts, qs, Retriever(), lambda spec: Reader(spec.name)
+
+
+def test_judge_failures_reach_the_run_metrics(tmp_path, no_network):
+    from eval.run import EvalConfig, SystemSpec, judge_ids, run_eval
+
+    garbled = ("(variant 1)?", "(variant 2)?")
+    ts, qs, retriever, readers = _toy_run(
+        tmp_path, 5, lambda name, q: "Garbled" if q.endswith(garbled) else "Denver Broncos")
     judge = Judge(generate=scripted_judge({"Garbled"}), embed=_embed, name="scripted")
     res = run_eval(ts, qs, [SystemSpec("fake", "llm", model="fake")], EvalConfig(judge_limit=4, runs=tmp_path),
-                   retriever=Retriever(), reader_factory=lambda s: Reader(), judge=judge, index_key="toy")
+                   retriever=retriever, reader_factory=readers, judge=judge, index_key="toy")
     m = res.systems[0]["metrics"]
     assert m["judge_n"] == 4  # a seeded subsample of 4 of the 5 questions
     garbled_judged = len({"q1", "q2"} & set(judge_ids(qs, 4, seed=0)))
@@ -105,27 +120,10 @@ def test_judge_failures_reach_the_run_metrics(tmp_path, no_network):
 
 def test_judge_system_limits_the_judge_to_the_named_systems(tmp_path, no_network):
     from eval.run import EvalConfig, SystemSpec, run_eval
-    from eval.testset import Question, TestSet
     from rag.errors import BadInput
-    from rag.types import Answer, Chunk, Citation, Hit
 
-    ctx = "Super Bowl 50 was won by the Denver Broncos."
-    qs = [Question(f"q{i}", f"Who won Super Bowl 50 (variant {i})?", ("Denver Broncos",), False,
-                   context=ctx) for i in range(3)]
-    ts = TestSet(name="toy", files=[str(tmp_path / "toy.jsonl")], sha256="0" * 64, questions=qs)
-
-    class Reader:
-        def __init__(self, text):
-            self.text = text
-
-        def answer(self, question, hits):
-            c = hits[0].chunk
-            return Answer(text=self.text, abstained=False, citations=[Citation(1, c.doc, c.start, c.end)])
-
-    class Retriever:
-        def search(self, q, k):
-            return [Hit(Chunk("S.txt#0-45", "S.txt", ctx, 0, 45), 1.0)]
-
+    texts = {"right": "Denver Broncos", "wrong": "Carolina Panthers"}
+    ts, qs, retriever, readers = _toy_run(tmp_path, 3, lambda name, q: texts[name])
     seen = []
 
     def generate(prompt):
@@ -133,11 +131,9 @@ def test_judge_system_limits_the_judge_to_the_named_systems(tmp_path, no_network
         return scripted_judge(set())(prompt)
 
     systems = [SystemSpec("right", "llm", model="a"), SystemSpec("wrong", "llm", model="b")]
-    texts = {"right": "Denver Broncos", "wrong": "Carolina Panthers"}
     judge = Judge(generate=generate, embed=_embed, name="scripted")
     cfg = EvalConfig(judge_limit=3, judge_systems=["right"], runs=tmp_path)
-    res = run_eval(ts, qs, systems, cfg, retriever=Retriever(), reader_factory=lambda s: Reader(texts[s.name]),
-                   judge=judge, index_key="toy")
+    res = run_eval(ts, qs, systems, cfg, retriever=retriever, reader_factory=readers, judge=judge, index_key="toy")
     m = {s["name"]: s["metrics"] for s in res.systems}
     assert m["right"]["judge_n"] == 3 and m["right"]["faithfulness"] == 1.0
     assert not m["wrong"]["judge_n"] and m["wrong"]["faithfulness"] is None
@@ -145,5 +141,4 @@ def test_judge_system_limits_the_judge_to_the_named_systems(tmp_path, no_network
 
     with pytest.raises(BadInput, match="--judge-system nobody is not among the evaluated systems"):
         run_eval(ts, qs, systems, EvalConfig(judge_limit=3, judge_systems=["nobody"], runs=tmp_path),
-                 retriever=Retriever(), reader_factory=lambda s: Reader(texts[s.name]), judge=judge,
-                 index_key="toy")
+                 retriever=retriever, reader_factory=readers, judge=judge, index_key="toy")

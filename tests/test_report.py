@@ -237,6 +237,21 @@ def test_a_system_run_only_on_a_smaller_nested_sample_joins_with_its_own_n():
     n_col = [h for h, _ in EXPERIMENT_COLUMNS].index("n")
     assert [row[n_col] for row in experiments_table(sel.rows, sel.setting).rows] == ["1300", "260"]
 
+def test_a_gold_paragraph_run_without_retrieval_joins_the_setting_it_was_run_in():
+    # `rag eval -s X@gold` alone reads no index (index None); it belongs with the retrieval rows of
+    # the same test set, sample and seed, even when it is the newest row in the log.
+    head = _row("extractive", run_id="a", time="2026-01-01T00:00:00Z", index="/idx", limit=1300, n=1300)
+    gold = _row("qwen2.5-0.5b+tuned@gold", run_id="b", time="2026-01-02T00:00:00Z", index=None, limit=1300, n=1300)
+    other = _row("extractive", run_id="c", time="2026-01-03T00:00:00Z", index="/other", limit=1300, n=1300)
+    sel = select_rows([head, gold])
+    assert [r["system"] for r in sel.rows] == ["extractive", "qwen2.5-0.5b+tuned@gold"]
+    assert sel.setting["index"] == "/idx" and sel.other_settings == 0
+    # with two indexes in the log, the newest retrieval setting wins and the gold run joins it
+    sel = select_rows([head, gold, other])
+    assert [(r["system"], r["run_id"]) for r in sel.rows] == [("extractive", "c"), ("qwen2.5-0.5b+tuned@gold", "b")]
+    assert sel.other_settings == 1
+
+
 def test_no_runs_is_a_clear_error(tmp_path):
     with pytest.raises(BadInput, match="rag eval"):
         load_log(tmp_path)

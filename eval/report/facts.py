@@ -63,6 +63,15 @@ def _system_order(r: dict) -> tuple:
             r.get("adapter") is not None, r["system"])
 
 
+def _setting(r: dict, index: bool = True) -> tuple:
+    return tuple(json.dumps(r.get(k)) for k in SETTING_KEYS if index or k != "index")
+
+
+def _drop_index(key: tuple) -> tuple:
+    i = SETTING_KEYS.index("index")
+    return key[:i] + key[i + 1:]
+
+
 def select_rows(rows: list[dict], run_id: str | None = None) -> Selection:
     """The rows the deck shows: among settings (SETTING_KEYS), the one with the most questions
     (newest on a tie); within it, the newest row of each system. `run_id` (or a prefix) restricts
@@ -79,7 +88,13 @@ def select_rows(rows: list[dict], run_id: str | None = None) -> Selection:
             raise BadInput(f"no experiments with run id {run_id!r} in the log: pick one from experiments.jsonl")
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        groups.setdefault(tuple(json.dumps(r.get(k)) for k in SETTING_KEYS), []).append(r)
+        if not r.get("oracle"):
+            groups.setdefault(_setting(r), []).append(r)
+    for r in rows:  # gold-paragraph runs do not read the index: they join every setting equal but for it
+        if r.get("oracle"):
+            homes = [g for key, g in groups.items() if _setting(r, index=False) == _drop_index(key)]
+            for g in homes or [groups.setdefault(_setting(r), [])]:
+                g.append(r)
     best = max(groups.values(), key=lambda g: (max(_questions(r) for r in g), max(str(r.get("time") or "") for r in g)))
     latest: dict[str, dict] = {}
     for r in sorted(best, key=lambda r: str(r.get("time") or "")):  # stable: later lines win ties
@@ -87,8 +102,10 @@ def select_rows(rows: list[dict], run_id: str | None = None) -> Selection:
     # Systems only run on a smaller sample of the same setting (samples are nested, e.g. the slow readers
     # on 260 of the headline's 1,300 questions) join the table with their own n, largest sample first.
     same = [k for k in SETTING_KEYS if k != "limit"]
-    key = {k: best[0].get(k) for k in same}
-    extra = [r for r in rows if r["system"] not in latest and all(r.get(k) == key[k] for k in same)]
+    ref = min(best, key=lambda r: bool(r.get("oracle")))  # a retrieval row names the index, if there is one
+    key = {k: ref.get(k) for k in same}
+    extra = [r for r in rows if r["system"] not in latest
+             and all(r.get(k) == key[k] or (k == "index" and r.get("oracle")) for k in same)]
     for r in sorted(extra, key=lambda r: (_questions(r), str(r.get("time") or ""))):
         latest[r["system"]] = r  # sorted ascending: the largest, then newest, sample wins
     chosen = sorted(latest.values(), key=_system_order)

@@ -484,7 +484,7 @@ def eval_cmd(
     judge: Optional[str] = typer.Option(None, "--judge", help="Judge preset for faithfulness/relevancy (default: "
                                         "the strongest available)."),
     judge_limit: Optional[int] = typer.Option(None, "--judge-limit", help="Answerable questions judged per system "
-                                              "(default 0 = no judge, 30 with --judge; about 70 s per answer with "
+                                              "(default 0 = no judge, 30 with --judge or --judge-system; 60-70 s per answer with "
                                               "the 1.5B judge on 2 cores)."),
     judge_systems: Optional[list[str]] = typer.Option(None, "--judge-system", help="Repeatable: judge only these "
                                                       "systems (default: every system in the run)."),
@@ -510,7 +510,7 @@ def eval_cmd(
         if not systems and not has_gold:
             specs = [s for s in specs if not s.oracle]
         if judge_limit is None:
-            judge_limit = 30 if judge else 0
+            judge_limit = 30 if judge or judge_systems else 0
         cfg = EvalConfig(k=k, mode=mode, index_dir=index, seed=seed, limit=limit, judge=judge,
                          judge_limit=judge_limit, judge_systems=judge_systems or None, runs=runs, fresh=fresh, command=" ".join(["rag", *sys.argv[1:]]))
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),

@@ -21,11 +21,23 @@ from eval.testset import load_testset, sample  # noqa: E402
 from rag.types import Chunk  # noqa: E402
 
 
-def _preds(run_dir: Path, system: str) -> dict[str, dict]:
-    files = sorted(run_dir.glob(f"pred-{_safe(system)}-*.jsonl"), key=lambda p: sum(1 for _ in p.open()))
-    if not files:
-        sys.exit(f"error: no predictions of {system} in {run_dir}: run rag eval with -s {system} first")
-    return {r["id"]: r for r in read_jsonl(files[-1])}  # the most complete prediction file of the system
+def _covering(files: list[Path], ids: set[str], what: str, fix: str) -> dict[str, dict]:
+    """Rows by id of the newest file that holds every id (a file per system hash or retrieval setting:
+    picking the newest complete one never mixes two adapters or two retrieval settings)."""
+    for path in sorted(files, key=lambda p: p.stat().st_mtime, reverse=True):
+        rows = {r["id"]: r for r in read_jsonl(path)}
+        if ids <= rows.keys():
+            print(f"{what}: {path.name}", file=sys.stderr)
+            return rows
+    sys.exit(f"error: no file of {what} covering the {len(ids)} questions: {fix}")
+
+
+def _f1(p: dict, q) -> float:
+    return 0.0 if p["abstained"] else M.em_f1(p["text"], q.answers)[1]
+
+
+def _mean(xs: list[float]) -> str:
+    return f"F1 {100 * sum(xs) / len(xs):.1f} (n={len(xs)})" if xs else "n=0"
 
 
 def main() -> None:
@@ -37,31 +49,26 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("-k", type=int, default=5)
     a = ap.parse_args()
+    if not a.run_dir.is_dir():
+        sys.exit(f"error: {a.run_dir} is not a folder: pass the eval run folder (RUNS/eval/bundled-...)")
     qs = {q.id: q for q in sample(load_testset(None).questions, a.limit, a.seed, a.unanswerable)
           if not q.unanswerable}
-    hits = {}
-    for path in a.run_dir.glob("hits-*.jsonl"):
-        for r in read_jsonl(path):
-            if r["id"] in qs:
-                hits[r["id"]] = [Chunk(h["id"], h["doc"], h["text"], h["start"], h["end"]) for h in r["hits"]]
-    found = {qid: any(is_gold_hit(c, qs[qid]) for c in hits[qid][: a.k]) for qid in qs}
-    out = {}
+    fix = f"run rag eval --testset --limit {a.limit} --unanswerable {a.unanswerable} --seed {a.seed}"
+    hits = _covering(list(a.run_dir.glob("hits-*.jsonl")), set(qs), "retrieved passages", fix)
+    found = {qid: any(is_gold_hit(Chunk(h["id"], h["doc"], h["text"], h["start"], h["end"]), qs[qid])
+                      for h in hits[qid]["hits"][: a.k]) for qid in qs}
+    f1: dict[tuple[str, bool], list[float]] = {}
     for name in (a.system, a.system + "@gold"):
-        p = _preds(a.run_dir, name)
+        p = _covering(list(a.run_dir.glob(f"pred-{_safe(name)}-*.jsonl")), set(qs), f"predictions of {name}",
+                      f"{fix} -s {name}")
         for hit in (True, False):
-            f1 = [0.0 if p[q]["abstained"] else M.em_f1(p[q]["text"], qs[q].answers)[1]
-                  for q in qs if found[q] == hit]
-            out[(name, hit)] = (len(f1), 100 * sum(f1) / len(f1))
-    n = len(qs)
+            f1[(name, hit)] = [_f1(p[q], qs[q]) for q in qs if found[q] == hit]
     print(f"{'system':32} {'gold in top ' + str(a.k):>18} {'gold missed':>16}")
     for name in (a.system, a.system + "@gold"):
-        (n1, f1), (n0, f0) = out[(name, True)], out[(name, False)]
-        print(f"{name:32} {f'F1 {f1:.1f} (n={n1})':>18} {f'F1 {f0:.1f} (n={n0})':>16}")
-    (n1, r1), (n0, r0) = out[(a.system, True)], out[(a.system, False)]
-    (_, g1), (_, g0) = out[(a.system + "@gold", True)], out[(a.system + "@gold", False)]
-    print(f"F1 lost to retrieval misses: {n0 * (g0 - r0) / n:.1f}; to reading among distractors: "
-          f"{n1 * (g1 - r1) / n:.1f} (of {n} answerable questions)")
-
+        print(f"{name:32} {_mean(f1[(name, True)]):>18} {_mean(f1[(name, False)]):>16}")
+    lost = {hit: sum(f1[(a.system + "@gold", hit)]) - sum(f1[(a.system, hit)]) for hit in (True, False)}
+    print(f"F1 lost to retrieval misses: {100 * lost[False] / len(qs):.1f}; to reading among distractors: "
+          f"{100 * lost[True] / len(qs):.1f} (of {len(qs)} answerable questions)")
 
 if __name__ == "__main__":
     main()

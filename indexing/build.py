@@ -68,6 +68,26 @@ def _check_compatible(old: dict, emb: Embedder, settings: dict, index_dir: Path)
         raise IndexMismatch(f"index at {index_dir} was built with chunking {old['chunking']}, not {settings}: {fix}")
 
 
+def _check_chunk_sizes(fresh: list[tuple[str, str, list[Chunk]]], emb: Embedder) -> dict[str, int]:
+    """Longest chunk per file, in embedder tokens; a chunk over the embedder's limit is a bug of ours.
+
+    The splitter keeps chunks under the limit, so this never fires unless token counting breaks (as
+    it did when the tokenizer file capped counts at 128): then stop before embedding, never truncate.
+    """
+    longest: dict[str, int] = {}
+    for rel, _, chunks in fresh:
+        sizes = [emb.count_tokens(c.text) for c in chunks]
+        longest[rel] = max(sizes, default=0)
+        if longest[rel] > emb.max_tokens:
+            bad = chunks[sizes.index(longest[rel])]
+            raise RagError(
+                f"bug: chunk {bad.id} has {longest[rel]} tokens, over the {emb.max_tokens} that embedder "
+                f"{emb.name} reads; nothing was written. Please report it; meanwhile a smaller --chunk-tokens "
+                "may avoid it"
+            )
+    return longest
+
+
 def build_index(
     paths: list[Path],
     index_dir: Path,
@@ -147,6 +167,8 @@ def build_index(
     if not keep and not fresh:
         raise BadInput(f"nothing indexable under {', '.join(map(str, paths))}: every file was skipped (see warnings)")
 
+    longest = _check_chunk_sizes(fresh, emb)
+
     # A changed file usually keeps most of its chunks word for word: reuse their vectors.
     reuse: dict[str, np.ndarray] = {}
     if old is not None:
@@ -173,14 +195,16 @@ def build_index(
             db.add([(next_id + j, c, rel, v) for j, (c, v) in enumerate(rows)])
             all_vecs.extend(v for _, v in rows)
             next_id += len(rows)
-            files_meta[rel] = {"sha256": sha, "chunks": len(rows)}
+            files_meta[rel] = {"sha256": sha, "chunks": len(rows),
+                               "max_tokens": old_files[rel].get("max_tokens")
+                               or max((emb.count_tokens(c.text) for c, _ in rows), default=0)}
         k = 0
         for rel, sha, cs in fresh:
             db.add([(next_id + j, c, rel, vecs[k + j]) for j, c in enumerate(cs)])
             all_vecs.extend(vecs[k : k + len(cs)])
             k += len(cs)
             next_id += len(cs)
-            files_meta[rel] = {"sha256": sha, "chunks": len(cs)}
+            files_meta[rel] = {"sha256": sha, "chunks": len(cs), "max_tokens": longest[rel]}
         db.commit()
         texts_all = db.all_texts()
         db.close()
@@ -194,6 +218,8 @@ def build_index(
             "format_version": store.FORMAT_VERSION,
             "embedder": {"name": emb.name, "dim": emb.dim, "max_tokens": emb.max_tokens},
             "chunking": settings,
+            # the longest chunk in embedder tokens, counted untruncated: the proof that nothing was cut
+            "max_chunk_tokens": max((f["max_tokens"] for f in files_meta.values()), default=0),
             "dense": "hnsw" if len(matrix) > cfg.hnsw_threshold else "flat",
             "roots": [str(p.resolve()) for p in paths],
             "files": dict(sorted(files_meta.items())),

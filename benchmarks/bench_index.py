@@ -34,7 +34,8 @@ def main() -> None:
     from indexing.build import build_index
     from indexing.embed import get_embedder
     from rag import models
-    from rag.config import IndexConfig, cpu_threads
+    from rag.config import IndexConfig
+    from rag.hardware import cpu_threads
 
     work = Path(tempfile.mkdtemp(prefix="rag-bench-index-"))
     corpus = work / "corpus"

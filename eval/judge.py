@@ -233,7 +233,7 @@ def load_judge(preset: str | None = None, max_new_tokens: int = 384) -> Judge:
     import torch
 
     from rag import models
-    from rag.config import cpu_threads
+    from rag.hardware import cpu_threads
 
     torch.set_num_threads(min(2, cpu_threads()))
     name = preset or default_judge_preset()

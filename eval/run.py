@@ -43,6 +43,7 @@ from eval import metrics as M
 from eval.testset import Question, TestSet, gold_context
 from rag.config import REPO_ROOT, runs_dir
 from rag.errors import BadInput
+from rag.hardware import choose_dtype, describe
 from rag.prompt import ABSTAIN, INSTRUCTION
 from rag.types import Chunk, Hit
 
@@ -815,7 +816,7 @@ LOG_COLUMNS = (
     "relevancy", "relevancy_n", "relevancy_failed",
     "recall_at_k", "mrr_at_10", "recall_at_1", "recall_at_3", "recall_at_5", "recall_at_10",
     "retrieval_n", "retrieval_p50_s",
-    "latency_p50_s", "latency_p95_s", "peak_ram_mb",
+    "latency_p50_s", "latency_p95_s", "peak_ram_mb", "dtype", "cpu",
     "comparisons",
 )
 
@@ -847,6 +848,9 @@ def _log_rows(res: EvalResult) -> list[dict]:
             **{f"recall_at_{k}": retr.get(f"recall_at_{k}") for k in (1, 3, 5, 10)},
             "retrieval_n": retr.get("n"), "retrieval_p50_s": retr.get("latency_p50_s"),
             **{k: m.get(k) for k in ("latency_p50_s", "latency_p95_s", "peak_ram_mb")},
+            # speed depends on the CPU and the dtype chosen for it: a figure names both
+            "dtype": None if meta["reader"] == "extractive" else choose_dtype(),
+            "cpu": describe(),
             "comparisons": [{k: v for k, v in c.items() if k != "a"} for c in res.comparisons if c["a"] == s["name"]],
         }
         assert tuple(row) == LOG_COLUMNS, "experiments row keys drifted from LOG_COLUMNS"

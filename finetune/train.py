@@ -1,7 +1,8 @@
 """LoRA training of the reader on CPU: a plain torch loop, because the CPU budget needs control.
 
 What makes it fast on a 2-core CPU (see benchmarks/bench_train.py for the measured gain):
-- bf16 base weights (the CPU has AVX512-BF16; fp32 is 2-3x slower), fp32 LoRA weights and optimizer;
+- base weights in bf16 where the CPU has native bf16 (AVX512-BF16/AMX), fp32 elsewhere (rag.hardware),
+  fp32 LoRA weights and optimizer;
 - length-grouped batches, split into micro-batches capped at `micro_tokens` padded tokens, so little
   compute goes to padding and memory stays flat;
 - the vocabulary projection runs only where a label is (answer tokens), not over the whole prompt;
@@ -35,8 +36,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from finetune.data import Example, normalize_answer
-from rag.config import cpu_threads
 from rag.errors import BadInput
+from rag.hardware import cpu_threads, torch_dtype
 from rag.prompt import parse_output, render_prompt
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ class TrainConfig:
     keep_checkpoints: int = 2  # newest checkpoints kept
     max_new_tokens: int = 32  # generation bound when scoring EM/F1
     seed: int = 0  # model init of LoRA, dropout and batch order
-    threads: int = 0  # torch threads; 0 = rag.config.cpu_threads()
+    threads: int = 0  # torch threads; 0 = rag.hardware.cpu_threads()
     save_dtype: str = "bfloat16"  # dtype of the shipped adapter weights (halves size; training stays fp32)
 
 
@@ -421,7 +422,7 @@ def train(
 ) -> TrainResult:
     """Train a LoRA adapter on `train_examples`, write it with its manifest to `out`, return the result.
 
-    `model`/`tokenizer` default to `rag.models.load_causal_lm(cfg.base)` in bf16. `data_info` goes into
+    `model`/`tokenizer` default to `rag.models.load_causal_lm(cfg.base)` in the CPU's dtype. `data_info` goes into
     the manifest as is (source, hash, counts). With `resume`, the newest checkpoint in out/checkpoints
     restores adapter, optimizer, scheduler, RNG and step. Ctrl-C saves a checkpoint and re-raises.
     """
@@ -439,10 +440,13 @@ def train(
     if model is None:
         from rag.models import load_causal_lm
 
-        model, tokenizer, base_info = load_causal_lm(cfg.base, dtype=torch.bfloat16)
+        model, tokenizer, base_info = load_causal_lm(cfg.base)
     base_info = dict(base_info or {"name": cfg.base})
-    if next(model.parameters()).dtype != torch.bfloat16:
-        model = model.to(torch.bfloat16)
+    # Base weights in the dtype this CPU computes fast (bf16 only with native bf16; emulated bf16 on an
+    # AVX2-only CPU made a LoRA step of the 0.5B reader 105-147 s); LoRA weights and optimizer stay fp32.
+    base_dtype = torch_dtype()
+    if next(model.parameters()).dtype != base_dtype:
+        model = model.to(base_dtype)
     data_info = dict(data_info or {})
     data_hash = str(data_info.get("hash", ""))
 

@@ -73,7 +73,7 @@ class SentenceTransformerEmbedder:
         import torch
 
         from rag import models
-        from rag.config import cpu_threads
+        from rag.hardware import cpu_threads, has_fast_bf16
 
         torch.set_num_threads(cpu_threads())
         self.name = name
@@ -89,7 +89,7 @@ class SentenceTransformerEmbedder:
         self.tokenizer = self.model.tokenizer
         self._counter = untruncated(self.tokenizer)
         if bf16 is None:
-            bf16 = _has_fast_bf16()
+            bf16 = has_fast_bf16()
         if bf16:
             self.model.to(torch.bfloat16)
         self.bf16 = bf16
@@ -191,7 +191,7 @@ class QueryEmbedder:
         import torch
         from transformers import AutoModel, AutoTokenizer
 
-        from rag.config import cpu_threads
+        from rag.hardware import cpu_threads, has_fast_bf16
 
         torch.set_num_threads(cpu_threads())
         cfg = plain_st_config(folder)
@@ -201,7 +201,7 @@ class QueryEmbedder:
         self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
         self._counter = untruncated(self.tokenizer)
         if bf16 is None:
-            bf16 = _has_fast_bf16()
+            bf16 = has_fast_bf16()
         self.bf16 = bf16
         self.model = AutoModel.from_pretrained(str(folder), dtype=torch.bfloat16 if bf16 else torch.float32).eval()
         self.dim = int(self.model.config.hidden_size)
@@ -267,12 +267,3 @@ def _slow_count(tokenizer, text: str) -> int:
     with warnings.catch_warnings():  # "longer than the specified maximum": counting long text is the point
         warnings.simplefilter("ignore")
         return len(tokenizer(text, add_special_tokens=False, truncation=False, padding=False)["input_ids"])
-
-
-def _has_fast_bf16() -> bool:
-    """bf16 matmuls are 1.5-3x faster than fp32 only on CPUs with native bf16 (AVX512-BF16 / AMX)."""
-    try:
-        flags = open("/proc/cpuinfo").read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags

@@ -46,15 +46,6 @@ def runs_dir() -> Path:
     return rag_home() / "runs"
 
 
-def cpu_threads() -> int:
-    """Cores this process may really use (cgroup/affinity aware); oversubscription collapses throughput."""
-    try:
-        n = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        n = os.cpu_count() or 1
-    return max(1, n)
-
-
 @dataclass(frozen=True)
 class IndexConfig:
     embedder: str = "minilm"  # model-store preset, local sentence-transformers folder, or hub id

@@ -37,8 +37,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from rag.config import cpu_threads, models_dir
+from rag.config import models_dir
 from rag.errors import ModelUnavailable
+from rag.hardware import cpu_threads
 
 logger = logging.getLogger(__name__)
 
@@ -631,15 +632,19 @@ def _fix_special_tokens(model: Any, tok: Any) -> None:
 
 def load_causal_lm(name_or_path: str | Path, dtype: Any = None, log: Log = None,
                    cache: bool = True) -> tuple[Any, Any, dict]:
-    """(model, tokenizer, info) for a reader/judge; loaded once per process, in eval mode, bf16 by default.
+    """(model, tokenizer, info) for a reader/judge; loaded once per process, in eval mode.
 
-    info = {name, params, quantization, sha256, path}. `cache=False` loads a private copy (not kept, not
+    The default dtype is what this CPU computes fast (rag.hardware.choose_dtype: bf16 with AVX512-BF16 or
+    AMX, else fp32, ~4x faster than emulated bf16 on AVX2-only CPUs); the cached weights stay bf16.
+    info = {name, params, quantization, sha256, path, dtype}. `cache=False` loads a private copy (not kept, not
     taken from the cache) that the caller may change in place, e.g. to merge an adapter into it.
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    dtype = torch.bfloat16 if dtype is None else dtype
+    from rag.hardware import torch_dtype
+
+    dtype = torch_dtype() if dtype is None else dtype
     path = resolve(name_or_path, log)
     key = (str(path), str(dtype))
     if cache and key in _LM_CACHE:
@@ -656,7 +661,8 @@ def load_causal_lm(name_or_path: str | Path, dtype: Any = None, log: Log = None,
     meta = model_info(path)
     name = str(name_or_path) if str(name_or_path) in PRESETS else meta.get("name", path.name)
     info = {"name": name, "params": sum(p.numel() for p in model.parameters()),
-            "quantization": meta.get("quantization"), "sha256": meta.get("sha256"), "path": str(path)}
+            "quantization": meta.get("quantization"), "sha256": meta.get("sha256"), "path": str(path),
+            "dtype": str(next(model.parameters()).dtype).removeprefix("torch.")}
     if cache:
         _LM_CACHE[key] = (model, tok, info)
     return model, tok, info

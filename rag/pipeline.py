@@ -93,7 +93,7 @@ def answer_to_json(ans: Answer, question: str | None = None) -> dict[str, Any]:
             {"n": c.n, "source": c.source, "start": c.start, "end": c.end, "supported": c.supported}
             for c in ans.citations
         ],
-        "reader": {"model": ans.reader.get("model"), "adapter": ans.reader.get("adapter")},
+        "reader": {k: v for k, v in ans.reader.items() if k in ("model", "adapter", "dtype")},
         "timings": {k: round(v, 4) if isinstance(v, float) else v for k, v in ans.timings.items()},
     })
     return obj

@@ -60,7 +60,9 @@ def test_real_reader_on_three_documents(index, real_models):
     assert s.hits[0].chunk.doc.endswith("super_bowl_50.txt")  # retrieval found the right document
     assert 1 <= ans.timings["new_tokens"] <= 32
     assert "\n" not in ans.raw and "Question:" not in ans.raw
-    assert ans.reader == {"model": "smollm2-135m", "adapter": None}
+    from rag.hardware import choose_dtype
+
+    assert ans.reader == {"model": "smollm2-135m", "adapter": None, "dtype": choose_dtype()}
     assert all(1 <= c.n <= len(s.hits) for c in ans.citations)
     for c in ans.citations:
         h = s.hits[c.n - 1].chunk

@@ -149,7 +149,7 @@ def test_cli_ask_json_llm(scripted):
     assert obj["answer"] == "Denver Broncos" and obj["abstained"] is False and obj["supported"] is True
     assert obj["citations"] == [{"n": 1, "source": "nfl/super_bowl_50.txt", "start": 10,
                                  "end": 10 + len(SB50), "supported": True}]
-    assert obj["reader"] == {"model": "tiny", "adapter": None}
+    assert obj["reader"] == {"model": "tiny", "adapter": None, "dtype": "float32"}
     assert obj["timings"]["new_tokens"] >= 1
     assert scripted == [("llm", "tiny", "none", 32)]
 

@@ -1,0 +1,133 @@
+"""What a busy CPU costs `rag ask`: warm answer latency idle vs beside a CPU hog, per thread policy.
+
+Two OpenMP threads on two cores, one of which another process keeps busy, wait on each other at every
+barrier (a query went from 27 ms to 490 ms). This measures, for the default reader:
+
+    fixed-all     torch threads = all cores (what rag did before), OpenMP's default wait policy
+    auto          rag.hardware.cpu_threads(): the cores not busy when the process starts
+    fixed-passive all cores, but OMP_WAIT_POLICY=PASSIVE (waiting threads sleep instead of spinning)
+
+Each policy runs in a fresh worker process (thread settings are fixed at torch's start), first on the
+idle machine, then beside a hog started before the worker: by default a second torch process doing
+matmuls on every core (like a second `rag ask` or a training job). Prints a table and writes
+benchmarks/results/busy.json. Needs an otherwise idle machine and an index over corpus/.
+
+    python benchmarks/bench_busy.py [--n 6] [--hog torch|python] [--policies fixed-all auto fixed-passive]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+POLICIES = {
+    "fixed-all": {"RAG_THREADS": str(os.cpu_count() or 1)},
+    "auto": {},
+    "fixed-passive": {"RAG_THREADS": str(os.cpu_count() or 1), "OMP_WAIT_POLICY": "PASSIVE"},
+}
+HOGS = {
+    # a second torch process using every core, as another rag process would
+    "torch": "import torch; a = torch.randn(768, 768)\nwhile True: a = (a @ a).tanh()",
+    # one pure-Python busy loop: one core taken
+    "python": "while True: pass",
+}
+
+
+def worker(args) -> None:
+    """Load the reader, answer N questions warm, print one JSON line of latencies."""
+    from bench_ask import load_questions
+
+    from indexing.retrieve import open_retriever
+    from rag.config import default_index_dir
+    from rag.hardware import describe
+    from rag.pipeline import ask
+    from rag.reader import make_reader
+
+    index = args.index or default_index_dir()
+    retriever = open_retriever(index, mode="hybrid")
+    reader = make_reader("llm", model=args.model, adapter="default", max_new_tokens=32)
+    questions = load_questions(args.n + 1, seed=1)
+    ask(questions[0]["question"], retriever, reader, k=args.k)  # warm-up
+    lat = []
+    for q in questions[1:]:
+        t = time.perf_counter()
+        ask(q["question"], retriever, reader, k=args.k)
+        lat.append(time.perf_counter() - t)
+    import torch
+
+    print(json.dumps({"lat": lat, "threads": torch.get_num_threads(), "hardware": describe(),
+                      "dtype": reader.reader["dtype"]}), flush=True)
+
+
+def run_worker(policy: str, args) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("RAG_THREADS", "OMP_WAIT_POLICY")}
+    env.update(POLICIES[policy])
+    cmd = [sys.executable, __file__, "--worker", "--n", str(args.n), "--k", str(args.k), "--model", args.model]
+    if args.index:
+        cmd += ["--index", str(args.index)]
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if p.returncode != 0:
+        raise SystemExit(f"worker for {policy} failed: {p.stderr[-800:]}")
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--n", type=int, default=6, help="warm questions per run")
+    ap.add_argument("--k", type=int, default=5)
+    ap.add_argument("--model", default="qwen2.5-0.5b")
+    ap.add_argument("--index", type=Path, default=None)
+    ap.add_argument("--hog", choices=sorted(HOGS), default="torch")
+    ap.add_argument("--policies", nargs="+", choices=list(POLICIES), default=list(POLICIES))
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "busy.json")
+    args = ap.parse_args()
+    if args.worker:
+        return worker(args)
+    rows = []
+    for policy in args.policies:
+        print(f"[bench_busy] {policy}: idle ...", file=sys.stderr, flush=True)
+        idle = run_worker(policy, args)
+        print(f"[bench_busy] {policy}: beside a {args.hog} hog ...", file=sys.stderr, flush=True)
+        hog = subprocess.Popen([sys.executable, "-c", HOGS[args.hog]], env={**os.environ, "OMP_NUM_THREADS":
+                               str(os.cpu_count() or 1)})
+        time.sleep(3)  # let the hog get going before the worker measures the load
+        try:
+            busy = run_worker(policy, args)
+        finally:
+            hog.kill()
+            hog.wait()
+        p_idle, p_busy = statistics.median(idle["lat"]), statistics.median(busy["lat"])
+        rows.append({"policy": policy, "idle_p50_s": p_idle, "busy_p50_s": p_busy, "ratio": p_busy / p_idle,
+                     "threads_idle": idle["threads"], "threads_busy": busy["threads"], "idle": idle["lat"],
+                     "busy": busy["lat"], "dtype": idle["dtype"]})
+    hw = idle["hardware"]
+    print(f"\nwarm `rag ask` ({args.model} + adapter, k={args.k}, {args.n} questions), idle vs beside a "
+          f"{args.hog} hog on every core")
+    print(f"CPU: {hw['cpu']}, {hw['cores']} cores, flags {' '.join(hw['flags'])}; dtype {rows[0]['dtype']}")
+    head = f"{'policy':<14} {'threads idle/busy':>17} {'idle p50 s':>10} {'busy p50 s':>10} {'busy/idle':>9}"
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        print(f"{r['policy']:<14} {str(r['threads_idle']) + ' / ' + str(r['threads_busy']):>17} "
+              f"{r['idle_p50_s']:>10.2f} {r['busy_p50_s']:>10.2f} {r['ratio']:>9.2f}")
+    result = {"benchmark": "busy", "date": datetime.now(UTC).isoformat(timespec="seconds"),
+              "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "hardware": hw,
+              "settings": {"n": args.n, "k": args.k, "model": args.model, "hog": args.hog}, "rows": rows}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

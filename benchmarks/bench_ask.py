@@ -184,9 +184,11 @@ def bench_preset(preset: str, args, questions: list[dict], squad: list[dict], re
     if preset == "extractive":
         reader = make_reader("extractive")
     else:
-        reader = make_reader("llm", model=preset, adapter=args.adapter, max_new_tokens=args.max_new_tokens)
+        reader = make_reader("llm", model=preset, adapter=args.adapter, max_new_tokens=args.max_new_tokens,
+                             dtype=args.dtype)
         torch.set_num_threads(args.threads)
         row["adapter"] = reader.reader["adapter"]
+        row["dtype"] = reader.reader["dtype"]
     row["load_s"] = round(time.perf_counter() - t0, 3)
 
     if args.skip_warm:
@@ -269,6 +271,7 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--squad", type=int, default=50, help="questions for the gold-paragraph floor (0 = skip)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--dtype", default="auto", help="auto (what rag chooses for this CPU) | bfloat16 | float32")
     ap.add_argument("--cold-runs", type=int, default=2)
     ap.add_argument("--skip-cold", action="store_true")
     ap.add_argument("--skip-hf", action="store_true")
@@ -280,6 +283,7 @@ def main() -> None:
 
     from indexing.retrieve import open_retriever
     from rag.config import default_index_dir
+    from rag.hardware import describe
 
     args.index = args.index or default_index_dir()
     if not (args.index / "CURRENT").exists():
@@ -298,8 +302,12 @@ def main() -> None:
         rows[-1]["other_processes_cores"] = round(others_share(snap, cpu_snapshot()), 2)
     load_after = os.getloadavg()
 
+    hw = describe()
     print(f"\nask latency ({args.n} questions, k={args.k}, <= {args.max_new_tokens} new tokens, "
           f"{args.threads} threads; load avg {load_before[0]:.1f} -> {load_after[0]:.1f})")
+    print(f"CPU: {hw['cpu']}, {hw['cores']} cores, flags {' '.join(hw['flags']) or '-'}"
+          f"{' (ISA capped: ' + hw['emulated_isa'] + ')' if hw['emulated_isa'] else ''}; "
+          f"dtype {', '.join(sorted({str(r.get('dtype')) for r in rows if r.get('dtype')})) or '-'}")
     head = (f"{'reader':<14} {'p50 s':>6} {'p95 s':>6} {'1st tok':>7} {'tokens':>6} {'prompt':>6} {'cold s':>6} "
             f"{'RSS MB':>6} {'HF pipe x':>9} {'HF gen x':>8} {'EM':>5} {'F1':>5} {'cite%':>5} {'limit%':>6} {'others':>6}")
     print(head)
@@ -320,6 +328,7 @@ def main() -> None:
         "benchmark": "ask",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "hardware": hw,
         "machine": {"cpu": platform.processor() or platform.machine(), "cores_visible": os.cpu_count(),
                     "threads": args.threads, "loadavg_before": load_before, "loadavg_after": load_after,
                     "torch": torch.__version__},

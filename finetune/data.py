@@ -180,19 +180,26 @@ def _articles_from_source(source: str) -> tuple[list[dict], str]:
     path = Path(source).expanduser()
     if not path.exists():
         raise BadInput(f"no training data at {path}: pass --data squadshifts, a SQuAD JSON or a JSONL file")
+    if not path.is_file():
+        raise BadInput(f"--data {path} is a folder: pass a SQuAD JSON or a JSONL file, or --data squadshifts")
     raw = path.read_bytes()
     h = hashlib.sha256(raw).hexdigest()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise BadInput(f"{path}:{line} is not UTF-8 text (byte 0x{raw[e.start]:02x}): save the file as UTF-8") from e
     if path.suffix == ".jsonl":
-        return _articles_from_jsonl(path), h
+        return _articles_from_jsonl(path, text), h
     try:
         return sources.load_squad_json(path), h
     except (ValueError, KeyError) as e:
         raise BadInput(f"{path} is not SQuAD JSON ({e}): use SQuAD v1.1 layout or JSONL rows") from e
 
 
-def _articles_from_jsonl(path: Path) -> list[dict]:
+def _articles_from_jsonl(path: Path, text: str) -> list[dict]:
     by_title: dict[str, dict[str, list]] = {}
-    for i, line in enumerate(path.read_text().splitlines(), 1):
+    for i, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -200,6 +207,8 @@ def _articles_from_jsonl(path: Path) -> list[dict]:
             q, ctx = row["question"], row["context"]
         except (json.JSONDecodeError, KeyError, TypeError) as e:
             raise BadInput(f"{path}:{i}: need a JSON object with question, context, answers ({e})") from e
+        if not isinstance(q, str) or not isinstance(ctx, str):  # a number here crashed later, far from the row
+            raise BadInput(f"{path}:{i}: 'question' and 'context' must be strings: fix that row")
         answers = _answers_of(row.get("answers"))
         title = str(row.get("title") or "ctx-" + hashlib.sha1(ctx.encode()).hexdigest()[:10])
         qa = {"id": str(row.get("id", f"{path.stem}-{i}")), "question": q,

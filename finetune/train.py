@@ -15,6 +15,10 @@ Each example is trained exactly as it is served: `render_prompt(...)` tokens, th
 The library never prints: progress goes to `callback(event: dict)` with event["event"] in
 {"start", "step", "eval", "checkpoint", "done"}. Ctrl-C (KeyboardInterrupt, even from the callback)
 saves a checkpoint of the last completed step and re-raises; `resume=True` continues from it.
+
+A checkpoint's trainer state holds only tensors and plain data and is read with torch's weights-only
+unpickler: a full unpickle would run whatever code a crafted trainer_state.pt names. A fresh run never
+replaces an adapter or checkpoints already in `out` unless `overwrite=True`.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import platform
 import random
 import shutil
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -367,6 +372,53 @@ def _save_checkpoint(out: Path, model, optimizer, scheduler, state: _State, cfg:
     return final
 
 
+def check_out_dir(out: Path, resume: bool = False, overwrite: bool = False) -> None:
+    """Refuse to start a fresh run over saved work in `out` (an adapter, or an unfinished run's checkpoints).
+
+    Cheap and model-free, so the CLI calls it before building data as well as train() itself.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise BadInput(f"--out {out} is a file: pass a folder for the adapter")
+    if resume or overwrite:
+        return
+    if (out / MANIFEST).exists() or (out / "adapter_model.safetensors").exists():
+        raise BadInput(f"{out} already holds an adapter: pass --overwrite to replace it, --resume to continue "
+                       "its training, or another --out")
+    if latest_checkpoint(out) is not None:
+        raise BadInput(f"{out} holds checkpoints of an unfinished run: pass --resume to continue it, "
+                       "--overwrite to start over, or another --out")
+
+
+def _restart_hint(out: Path) -> str:
+    saved = f", or keep using the adapter already saved in {out}" if (out / MANIFEST).exists() else ""
+    return f"start over without --resume (add --overwrite){saved}"
+
+
+_TRAINER_KEYS = ("optimizer", "scheduler", "rng", "state", "config")
+
+
+def load_trainer_state(ck: Path, out: Path) -> dict:
+    """A checkpoint's trainer_state.pt, read with the weights-only unpickler (never a full unpickle)."""
+    import pickle
+
+    import torch
+
+    path = Path(ck) / "trainer_state.pt"
+    try:
+        with warnings.catch_warnings():  # a crafted file's pickle-protocol warning would add a stderr line
+            warnings.simplefilter("ignore")
+            saved = torch.load(path, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise BadInput(f"--resume: {path} holds more than tensors and plain data (an older or tampered "
+                       f"checkpoint), so it was not loaded: {_restart_hint(out)}") from e
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise BadInput(f"--resume: {path} is unreadable ({type(e).__name__}): {_restart_hint(out)}") from e
+    if not isinstance(saved, dict) or any(k not in saved for k in _TRAINER_KEYS):
+        raise BadInput(f"--resume: {path} is not a trainer state written by `rag finetune`: {_restart_hint(out)}")
+    return saved
+
+
 def latest_checkpoint(out: Path) -> Path | None:
     """The newest complete checkpoint folder under out/checkpoints, or None."""
     ckdir = Path(out) / CKPT_DIR
@@ -417,6 +469,7 @@ def train(
     base_info: dict | None = None,
     data_info: dict | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     callback: Callable[[dict], None] | None = None,
     command: str = "",
 ) -> TrainResult:
@@ -424,7 +477,10 @@ def train(
 
     `model`/`tokenizer` default to `rag.models.load_causal_lm(cfg.base)` in the CPU's dtype. `data_info` goes into
     the manifest as is (source, hash, counts). With `resume`, the newest checkpoint in out/checkpoints
-    restores adapter, optimizer, scheduler, RNG and step. Ctrl-C saves a checkpoint and re-raises.
+    restores adapter, optimizer, scheduler, RNG and step. Without `resume`, an adapter or checkpoints
+    already in `out` are a BadInput unless `overwrite`; then the old checkpoints go once training starts
+    (a later --resume must not pick up the replaced run), the old adapter when the new one is written.
+    Ctrl-C saves a checkpoint and re-raises.
     """
     import torch
     from transformers import get_cosine_schedule_with_warmup
@@ -432,6 +488,7 @@ def train(
     t_start = time.perf_counter()
     emit = callback or (lambda event: None)
     out = Path(out)
+    check_out_dir(out, resume, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(cfg.threads or cpu_threads())
     if not train_examples:
@@ -440,7 +497,8 @@ def train(
     if model is None:
         from rag.models import load_causal_lm
 
-        model, tokenizer, base_info = load_causal_lm(cfg.base)
+        # A private copy: peft injects LoRA layers into this model, which must not reach the process cache.
+        model, tokenizer, base_info = load_causal_lm(cfg.base, cache=False)
     base_info = dict(base_info or {"name": cfg.base})
     # Base weights in the dtype this CPU computes fast (bf16 only with native bf16; emulated bf16 on an
     # AVX2-only CPU made a LoRA step of the 0.5B reader 105-147 s); LoRA weights and optimizer stay fp32.
@@ -478,7 +536,7 @@ def train(
         ck = latest_checkpoint(out)
         if ck is None:
             raise BadInput(f"--resume: no checkpoint under {out / CKPT_DIR}: start without --resume")
-        saved = torch.load(ck / "trainer_state.pt", weights_only=False)
+        saved = load_trainer_state(ck, out)
         if saved.get("data_hash", "") != data_hash:
             raise BadInput(f"--resume: {ck} was trained on other data (hash differs): use the same --data and settings")
         for key in ("rank", "alpha", "target_modules", "base", "batch_size"):
@@ -488,12 +546,16 @@ def train(
         from peft import set_peft_model_state_dict
         from safetensors.torch import load_file
 
-        set_peft_model_state_dict(model, load_file(ck / "adapter_model.safetensors"))
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        state = _State(**saved["state"])
-        best["lora"] = saved.get("best_lora")
-        _set_rng_state(saved["rng"])
+        try:
+            set_peft_model_state_dict(model, load_file(ck / "adapter_model.safetensors"))
+            optimizer.load_state_dict(saved["optimizer"])
+            scheduler.load_state_dict(saved["scheduler"])
+            state = _State(**saved["state"])
+            best["lora"] = saved.get("best_lora")
+            _set_rng_state(saved["rng"])
+        except (OSError, KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise BadInput(f"--resume: {ck} does not match this run ({type(e).__name__}): "
+                           f"{_restart_hint(out)}") from e
         log.info("resumed from %s at step %d", ck, state.step)
     elapsed_before = state.elapsed
     state.segments.append({"start_step": state.step, "max_steps": cfg.max_steps, "command": command})
@@ -507,6 +569,8 @@ def train(
         return epoch_batches[epoch]
 
     n_batches = len(batches_of(0))
+    if overwrite and not resume:  # only now that the new run is set up: a setup error keeps the old run
+        shutil.rmtree(out / CKPT_DIR, ignore_errors=True)
     lora_params = sum(p.numel() for p in params)
     emit({"event": "start", "step": state.step, "max_steps": cfg.max_steps, "train_examples": len(enc_train),
           "dropped_too_long": too_long, "lora_params": lora_params, "batches_per_epoch": n_batches,
@@ -565,7 +629,10 @@ def train(
                   "avg_tokens_per_s": state.tokens / state.train_time, "step_s": dt,
                   "eta_s": sec_per_step * (cfg.max_steps - state.step), "epoch": epoch})
             last = state.step == cfg.max_steps
-            if cfg.eval_every and (state.step % cfg.eval_every == 0 or last) and (val_loss_set or eval_set):
+            # The last step is always scored: with --eval-every 0 the step-0 (untuned) score was reported
+            # as the final validation.
+            due = last or (cfg.eval_every and state.step % cfg.eval_every == 0)
+            if due and (val_loss_set or eval_set):
                 row = do_eval()
                 if row["val_loss"] < state.best_val - 1e-4:
                     state.best_val, state.best_step, state.bad_evals = row["val_loss"], state.step, 0
@@ -590,7 +657,9 @@ def train(
         from peft import set_peft_model_state_dict
 
         set_peft_model_state_dict(model, best["lora"])
-    chosen = next((e for e in state.evals if e["step"] == state.best_step), state.evals[-1] if state.evals else {})
+    # Never the untuned step-0 row as "final" after training: the newest row only if it scored the last step.
+    latest = state.evals[-1] if state.evals and state.evals[-1]["step"] == state.step else {}
+    chosen = next((e for e in state.evals if e["step"] == state.best_step), latest)
     _save_adapter(model, out, cfg.save_dtype, base_info.get("name") or cfg.base)
     state.elapsed = elapsed_before + time.perf_counter() - t_start
     untuned = state.evals[0] if state.evals and state.evals[0]["step"] == 0 else None

@@ -350,6 +350,7 @@ def finetune_cmd(
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Adapter folder \\[default: $RAG_HOME/adapters/<base>]."),
     max_steps: int = typer.Option(300, "--max-steps", help="Optimizer steps."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint in --out."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the adapter (and checkpoints) already in --out."),
     rank: int = typer.Option(16, "--rank", help="LoRA rank."),
     alpha: int = typer.Option(32, "--alpha", help="LoRA alpha."),
     dropout: float = typer.Option(0.0, "--dropout", help="LoRA dropout (0: its random masks cost ~40% of a CPU step)."),
@@ -374,13 +375,14 @@ def finetune_cmd(
     import shlex
 
     from finetune.data import DataConfig, build_dataset
-    from finetune.train import TrainConfig, train
+    from finetune.train import TrainConfig, check_out_dir, train
     from rag.config import rag_home
 
     command = " ".join(shlex.quote(a) for a in ["rag", *sys.argv[1:]])
     target = out_dir or rag_home() / "adapters" / Path(base).name
     cb, stop = _ft_progress()
     try:
+        check_out_dir(target, resume=resume, overwrite=overwrite)  # before minutes of data building
         dcfg = DataConfig(source=data, distractors=distractors, min_distractors=min_distractors, p_gold=p_gold,
                           seed=seed)
         err.print(f"building training data from {data} (cached after the first run)", highlight=False)
@@ -393,8 +395,8 @@ def finetune_cmd(
                            save_every=save_every, seed=seed, threads=threads)
         data_info = {"source": data, "hash": ds.hash, "counts": ds.stats, "config": dcfg.__dict__,
                      "cache": str(ds.path)}
-        res = train(tcfg, ds.train, ds.val, target, data_info=data_info, resume=resume, callback=cb,
-                    command=command)
+        res = train(tcfg, ds.train, ds.val, target, data_info=data_info, resume=resume, overwrite=overwrite,
+                    callback=cb, command=command)
     except RagError as e:
         stop()
         _fail(e)

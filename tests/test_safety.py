@@ -5,11 +5,13 @@ Tiny in-process models and tokenizers only, as in test_reader.py and test_train.
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
 import torch
 from test_reader import SB50, _adapter, _config, hit, make_scripted, make_tokenizer
+from typer.testing import CliRunner
 
 from rag import reader as rd
 from rag.errors import BadInput
@@ -140,3 +142,170 @@ def test_adapter_for_a_named_other_base_says_which(other_shape_adapter):
     assert str(e.value) == (f"adapter {other_shape_adapter} was trained for base qwen2.5-0.5b, not smollm2-135m: "
                             "pass --model qwen2.5-0.5b or --adapter none")
 
+
+
+# ---------------------------------------------------------------- finetune
+
+
+def _one_line_error(res) -> str:
+    """What a user mistake must give: exit 1, no traceback, one error line (other lines are progress)."""
+    assert res.exit_code == 1, res.output
+    assert isinstance(res.exception, SystemExit) and "Traceback" not in res.output, res.output
+    errors = [ln for ln in res.output.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1, res.output
+    after = res.output.split(errors[0], 1)[1]
+    assert not after.strip(), f"the error wrapped or more followed: {after!r}"
+    return errors[0]
+
+
+@pytest.fixture(scope="module")
+def lm():
+    """(config, tokenizer) of a 2-layer llama with a tokenizer trained on the prompt vocabulary, as test_train's."""
+    from test_train import _examples
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, PreTrainedTokenizerFast
+
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<pad>", "<s>", "</s>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tk.train_from_iterator([render_prompt(None, e.question, e.passages) + " " + e.target for e in _examples(50)],
+                           trainer)
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                      bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    return cfg, tok
+
+
+@pytest.fixture
+def ft_cli(lm, tmp_path, monkeypatch):
+    """`rag finetune` on a tiny local base and a small JSONL: returns a runner taking extra arguments."""
+    from test_train import _examples, _model
+
+    from rag.cli import app
+
+    cfg, tok = lm
+    base = tmp_path / "tiny-llama"
+    _model(cfg).save_pretrained(base)
+    tok.save_pretrained(base)
+    rows = [{"title": e.article, "question": e.question, "context": e.passages[e.gold - 1].text, "answers": e.answers}
+            for e in _examples(40) if e.gold]
+    data = tmp_path / "qa.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    monkeypatch.setattr("rag.sources.eval_passage_hashes", lambda: set())
+    common = ["finetune", "--base", str(base), "--max-steps", "2", "--eval-every", "2", "--eval-examples", "2",
+              "--val-loss-examples", "2", "--batch-size", "2", "--save-every", "1", "--threads", "1"]
+
+    def run(*extra: str, data_file=data):
+        return CliRunner().invoke(app, [*common, "--data", str(data_file), *extra])
+
+    return run
+
+
+class _RunsCommand:
+    """Unpickling this runs a shell command (what a crafted trainer_state.pt did on --resume)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.mark.parametrize("fmt", ["torch", "pickle"])
+def test_resume_refuses_a_crafted_trainer_state_without_running_it(ft_cli, tmp_path, fmt):
+    import pickle
+
+    out, marker = tmp_path / "ad", tmp_path / "pwned"
+    ck = out / "checkpoints" / "step-000001"
+    ck.mkdir(parents=True)
+    state = {"optimizer": _RunsCommand(marker), "scheduler": {}, "rng": {}, "state": {}, "config": {}}
+    if fmt == "torch":
+        torch.save(state, ck / "trainer_state.pt")
+    else:
+        (ck / "trainer_state.pt").write_bytes(pickle.dumps(state))
+    line = _one_line_error(ft_cli("--out", str(out), "--resume"))
+    assert "not loaded" in line and "without --resume" in line
+    assert not marker.exists()  # the command did not run
+    with contextlib.suppress(RuntimeError):  # a raw pickle runs, then fails torch's magic-number check
+        torch.load(ck / "trainer_state.pt", weights_only=False)
+    assert marker.exists()  # ...while a full unpickle does run it
+
+
+def test_resume_round_trips_checkpoints_written_by_this_code(lm, tmp_path):
+    from test_train import CFG, _examples, _model
+
+    from finetune.train import latest_checkpoint, train
+
+    cfg, tok = lm
+    exs, out = _examples(24), tmp_path / "ad"
+
+    def stop_at_2(ev):
+        if ev["event"] == "step" and ev["step"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(CFG, exs[:20], exs[20:], out, model=_model(cfg), tokenizer=tok, data_info={"hash": "h"},
+              callback=stop_at_2)
+    saved = torch.load(latest_checkpoint(out) / "trainer_state.pt", weights_only=True)  # plain data only
+    assert saved["step"] == 2 and saved["optimizer"]["state"]
+    res = train(CFG, exs[:20], exs[20:], out, model=_model(cfg), tokenizer=tok, data_info={"hash": "h"},
+                resume=True)
+    assert res.step == CFG.max_steps and [s["start_step"] for s in res.manifest["training"]["segments"]] == [0, 2]
+
+
+def _files(folder) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+
+
+def test_out_over_an_existing_adapter_needs_overwrite(ft_cli, tmp_path):
+    out = tmp_path / "ad"
+    assert ft_cli("--out", str(out)).exit_code == 0
+    before = _files(out)
+    line = _one_line_error(ft_cli("--out", str(out), "--seed", "1"))
+    assert "already holds an adapter" in line and "--overwrite" in line
+    assert _files(out) == before  # nothing replaced
+    res = ft_cli("--out", str(out), "--seed", "1", "--overwrite")
+    assert res.exit_code == 0, res.output
+    assert _files(out)["adapter_model.safetensors"] != before["adapter_model.safetensors"]
+
+
+def test_fresh_run_over_unfinished_checkpoints_is_refused(tmp_path):
+    from finetune.train import check_out_dir
+
+    (tmp_path / "ad" / "checkpoints" / "step-000003").mkdir(parents=True)
+    (tmp_path / "ad" / "checkpoints" / "step-000003" / "trainer_state.pt").write_bytes(b"")
+    with pytest.raises(BadInput, match="unfinished run: pass --resume"):
+        check_out_dir(tmp_path / "ad")
+    check_out_dir(tmp_path / "ad", resume=True)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(BadInput, match="is a file"):
+        check_out_dir(tmp_path / "file", overwrite=True)
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json"])
+def test_data_file_that_is_not_utf8_is_one_line(ft_cli, tmp_path, suffix):
+    bad = tmp_path / f"latin1{suffix}"
+    bad.write_bytes('{"question": "Où?", "context": "Zürich", "answers": ["Zürich"]}\n'.encode("latin-1"))
+    line = _one_line_error(ft_cli("--out", str(tmp_path / "ad"), data_file=bad))
+    assert "not UTF-8" in line and "save the file as UTF-8" in line
+
+
+def test_eval_every_0_scores_the_end_of_training_as_final(lm, tmp_path):
+    from dataclasses import replace
+
+    from test_train import CFG, _examples, _model
+
+    from finetune.train import train
+
+    cfg, tok = lm
+    exs = _examples(24)
+    res = train(replace(CFG, eval_every=0, max_steps=3), exs[:20], exs[20:], tmp_path / "ad", model=_model(cfg),
+                tokenizer=tok, data_info={"hash": "h"})
+    m = res.manifest
+    assert [e["step"] for e in m["evals"]] == [0, 3]
+    assert m["untuned"]["step"] == 0 and m["final"]["step"] == 3  # it was the untuned step-0 row

@@ -398,6 +398,19 @@ def _default_retriever_factory(cfg: EvalConfig):
     return open_retriever(cfg.index_dir, mode=cfg.mode)
 
 
+def _writable_run_dir(run_dir: Path, runs: Path) -> None:
+    """Create run_dir and write a file in it now: a read-only RAG_HOME failed with a traceback, and only
+    after readers had loaded."""
+    probe = run_dir / f".write-test-{os.getpid()}"
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise BadInput(f"cannot write to {runs} ({e.strerror or type(e).__name__}): set RAG_HOME to a writable "
+                       "folder or pass --runs DIR") from e
+
+
 def run_eval(
     testset: TestSet,
     questions: Sequence[Question],
@@ -434,7 +447,7 @@ def run_eval(
     runs = Path(cfg.runs) if cfg.runs else runs_dir()
     # Keyed by the files' paths, not their content: an edited test set reuses every unchanged answer.
     run_dir = runs / "eval" / f"{_safe(testset.name)}-{_h(';'.join(testset.files))[:8]}"
-    run_dir.mkdir(parents=True, exist_ok=True)
+    _writable_run_dir(run_dir, runs)
     qs = list(questions)
     gold_cache: dict = {}
     golds_ctx = {q.id: gold_context(q, testset.corpus_root, gold_cache) for q in qs}

@@ -13,6 +13,8 @@ questions carry their paragraph as `context` (no file offsets), and `is_impossib
 unanswerables.
 
 Every row is validated before anything else runs: a bad row raises BadInput naming the file and line.
+A `source` must stay inside the corpus root (no absolute path, no ".."): @gold runs read that file, and
+a test set from elsewhere could otherwise put /etc/passwd into the predictions.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 from dataclasses import dataclass, field, replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from rag.config import REPO_ROOT
 from rag.errors import BadInput
@@ -91,6 +94,16 @@ def _opt_int(row: dict, key: str, path: Path, line: int | None) -> int | None:
     return v
 
 
+def escapes_root(source: str) -> bool:
+    """True when a relative `source` could point outside the folder it is joined to.
+
+    >>> escapes_root("nfl/Super_Bowl_50.txt"), escapes_root("../../../etc/passwd"), escapes_root("/etc/passwd")
+    (False, True, True)
+    """
+    p = PurePosixPath(source.replace("\\", "/"))
+    return p.is_absolute() or ".." in p.parts or bool(re.match(r"[A-Za-z]:", source)) or "\x00" in source
+
+
 def parse_row(row: object, path: Path, line: int | None, origin: str = "") -> Question:
     """One JSON object -> Question, or BadInput naming the file and line.
 
@@ -129,6 +142,8 @@ def parse_row(row: object, path: Path, line: int | None, origin: str = "") -> Qu
     source = row.get("source")
     if source is not None and (not isinstance(source, str) or not source):
         raise _bad(path, line, "'source' must be a file name")
+    if source is not None and escapes_root(source):
+        raise _bad(path, line, f"'source' {source!r} points outside the corpus folder: give the path relative to it")
     start, end = _opt_int(row, "start", path, line), _opt_int(row, "end", path, line)
     if (start is None) != (end is None):
         raise _bad(path, line, "'start' and 'end' go together")
@@ -304,6 +319,9 @@ def gold_context(q: Question, corpus_root: Path | None, _cache: dict | None = No
         return q.context
     if not q.has_gold_span or corpus_root is None:
         return None
+    if escapes_root(q.source):  # parse_row refuses these; a Question built in code gets the same guard
+        raise BadInput(f"question {q.id}: source {q.source!r} points outside the corpus folder {corpus_root}: "
+                       "give the path relative to it")
     path = Path(corpus_root) / q.source  # type: ignore[operator]
     cache = _cache if _cache is not None else {}
     if path not in cache:

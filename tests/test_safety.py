@@ -309,3 +309,83 @@ def test_eval_every_0_scores_the_end_of_training_as_final(lm, tmp_path):
     m = res.manifest
     assert [e["step"] for e in m["evals"]] == [0, 3]
     assert m["untuned"]["step"] == 0 and m["final"]["step"] == 3  # it was the untuned step-0 row
+
+
+# ---------------------------------------------------------------- eval and report
+
+
+def _testset(tmp_path, source: str):
+    """A one-question test set beside a corpus file (the default corpus root is the test set's folder)."""
+    (tmp_path / "sb50.txt").write_text(SB50)
+    f = tmp_path / "t.jsonl"
+    f.write_text(json.dumps({"id": "q1", "question": "Who won Super Bowl 50?", "answers": ["Denver Broncos"],
+                             "source": source, "start": 0, "end": len(SB50)}) + "\n")
+    return f
+
+
+def _eval(*args: str):
+    from rag.cli import app
+
+    return CliRunner().invoke(app, ["eval", *args, "--systems", "extractive@gold"])
+
+
+@pytest.mark.parametrize("source", ["../../../etc/passwd", "/etc/passwd", "nfl/../../secret.txt"])
+def test_testset_source_outside_the_corpus_is_refused(tmp_path, source):
+    f = _testset(tmp_path, source)
+    line = _one_line_error(_eval(str(f), "--runs", str(tmp_path / "runs")))
+    assert f"{f}:1" in line and "outside the corpus folder" in line
+    assert not (tmp_path / "runs").exists()  # refused before anything ran
+
+
+def test_gold_context_never_reads_outside_the_corpus(tmp_path):
+    from eval.testset import Question, gold_context
+
+    q = Question(id="q9", question="?", answers=("x",), unanswerable=False, source="../t.jsonl", start=0, end=5)
+    with pytest.raises(BadInput, match="q9.*outside the corpus folder"):
+        gold_context(q, tmp_path / "corpus")
+
+
+def test_eval_runs_inside_the_corpus_still_read_the_gold_file(tmp_path):
+    res = _eval(str(_testset(tmp_path, "sb50.txt")), "--runs", str(tmp_path / "runs"), "--json")
+    assert res.exit_code == 0, res.output
+    (system,) = json.loads(res.stdout)["systems"]
+    assert system["metrics"]["f1"] > 0  # the gold paragraph was read and answered from
+
+
+def test_eval_with_an_unwritable_rag_home_is_one_line(tmp_path, monkeypatch):
+    f = _testset(tmp_path, "sb50.txt")
+    (tmp_path / "plain-file").write_text("")
+    monkeypatch.setenv("RAG_HOME", str(tmp_path / "plain-file" / "home"))  # fails for root too
+    line = _one_line_error(_eval(str(f)))
+    assert f"cannot write to {tmp_path / 'plain-file' / 'home' / 'runs'}" in line
+    assert "set RAG_HOME" in line and "--runs" in line
+
+
+def test_eval_with_a_read_only_runs_folder_is_one_line(tmp_path, monkeypatch):
+    import pathlib
+
+    f, runs = _testset(tmp_path, "sb50.txt"), tmp_path / "runs"
+    real_mkdir = pathlib.Path.mkdir
+
+    def read_only(self, *a, **kw):  # chmod does not stop root, so the refusal is simulated
+        if str(self).startswith(str(runs)):
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_mkdir(self, *a, **kw)
+
+    monkeypatch.setattr(pathlib.Path, "mkdir", read_only)
+    line = _one_line_error(_eval(str(f), "--runs", str(runs)))
+    assert f"cannot write to {runs} (Permission denied)" in line
+
+
+def test_report_out_pointing_at_a_file_is_one_line(tmp_path):
+    from test_report import _row
+
+    from eval.run import append_experiments
+    from rag.cli import app
+
+    runs, target = tmp_path / "runs", tmp_path / "deck.pdf"
+    append_experiments([_row("extractive", index=str(tmp_path / "no-index"))], runs)
+    target.write_bytes(b"%PDF keep me")
+    line = _one_line_error(CliRunner().invoke(app, ["report", "--runs", str(runs), "--out", str(target)]))
+    assert "is a file" in line and "pass a folder" in line
+    assert target.read_bytes() == b"%PDF keep me"

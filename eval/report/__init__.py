@@ -16,6 +16,7 @@ from eval.report.facts import Facts, gather
 from eval.report.render import Slide, Table, render_pdf, render_pptx
 from eval.report.slides import build_slides
 from rag.config import REPO_ROOT, runs_dir
+from rag.errors import BadInput
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +35,24 @@ def write_report(runs: Path | None = None, out: Path = Path("."), run_id: str | 
                  repo: Path = REPO_ROOT) -> Report:
     """Write out/report.pptx and out/report.pdf from the experiments log in `runs` (default runs_dir()).
 
-    BadInput when the log is missing or empty ("run `rag eval` first")."""
+    BadInput when the log is missing or empty ("run `rag eval` first") or `out` cannot be a folder."""
     facts = gather(Path(runs) if runs else runs_dir(), run_id=run_id, repo=repo)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    _report_dir(out)
     with tempfile.TemporaryDirectory(prefix="rag-report-") as tmp:
         slides = build_slides(facts, Path(tmp))
         pptx = render_pptx(slides, out / "report.pptx")
         pdf = render_pdf(slides, out / "report.pdf")
     log.info("wrote %s and %s (%d slides)", pptx, pdf, len(slides))
     return Report(pptx=pptx, pdf=pdf, slides=slides, facts=facts)
+
+
+def _report_dir(out: Path) -> None:
+    """Create the report folder, or one line saying why not (an existing file there gave a traceback)."""
+    if out.exists() and not out.is_dir():
+        raise BadInput(f"--out {out} is a file: pass a folder for report.pptx and report.pdf")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise BadInput(f"cannot create the report folder {out} ({e.strerror or type(e).__name__}): "
+                       "pass --out FOLDER somewhere writable") from e

@@ -176,12 +176,12 @@ def _ask_retriever(index: Optional[Path], mode: str):
     return open_retriever(index.expanduser() if index else default_index_dir(), mode=mode)
 
 
-def _ask_reader(name: str, model: str, adapter: str, max_new_tokens: int):
+def _ask_reader(name: str, model: str, adapter: str, max_new_tokens: int, dtype: str = "auto"):
     """The reader `rag ask` uses (a seam for tests); pulls the model on first use, saying so on stderr."""
     from rag.reader import make_reader
 
     return make_reader(name, model=model, adapter=adapter, max_new_tokens=max_new_tokens,
-                       log=lambda m: err.print(m, highlight=False))
+                       log=lambda m: err.print(m, highlight=False), dtype=dtype)
 
 
 def _ask_source_path(retriever, doc: str) -> str:
@@ -265,7 +265,7 @@ def ask_cmd(
         k = cfg.retrieval.k if k is None else k
         retriever = _ask_retriever(index, mode or cfg.retrieval.mode)
         rd = _ask_reader(reader or cfg.reader.reader, model or cfg.reader.model, adapter or cfg.reader.adapter,
-                         max_new_tokens or cfg.reader.max_new_tokens)
+                         max_new_tokens or cfg.reader.max_new_tokens, dtype=cfg.reader.dtype)
         if question is not None:
             _ask_one(question, retriever, rd, k, json_out)
             return

@@ -199,7 +199,7 @@ def test_citations_carry_source_offsets_and_drop_unknown(tok):
     assert ans.text == "Carolina Panthers" and ans.supported
     (c,) = ans.citations
     assert (c.n, c.source, c.start, c.end, c.supported) == (1, "docs/super_bowl_50.txt", 120, 120 + len(SB50), True)
-    assert ans.reader == {"model": "tiny", "adapter": None}
+    assert ans.reader == {"model": "tiny", "adapter": None, "dtype": "float32"}
 
 
 def test_unsupported_citation_is_flagged(tok):
@@ -288,7 +288,7 @@ def test_adapter_is_merged_into_a_copy(tmp_path, tok, base):
     before = {k: v.clone() for k, v in base.state_dict().items()}
     path = _adapter(tmp_path, copy.deepcopy(base), {"base": "tiny", "base_sha256": "ab" * 32})
     r = LLMReader(base, tok, {"name": "tiny", "sha256": "ab" * 32}, adapter=path)
-    assert r.reader == {"model": "tiny", "adapter": str(path)}
+    assert r.reader == {"model": "tiny", "adapter": str(path), "dtype": "float32"}
     assert type(r.model) is LlamaForCausalLM  # merged: no peft wrapper left at serving time
     q = "model.layers.0.self_attn.q_proj.weight"
     assert not torch.equal(r.model.state_dict()[q], before[q])  # adapter weights applied

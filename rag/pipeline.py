@@ -52,6 +52,10 @@ class AskStream:
                     first = time.perf_counter()
                 pieces.append(piece)
                 yield piece
+            used = getattr(self.reader, "last_passages", None)
+            if used is not None and used < len(self.hits):
+                # passages that did not fit the prompt were never read: not citable, not listed as sources
+                self.hits = self.hits[:used]
             ans = finish(self.question, self.hits, "".join(pieces))
         end = time.perf_counter()
         extra = {k: v for k, v in (ans.timings or {}).items() if k not in ("generate_s",)}

@@ -382,7 +382,7 @@ class LLMReader:
     name = "llm"
 
     def __init__(self, model, tokenizer, info: Any, adapter: str | Path | None = None, max_new_tokens: int = 32,
-                 merge_inplace: bool = False):
+                 merge_inplace: bool = False, max_prompt_tokens: int | None = None):
         self.tokenizer = tokenizer
         self.info = info
         self.max_new_tokens = max_new_tokens
@@ -394,7 +394,12 @@ class LLMReader:
         self.model = model
         self.model.eval()
         self.eos = _eos_ids(model, tokenizer)
+        # The prompt budget: the model's context, or less. Qwen's 32k positions would take minutes of
+        # prefill on 2 cores, and the adapters were trained on prompts of at most 1,536 tokens.
         self.max_positions = getattr(model.config, "max_position_embeddings", None) or 4096
+        if max_prompt_tokens:
+            self.max_positions = min(self.max_positions, max_prompt_tokens + max_new_tokens)
+        self.last_passages: int | None = None  # passages the last prompt really held (the rest were dropped)
         # the compute dtype is part of what answered: it is chosen per CPU (rag.hardware) and changes speed
         self.reader = {"model": model_name, "adapter": str(self.adapter) if self.adapter else None,
                        "dtype": str(next(model.parameters()).dtype).removeprefix("torch.")}
@@ -431,6 +436,7 @@ class LLMReader:
             mid = (lo + hi) // 2
             lo, hi = (mid, hi) if fits(mid) else (lo, mid)
         fits(lo)  # renders lo when it was only assumed to fit
+        self.last_passages = lo
         if lo < len(ps):
             logger.warning("only %d of %d passages fit the reader's %d-token context: the rest are dropped",
                            lo, len(ps), self.max_positions)
@@ -451,6 +457,7 @@ class LLMReader:
         """Answer text pieces as they are generated; they join to the raw answer (citations included)."""
         if not hits:
             self.last_new_tokens = 0
+            self.last_passages = 0
             yield ABSTAIN
             return
         with self._lock:  # one KV cache per model; concurrent calls would interleave
@@ -500,7 +507,7 @@ class LLMReader:
     def answer(self, question: str, hits: list[Hit]) -> Answer:
         t0 = time.perf_counter()
         raw = "".join(self.stream(question, hits))
-        ans = self.finish(question, hits, raw)
+        ans = self.finish(question, hits[: self.last_passages or len(hits)], raw)  # only the passages it read
         ans.timings = {"generate_s": time.perf_counter() - t0, "new_tokens": self.last_new_tokens}
         return ans
 
@@ -602,9 +609,11 @@ def make_reader(
     max_new_tokens: int = 32,
     log=None,
     dtype: str | None = None,
+    max_prompt_tokens: int | None = 4096,
 ):
     """A reader by name: 'llm' (model preset or folder, adapter 'default'|'none'|folder) or 'extractive'.
 
+    `max_prompt_tokens` caps the prompt (passages that do not fit are dropped, in rank order).
     `dtype` is the compute dtype: None/'auto' chooses by CPU (rag.hardware), or 'bfloat16' / 'float32'.
     """
     if name == "extractive":
@@ -621,7 +630,9 @@ def make_reader(
 
     if adapter is None or str(adapter).lower() == "none":
         m, tok, info = load_causal_lm(model, dtype=dt, log=log)
-        return LLMReader(m, tok, info, adapter=None, max_new_tokens=max_new_tokens)
+        return LLMReader(m, tok, info, adapter=None, max_new_tokens=max_new_tokens,
+                         max_prompt_tokens=max_prompt_tokens)
     # A private copy of the base, so the adapter merges in place: no deep copy of the cached one.
     m, tok, info = load_causal_lm(model, dtype=dt, log=log, cache=False)
-    return LLMReader(m, tok, info, adapter=adapter, max_new_tokens=max_new_tokens, merge_inplace=True)
+    return LLMReader(m, tok, info, adapter=adapter, max_new_tokens=max_new_tokens, merge_inplace=True,
+                     max_prompt_tokens=max_prompt_tokens)

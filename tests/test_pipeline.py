@@ -132,7 +132,7 @@ def scripted(monkeypatch):
     calls = []
     tok = make_tokenizer()
 
-    def factory(name, model, adapter, max_new_tokens, dtype="auto"):
+    def factory(name, model, adapter, max_new_tokens, dtype="auto", max_prompt_tokens=4096):
         calls.append((name, model, adapter, max_new_tokens))
         m = make_scripted(tok, "Denver Broncos [1]\nQuestion: who lost?")
         return LLMReader(m, tok, {"name": model}, adapter=None, max_new_tokens=max_new_tokens)

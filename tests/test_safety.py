@@ -107,6 +107,27 @@ def test_huge_k_tokenizes_each_passage_once_and_keeps_the_largest_prefix_that_fi
     assert r.answer(q, many).text == "Denver Broncos"
 
 
+def test_passages_past_the_prompt_cap_are_neither_cited_nor_listed():
+    """-k larger than the prompt holds: the dropped passages were never read, so they cannot be sources."""
+    from rag.pipeline import ask_stream
+
+    tk = make_tokenizer()
+    many = [hit(f"d{i}.txt", SB50, i) for i in range(8)]
+    one = len(encode_prompt(tk, render_prompt(tk, "Who won?", passages(many[:1]))))
+    r = LLMReader(make_scripted(tk, "Denver Broncos [1][5]"), tk, {"name": "tiny"}, max_new_tokens=32,
+                  max_prompt_tokens=one + 60)  # room for two passages, not five
+
+    class Retriever:
+        def search(self, query, k):
+            return many[:k]
+
+    s = ask_stream("Who won?", Retriever(), r, k=8)
+    list(s)
+    assert r.last_passages == 2 and len(s.hits) == 2
+    assert [c.n for c in s.answer.citations] == [1]  # [5] was not in the prompt: dropped
+    assert [c.n for c in r.answer("Who won?", many).citations] == [1]
+
+
 # ---------------------------------------------------------------- adapter for another base
 
 

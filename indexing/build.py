@@ -10,9 +10,11 @@ embedding of what changed plus rewriting the (small) stores.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import shutil
+import sqlite3
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -25,7 +27,7 @@ from indexing import chunk as chunking
 from indexing import load, store
 from indexing.embed import Embedder, get_embedder
 from rag.config import IndexConfig
-from rag.errors import BadInput, IndexCorrupt, IndexMismatch, RagError
+from rag.errors import BadInput, IndexCorrupt, IndexMismatch, RagError, WriteFailed
 from rag.types import Chunk
 
 log = logging.getLogger(__name__)
@@ -97,6 +99,8 @@ def build_index(
     progress: Progress | None = None,
     warn: Callable[[str], None] | None = None,
 ) -> BuildStats:
+    """Index `paths` into `index_dir`. Everything a user can get wrong (paths, the index folder) is
+    checked before the embedder loads; the whole build holds the index's write lock."""
     t0 = time.perf_counter()
     paths = [Path(p).expanduser() for p in paths]
     if not paths:
@@ -104,14 +108,55 @@ def build_index(
     for p in paths:
         if not p.exists():
             raise BadInput(f"{p} does not exist: pass an existing folder or file to index")
-    files = list(load.iter_files(paths))
+    stats = BuildStats()
+    files = list(load.iter_files(paths, cfg.follow_symlinks, lambda rel, why: stats.skipped.append((rel, why))))
+    stats.files_skipped = len(stats.skipped)
     if not files:
+        _warn_skipped(stats, warn)
         raise BadInput(f"no files under {', '.join(map(str, paths))}: point `rag index` at a folder with documents")
-
-    emb = embedder or get_embedder(cfg.embedder)
-    settings = chunk_settings(cfg, emb)
     index_dir = Path(index_dir).expanduser()
+    store.claim_index_dir(index_dir)
+    with store.write_lock(index_dir):
+        return _build(paths, files, index_dir, cfg, rebuild, embedder or get_embedder(cfg.embedder),
+                      stats, progress, warn, t0)
 
+
+def _warn_skipped(stats: BuildStats, warn: Callable[[str], None] | None) -> None:
+    for rel, reason in stats.skipped:
+        if warn:
+            warn(f"skipped {rel}: {reason}")
+        log.info("skipped %s: %s", rel, reason)
+
+
+def _write_failed(index_dir: Path, e: BaseException) -> WriteFailed:
+    """One line for a failed write. Call it before the half generation is deleted: numpy and faiss
+    report a full disk as "N requested and M written", so the free space is the better witness."""
+    if getattr(e, "errno", None) in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return WriteFailed(str(store.unwritable(index_dir, e)))
+    reason = getattr(e, "strerror", None) or str(e).splitlines()[0]
+    try:
+        full = getattr(e, "errno", None) == errno.ENOSPC or shutil.disk_usage(index_dir).free < 1 << 20
+    except OSError:
+        full = False
+    if full:
+        reason = "the disk is full"
+    return WriteFailed(f"could not write the index to {index_dir} ({reason}): free some disk space, or pass --index "
+                       "on another disk, and rerun; the previous index is unchanged")
+
+
+def _build(
+    paths: list[Path],
+    files: list[tuple[Path, str]],
+    index_dir: Path,
+    cfg: IndexConfig,
+    rebuild: bool,
+    emb: Embedder,
+    stats: BuildStats,
+    progress: Progress | None,
+    warn: Callable[[str], None] | None,
+    t0: float,
+) -> BuildStats:
+    settings = chunk_settings(cfg, emb)
     old = None
     if not rebuild:
         try:
@@ -124,7 +169,6 @@ def build_index(
             _check_compatible(old.manifest, emb, settings, index_dir)
     old_files: dict = old.manifest["files"] if old else {}
 
-    stats = BuildStats()
     splitter = chunking.make_splitter(emb.count_tokens, settings["chunk_tokens"], settings["chunk_overlap"])
     keep: list[tuple[str, str]] = []  # (file, sha) unchanged
     fresh: list[tuple[str, str, list[Chunk]]] = []  # (file, sha, chunks) to embed
@@ -150,10 +194,7 @@ def build_index(
         fresh.append((rel, sha, chunks))
     if progress:
         progress("scan", len(files), len(files))
-    for rel, reason in stats.skipped:
-        if warn:
-            warn(f"skipped {rel}: {reason}")
-        log.info("skipped %s: %s", rel, reason)
+    _warn_skipped(stats, warn)
 
     current = {rel for rel, _ in keep} | {rel for rel, _, _ in fresh}
     stats.files_removed = sum(1 for rel in old_files if rel not in current)
@@ -184,7 +225,10 @@ def build_index(
         reuse.update(zip(todo, new_vecs))
     vecs = np.stack([reuse[t] for t in texts]) if texts else np.zeros((0, emb.dim), dtype=np.float32)
 
-    gen = store.new_generation_dir(index_dir)
+    try:
+        gen = store.new_generation_dir(index_dir)
+    except OSError as e:
+        raise _write_failed(index_dir, e) from e
     try:
         db = store.ChunkDB(gen / "chunks.sqlite", create=True)
         all_vecs: list[np.ndarray] = []
@@ -209,10 +253,8 @@ def build_index(
         texts_all = db.all_texts()
         db.close()
         matrix = np.vstack(all_vecs).astype(np.float32) if all_vecs else np.zeros((0, emb.dim), np.float32)
-        import faiss
-
         dense = store.build_dense(matrix, cfg.hnsw_threshold)
-        faiss.write_index(dense, str(gen / "dense.faiss"))
+        store.write_dense(dense, gen / "dense.faiss")
         store.build_bm25(texts_all, gen / "bm25")
         manifest = {
             "format_version": store.FORMAT_VERSION,
@@ -230,9 +272,13 @@ def build_index(
         if old is not None:
             old.db.close()
         store.commit_generation(index_dir, gen)
-    except BaseException:
+    except BaseException as e:
+        # a full or read-only disk is the user's to fix: say so in one line
+        failed = _write_failed(index_dir, e) if isinstance(e, (OSError, sqlite3.Error)) else None
         # Ctrl-C or a failure mid-write: drop the half generation; CURRENT still names the old one.
         shutil.rmtree(gen, ignore_errors=True)
+        if failed is not None:
+            raise failed from e
         raise
     stats.chunks = next_id
     stats.seconds = time.perf_counter() - t0

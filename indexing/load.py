@@ -4,19 +4,22 @@
     ['notes.md']
 
 Offsets of chunks are character offsets into `Document.text`: for .txt/.md/.rst that is the file
-itself (decoded as UTF-8); for .html it is the visible text; for .pdf the page texts joined by blank
-lines; for .jsonl each record's text field is its own document ("file.jsonl#3" for line 3).
+itself (decoded by its byte-order mark, else as UTF-8); for .html it is the visible text; for .pdf the
+page texts joined by blank lines; for .jsonl each record's text field is its own document
+("file.jsonl#3" for line 3).
 """
 
 from __future__ import annotations
 
+import codecs
 import fnmatch
 import hashlib
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 log = logging.getLogger(__name__)
 
@@ -58,36 +61,101 @@ def _ignored(rel: str, patterns: list[str]) -> bool:
     return any(fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(name, p) for p in patterns)
 
 
-def iter_files(paths: list[Path]) -> Iterator[tuple[Path, str]]:
+# on_skip(name, reason): a file or folder left out of the index, and why
+OnSkip = Callable[[str, str], None]
+
+
+def iter_files(
+    paths: list[Path], follow_symlinks: bool = False, on_skip: OnSkip | None = None
+) -> Iterator[tuple[Path, str]]:
     """Yield (path, relative name) for every file under the given paths, sorted, skipping hidden
     files and folders and anything matched by a root's .ragignore (glob patterns, one per line).
 
     The relative name is the path relative to the given root folder (or the file name for a file);
     with several roots, names are prefixed by the root's own name to keep them unique.
+
+    Reads stay inside the roots: a symlink that resolves outside its root is reported to `on_skip`
+    instead of followed, unless `follow_symlinks`. Symlinked folders inside the root are not walked
+    (their files are listed under their real path). Unreadable folders are reported to `on_skip`.
     """
     multi = len(paths) > 1
+    skip = on_skip or (lambda name, reason: None)
     for root in paths:
         if root.is_file():
             yield root, root.name
             continue
         patterns = _read_ignore(root)
-        for p in sorted(root.rglob("*")):
-            rel_parts = p.relative_to(root).parts
-            if any(part.startswith(".") for part in rel_parts) or not p.is_file():
-                continue
+        prefix = f"{root.resolve().name}/" if multi else ""
+        for p, rel_parts in _walk(root, follow_symlinks, lambda rel, why, pre=prefix: skip(pre + rel, why)):
             rel = "/".join(rel_parts)
             if _ignored(rel, patterns):
                 continue
-            yield p, (f"{root.resolve().name}/{rel}" if multi else rel)
+            yield p, prefix + rel
+
+
+def _walk(root: Path, follow_symlinks: bool, skip: OnSkip) -> list[tuple[Path, tuple[str, ...]]]:
+    """Files under `root` as (path, parts relative to root), in sorted-path order.
+
+    An explicit stack instead of recursion (Path.rglob overflowed Python's stack at ~1,000 nested
+    folders); hidden entries are pruned before descending.
+    """
+    real_root = root.resolve()
+    seen = {real_root}  # real folders already walked: a symlink cycle cannot loop
+    found: list[tuple[Path, tuple[str, ...]]] = []
+    stack: list[tuple[Path, tuple[str, ...]]] = [(root, ())]
+    while stack:
+        folder, parts = stack.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError as e:
+            skip("/".join(parts) + "/", f"unreadable folder ({e.strerror or e})")
+            continue
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            path, rel = Path(entry.path), (*parts, entry.name)
+            if entry.is_symlink():
+                target = path.resolve()
+                inside = target.is_relative_to(real_root)
+                if not (inside or follow_symlinks):
+                    kind = "folder " if target.is_dir() else ""
+                    skip("/".join(rel), f"symlink to {kind}{target} is outside {root} "
+                         "(pass --follow-symlinks to index it)")
+                    continue
+                if target.is_dir():
+                    # a folder inside the root is walked under its real path already
+                    if not inside and target not in seen:
+                        seen.add(target)
+                        stack.append((path, rel))
+                    continue
+            if entry.is_dir(follow_symlinks=False):
+                stack.append((path, rel))
+            elif path.is_file():  # not a fifo, socket or broken link: reading those hangs or fails
+                found.append((path, rel))
+    return sorted(found, key=lambda t: t[1])
+
+
+# Longest first: the UTF-32-LE BOM starts with the UTF-16-LE one.
+BOMS = [(codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
+        (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16")]
 
 
 def _decode(data: bytes) -> str:
-    if b"\x00" in data[:8192]:
+    """Bytes -> text: by the byte-order mark if there is one (Windows tools write UTF-16 with a BOM,
+    full of NUL bytes, so check the BOM before calling NULs binary), else UTF-8.
+
+    >>> _decode(codecs.BOM_UTF16_LE + "hi".encode("utf-16-le"))
+    'hi'
+    """
+    encoding = next((enc for bom, enc in BOMS if data.startswith(bom)), None)
+    if encoding is None and b"\x00" in data[:8192]:
         raise Skip("binary file")
     try:
-        text = data.decode("utf-8-sig")
+        text = data.decode(encoding or "utf-8")
     except UnicodeDecodeError as e:
-        raise Skip(f"not UTF-8 text ({e.reason} at byte {e.start})") from e
+        raise Skip(f"not {(encoding or 'utf-8').upper().removesuffix('-SIG')} text ({e.reason} at byte {e.start})") from e
+    if "\x00" in text[:8192]:
+        raise Skip("binary file")
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 

@@ -26,7 +26,10 @@ out = Console()
 
 
 def _fail(e: Exception) -> None:
-    err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+    from rich.markup import escape
+
+    # escape: messages quote things like "[retrieval]" that rich would otherwise eat as markup
+    err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
     raise typer.Exit(1)
 
 
@@ -92,21 +95,30 @@ def index_cmd(
     rebuild: bool = typer.Option(False, "--rebuild", help="Re-embed everything (needed after changing the embedder)."),
     embedder: Optional[str] = typer.Option(None, "--embedder", help="Embedder preset, local folder or hub id."),
     chunk_tokens: Optional[int] = typer.Option(None, "--chunk-tokens", help="Chunk size in embedder tokens."),
+    follow_symlinks: bool = typer.Option(False, "--follow-symlinks",
+                                         help="Also index what symlinks point to outside the given folders."),
     json_out: bool = typer.Option(False, "--json", help="Print the run's counts as JSON."),
 ) -> None:
     """Index documents; re-running embeds only new or changed files and drops deleted ones."""
     from dataclasses import replace
 
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from rag.config import load_config
+    from rag.errors import BadInput
 
     try:
         cfg = load_config().index
         if embedder:
             cfg = replace(cfg, embedder=embedder)
-        if chunk_tokens:
+        if chunk_tokens is not None:
+            if chunk_tokens < 1:
+                raise BadInput(f"--chunk-tokens must be at least 1, got {chunk_tokens}: pass a chunk size in "
+                               "embedder tokens (default 200)")
             cfg = replace(cfg, chunk_tokens=chunk_tokens)
+        if follow_symlinks:
+            cfg = replace(cfg, follow_symlinks=True)
         from indexing.build import build_index
 
         cols = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
@@ -121,7 +133,7 @@ def index_cmd(
 
             stats = build_index(
                 paths, _index_dir(index), cfg, rebuild=rebuild, progress=progress,
-                warn=lambda m: err.print(f"[yellow]warning:[/] {m}", highlight=False, soft_wrap=True),
+                warn=lambda m: err.print(f"[yellow]warning:[/] {escape(m)}", highlight=False, soft_wrap=True),
             )
     except RagError as e:
         _fail(e)
@@ -148,6 +160,8 @@ def search_cmd(
 
         if k < 1:
             raise RagError(f"-k must be at least 1, got {k}")
+        if not query.strip():  # every chunk would tie: the "best" five would be arbitrary
+            raise RagError("the query is empty: type what to look for, e.g. rag search \"smallest planet\"")
         hits = open_retriever(_index_dir(index), mode=mode).search(query, k)
     except RagError as e:
         _fail(e)

@@ -11,6 +11,7 @@ Flags override the config; an optional rag.toml in the working directory sets de
 
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
 from dataclasses import dataclass, fields, replace
@@ -46,6 +47,30 @@ def runs_dir() -> Path:
     return rag_home() / "runs"
 
 
+_TYPES = {"int": (int, "a whole number"), "float": ((int, float), "a number"), "str": (str, "a string"),
+          "bool": (bool, "true or false")}
+
+
+def _check(obj, minimum: dict[str, int]) -> None:
+    """Check every field's type against its annotation, non-empty strings, and the lower bounds in
+    `minimum`; raise BadInput naming the field (rag.toml values arrive here unchecked).
+
+    >>> RetrievalConfig(k=0)  # doctest: +SKIP
+    BadInput: k must be at least 1, got 0
+    """
+    from rag.errors import BadInput
+
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        want, what = _TYPES.get(f.type, (object, ""))
+        if not isinstance(value, want) or (isinstance(value, bool) and f.type != "bool"):
+            raise BadInput(f"{f.name} must be {what}, got {value!r}")
+        if f.type == "str" and not value.strip():
+            raise BadInput(f"{f.name} must not be empty")
+        if f.name in minimum and value < minimum[f.name]:
+            raise BadInput(f"{f.name} must be at least {minimum[f.name]}, got {value!r}")
+
+
 @dataclass(frozen=True)
 class IndexConfig:
     embedder: str = "minilm"  # model-store preset, local sentence-transformers folder, or hub id
@@ -53,6 +78,10 @@ class IndexConfig:
     chunk_overlap: int = 32  # overlap between consecutive chunks, in embedder tokens
     batch_size: int = 32  # embedding batch size (batches are length-sorted)
     hnsw_threshold: int = 50_000  # above this many chunks, the dense index is HNSW instead of Flat
+    follow_symlinks: bool = False  # also index what symlinks point to outside the indexed folders
+
+    def __post_init__(self):
+        _check(self, {"chunk_tokens": 1, "chunk_overlap": 0, "batch_size": 1, "hnsw_threshold": 0})
 
 
 @dataclass(frozen=True)
@@ -62,6 +91,9 @@ class RetrievalConfig:
     rrf_k: int = 60  # reciprocal rank fusion constant
     candidates: int = 50  # per-mode candidates fused in hybrid mode
 
+    def __post_init__(self):
+        _check(self, {"k": 1, "rrf_k": 1, "candidates": 1})
+
 
 @dataclass(frozen=True)
 class ReaderConfig:
@@ -70,6 +102,9 @@ class ReaderConfig:
     adapter: str = "default"  # "default" (shipped adapter if any), "none", or a folder
     max_new_tokens: int = 32  # bound on the generated answer length
     dtype: str = "auto"  # compute dtype: auto (bf16 only on CPUs with native bf16, else fp32) | bfloat16 | float32
+
+    def __post_init__(self):
+        _check(self, {"max_new_tokens": 1})
 
 
 @dataclass(frozen=True)
@@ -91,13 +126,28 @@ def load_config(path: Path | None = None) -> Config:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:
         raise BadInput(f"{path} is not valid TOML ({e}): fix or delete it") from e
+    sections = [f.name for f in fields(cfg)]
+    tables = ", ".join(f"[{s}]" for s in sections)
+    for name, value in data.items():
+        if name in sections:
+            continue
+        if not isinstance(value, dict):
+            raise BadInput(f"{path}: key {name} is outside any table; settings go under {tables}: move or delete it")
+        near = difflib.get_close_matches(name, sections, n=1)
+        hint = f" (did you mean [{near[0]}]?)" if near else ""
+        raise BadInput(f"{path}: unknown table [{name}]{hint}; rag.toml has {tables}: fix or delete it")
     parts = {}
-    for section in ("index", "retrieval", "reader"):
+    for section in sections:
         current = getattr(cfg, section)
         table = data.get(section, {})
+        if not isinstance(table, dict):
+            raise BadInput(f"{path}: {section} must be a table ([{section}] with keys under it), got {table!r}")
         known = {f.name for f in fields(current)}
         unknown = set(table) - known
         if unknown:
             raise BadInput(f"{path}: unknown key(s) in [{section}]: {sorted(unknown)}; valid: {sorted(known)}")
-        parts[section] = replace(current, **table)
+        try:
+            parts[section] = replace(current, **table)
+        except BadInput as e:
+            raise BadInput(f"{path}: [{section}] {e}: fix or delete it") from e
     return replace(cfg, **parts)

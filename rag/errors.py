@@ -30,3 +30,11 @@ class BadInput(RagError):
 
 class DataLeak(RagError):
     pass
+
+
+class IndexBusy(RagError):
+    """Another process holds the index's write lock."""
+
+
+class WriteFailed(RagError):
+    """The disk refused a write (full, read-only, gone); what was saved before is untouched."""

@@ -109,7 +109,10 @@ def build_index(
         if not p.exists():
             raise BadInput(f"{p} does not exist: pass an existing folder or file to index")
     stats = BuildStats()
-    files = list(load.iter_files(paths, cfg.follow_symlinks, lambda rel, why: stats.skipped.append((rel, why))))
+    try:
+        files = list(load.iter_files(paths, cfg.follow_symlinks, lambda rel, why: stats.skipped.append((rel, why))))
+    except load.Skip as e:  # a root that cannot be read at all
+        raise BadInput(str(e)) from e
     stats.files_skipped = len(stats.skipped)
     if not files:
         _warn_skipped(stats, warn)

@@ -108,6 +108,8 @@ def _walk(root: Path, follow_symlinks: bool, skip: OnSkip) -> list[tuple[Path, t
         try:
             entries = list(os.scandir(folder))
         except OSError as e:
+            if not parts:  # nothing at all can be read: that is an error, not a warning
+                raise Skip(f"cannot read {root} ({e.strerror or e}): check its permissions") from e
             skip("/".join(parts) + "/", f"unreadable folder ({e.strerror or e})")
             continue
         for entry in entries:
@@ -115,7 +117,10 @@ def _walk(root: Path, follow_symlinks: bool, skip: OnSkip) -> list[tuple[Path, t
                 continue
             path, rel = Path(entry.path), (*parts, entry.name)
             if entry.is_symlink():
-                target = path.resolve()
+                target = Path(os.path.realpath(path))  # unlike Path.resolve (3.11), no error on a loop
+                if not target.exists():
+                    skip("/".join(rel), "broken symlink (its target is missing, or it loops)")
+                    continue
                 inside = target.is_relative_to(real_root)
                 if not (inside or follow_symlinks):
                     kind = "folder " if target.is_dir() else ""

@@ -198,6 +198,17 @@ def test_follow_symlinks_indexes_them_explicitly(linked, tmp_path):
     assert sorted(files) == ["alias.md", "broncos.txt", "elsewhere/notes.txt", "mercury.md", "passwd.txt"]
 
 
+def test_broken_and_looping_symlinks_are_warnings(docs, tmp_path):
+    (docs / "gone.txt").symlink_to(tmp_path / "deleted.txt")
+    (docs / "a.txt").symlink_to(docs / "b.txt")
+    (docs / "b.txt").symlink_to(docs / "a.txt")
+    r = index_cli(docs, "--index", tmp_path / "idx", "--json")
+    assert r.exit_code == 0, r.output
+    for name in ("gone.txt", "a.txt", "b.txt"):
+        assert f"skipped {name}: broken symlink" in r.stderr
+    assert json.loads(r.stdout.strip().splitlines()[-1])["files_indexed"] == 2
+
+
 # ---------------------------------------------------------------- 4. chunking: same chunks, linear time
 def _langchain(count, size, overlap):
     from langchain_text_splitters import RecursiveCharacterTextSplitter
@@ -427,6 +438,18 @@ def test_unreadable_subfolder_is_a_warning(docs, tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output
     assert "skipped secret/: unreadable folder (Permission denied)" in r.stderr
     assert json.loads(r.stdout.strip().splitlines()[-1])["files_indexed"] == 2
+
+
+def test_unreadable_root_is_one_line(docs, monkeypatch):
+    real = os.scandir
+
+    def scandir(path):
+        if Path(path) == docs:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return real(path)
+
+    monkeypatch.setattr(load.os, "scandir", scandir)
+    assert_one_line_error(index_cli(docs), f"cannot read {docs} (Permission denied): check its permissions")
 
 
 @pytest.mark.parametrize("query", ["", "   "])

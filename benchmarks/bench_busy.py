@@ -4,15 +4,17 @@ Two OpenMP threads on two cores, one of which another process keeps busy, wait o
 barrier (a query went from 27 ms to 490 ms). This measures, for the default reader:
 
     fixed-all     torch threads = all cores (what rag did before), OpenMP's default wait policy
-    auto          rag.hardware.cpu_threads(): the cores not busy when the process starts
+    free-cores    threads = the cores not busy when the process starts (1 beside a hog on 2 cores)
     fixed-passive all cores, but OMP_WAIT_POLICY=PASSIVE (waiting threads sleep instead of spinning)
+    adaptive      what rag does now (rag.hardware.configure_for_load): all cores, and PASSIVE only
+                  when the machine is busy at start
 
 Each policy runs in a fresh worker process (thread settings are fixed at torch's start), first on the
 idle machine, then beside a hog started before the worker: by default a second torch process doing
 matmuls on every core (like a second `rag ask` or a training job). Prints a table and writes
 benchmarks/results/busy.json. Needs an otherwise idle machine and an index over corpus/.
 
-    python benchmarks/bench_busy.py [--n 6] [--hog torch|python] [--policies fixed-all auto fixed-passive]
+    python benchmarks/bench_busy.py [--n 6] [--hog torch|python] [--policies fixed-all adaptive ...]
 """
 
 from __future__ import annotations
@@ -30,10 +32,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+ALL = str(os.cpu_count() or 1)
 POLICIES = {
-    "fixed-all": {"RAG_THREADS": str(os.cpu_count() or 1)},
-    "auto": {},
-    "fixed-passive": {"RAG_THREADS": str(os.cpu_count() or 1), "OMP_WAIT_POLICY": "PASSIVE"},
+    "fixed-all": {"RAG_THREADS": ALL, "BENCH_NO_ADAPT": "1"},
+    "free-cores": {"BENCH_FREE_CORES": "1", "BENCH_NO_ADAPT": "1"},
+    "fixed-passive": {"RAG_THREADS": ALL, "OMP_WAIT_POLICY": "PASSIVE"},
+    "adaptive": {},
 }
 HOGS = {
     # a second torch process using every core, as another rag process would
@@ -45,6 +49,12 @@ HOGS = {
 
 def worker(args) -> None:
     """Load the reader, answer N questions warm, print one JSON line of latencies."""
+    from rag import hardware
+
+    # before torch loads, as rag's CLI does (the older policies keep OpenMP's default wait policy)
+    busy = hardware.busy_cores() if os.environ.get("BENCH_NO_ADAPT") else hardware.configure_for_load()
+    if os.environ.get("BENCH_FREE_CORES"):
+        os.environ["RAG_THREADS"] = str(hardware.threads_for(hardware.cores(), busy))
     from bench_ask import load_questions
 
     from indexing.retrieve import open_retriever
@@ -70,7 +80,8 @@ def worker(args) -> None:
 
 
 def run_worker(policy: str, args) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("RAG_THREADS", "OMP_WAIT_POLICY")}
+    env = {k: v for k, v in os.environ.items() if k not in ("RAG_THREADS", "OMP_WAIT_POLICY", "BENCH_FREE_CORES",
+                                                            "BENCH_NO_ADAPT")}
     env.update(POLICIES[policy])
     cmd = [sys.executable, __file__, "--worker", "--n", str(args.n), "--k", str(args.k), "--model", args.model]
     if args.index:

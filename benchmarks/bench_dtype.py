@@ -10,7 +10,10 @@ Variants, each in a fresh process (the default reader: qwen2.5-0.5b + its shippe
     bfloat16   weights and activations bf16
     float32    weights and activations fp32
     int8       fp32 model with its Linear layers dynamically quantized to int8 weights
-               (torch.ao.quantization.quantize_dynamic; activations quantized per call)
+               (torch.ao.quantization.quantize_dynamic; activations quantized per call), one scale per matrix
+    int8-pc    the same with one scale per output channel
+    int8-pc-head16  per-channel int8, but the lm_head (the vocabulary projection) left in fp32
+    int8-pc-nodown  per-channel int8, lm_head and the MLPs' down_proj left in fp32
 
 Speed: warm `ask` over N retrieved-passage prompts (hybrid top-k, ~950 tokens): answer p50, prefill
 (time to first token) p50 and decode ms per token. Quality: EM/F1 on M SQuAD dev questions with the gold
@@ -45,10 +48,19 @@ def load_reader(variant: str, model: str):
     from rag.reader import make_reader
 
     reader = make_reader("llm", model=model, adapter="default", dtype="bfloat16" if variant == "bfloat16" else "float32")
-    if variant == "int8":
-        from torch.ao.quantization import quantize_dynamic
+    if variant.startswith("int8"):
+        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
-        reader.model = quantize_dynamic(reader.model, {torch.nn.Linear}, dtype=torch.qint8)
+        if variant == "int8":  # one scale per weight matrix
+            spec = {torch.nn.Linear}
+        else:  # int8-pc: one scale per output channel; int8-pc-head16: and the lm_head left in fp32
+            names = {n for n, m in reader.model.named_modules() if isinstance(m, torch.nn.Linear)}
+            if variant in ("int8-pc-head16", "int8-pc-nodown"):
+                names.discard("lm_head")
+            if variant == "int8-pc-nodown":  # down_proj reads the MLP's outlier-heavy activations
+                names = {n for n in names if not n.endswith("down_proj")}
+            spec = {n: per_channel_dynamic_qconfig for n in names}
+        reader.model = quantize_dynamic(reader.model, spec, dtype=torch.qint8)
     return reader
 
 

@@ -190,12 +190,13 @@ def _ask_retriever(index: Optional[Path], mode: str):
     return open_retriever(index.expanduser() if index else default_index_dir(), mode=mode)
 
 
-def _ask_reader(name: str, model: str, adapter: str, max_new_tokens: int, dtype: str = "auto"):
+def _ask_reader(name: str, model: str, adapter: str, max_new_tokens: int, dtype: str = "auto",
+                max_prompt_tokens: int = 4096):
     """The reader `rag ask` uses (a seam for tests); pulls the model on first use, saying so on stderr."""
     from rag.reader import make_reader
 
     return make_reader(name, model=model, adapter=adapter, max_new_tokens=max_new_tokens,
-                       log=lambda m: err.print(m, highlight=False), dtype=dtype)
+                       log=lambda m: err.print(m, highlight=False), dtype=dtype, max_prompt_tokens=max_prompt_tokens)
 
 
 def _ask_source_path(retriever, doc: str) -> str:
@@ -279,7 +280,8 @@ def ask_cmd(
         k = cfg.retrieval.k if k is None else k
         retriever = _ask_retriever(index, mode or cfg.retrieval.mode)
         rd = _ask_reader(reader or cfg.reader.reader, model or cfg.reader.model, adapter or cfg.reader.adapter,
-                         max_new_tokens or cfg.reader.max_new_tokens, dtype=cfg.reader.dtype)
+                         max_new_tokens or cfg.reader.max_new_tokens, dtype=cfg.reader.dtype,
+                         max_prompt_tokens=cfg.reader.max_prompt_tokens)
         if question is not None:
             _ask_one(question, retriever, rd, k, json_out)
             return
@@ -604,6 +606,10 @@ def _quiet_libraries() -> None:
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     _quiet_libraries()
+    if len(sys.argv) > 1 and sys.argv[1] not in ("--help", "-h", "models"):
+        from rag.hardware import configure_for_load
+
+        configure_for_load()  # before torch loads: sleep-waiting OpenMP threads on a busy machine
     try:
         app()
     except RagError as e:  # a library error raised outside a command's own handler

@@ -101,6 +101,7 @@ class ReaderConfig:
     model: str = "qwen2.5-0.5b"  # model-store preset, local folder, or hub id (the default reader: see README)
     adapter: str = "default"  # "default" (shipped adapter if any), "none", or a folder
     max_new_tokens: int = 32  # bound on the generated answer length
+    max_prompt_tokens: int = 4096  # longest prompt the LLM reads; lower-ranked passages past it are dropped
     dtype: str = "auto"  # compute dtype: auto (bf16 only on CPUs with native bf16, else fp32) | bfloat16 | float32
 
     def __post_init__(self):

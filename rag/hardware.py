@@ -5,11 +5,15 @@ Machines differ in ways that change the right choice by 4x:
 - bf16 matmuls are 3-7x faster than fp32 for inference on CPUs with native bf16 (AVX512-BF16, AMX),
   but about 4x *slower* where bf16 is emulated (AVX2-only laptops and servers): there the default reader
   took ~30 s per answer in bf16 and ~8 s in fp32. So the dtype is chosen by the CPU the code runs on.
-- Two OpenMP threads on two cores, one of them busy with another process, wait on each other at every
-  barrier: a query took 490 ms instead of 27 ms. So the thread count follows the cores that are free.
+- OpenMP threads spin while they wait for each other. Beside another busy process they burn the core
+  the other one needs: the default reader went from 1.6 s to 5.9 s per answer beside a second torch
+  process, 4.5 s with one thread, and 3.2 s with all threads told to sleep while waiting
+  (OMP_WAIT_POLICY=PASSIVE), which costs 1.7x on an idle machine (benchmarks/bench_busy.py). So a
+  process that starts on a busy machine waits passively, one that starts on an idle one spins.
 
 Imports nothing of ours (rag.config and indexing use it). `RAG_DTYPE` (auto | bfloat16 | float32) and
-`RAG_THREADS` (a number) override the choices, e.g. to benchmark one against the other.
+`RAG_THREADS` (a number) override the choices, e.g. to benchmark one against the other; an
+OMP_WAIT_POLICY already set is left alone.
 
     >>> choose_dtype({"avx2", "avx512_bf16"}), choose_dtype({"avx2"}), choose_dtype({"avx2"}, "bfloat16")
     ('bfloat16', 'float32', 'bfloat16')
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 import time
 from functools import lru_cache
 
@@ -126,12 +131,31 @@ def threads_for(cores: int, busy: float) -> int:
     return max(1, min(cores, cores - int(busy + 0.5)))
 
 
+_STARTED_BUSY: float | None = None  # cores others kept busy when configure_for_load() looked
+
+
+def configure_for_load(window_s: float = 0.1) -> float:
+    """Call before torch is imported: on a busy machine, make OpenMP threads sleep while they wait.
+
+    Returns the busy cores it saw. Does nothing once torch is loaded (the policy is read at start-up)
+    or when OMP_WAIT_POLICY is already set.
+    """
+    global _STARTED_BUSY
+    if "torch" in sys.modules or "OMP_WAIT_POLICY" in os.environ or cores() == 1:
+        return _STARTED_BUSY or 0.0
+    _STARTED_BUSY = busy_cores(window_s)
+    if _STARTED_BUSY >= 0.5:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    return _STARTED_BUSY
+
+
 @lru_cache(maxsize=1)
 def cpu_threads() -> int:
-    """Threads for torch/onnxruntime in this process: $RAG_THREADS, else the cores not busy right now.
+    """Threads for torch/onnxruntime in this process: $RAG_THREADS, else every core we may use.
 
-    Measured once per process (a 0.1 s look at /proc/stat); a machine that gets busy later keeps the
-    count, which is why single queries also drop to one thread (see indexing.embed).
+    Fewer threads than cores lost to passive waiting beside another process (4.5 s vs 3.2 s per answer,
+    bench_busy), so the count stays at the cores and configure_for_load() picks the wait policy.
+    Single queries still run on one thread (see indexing.embed).
     """
     env = os.environ.get("RAG_THREADS", "").strip()
     if env:
@@ -139,8 +163,7 @@ def cpu_threads() -> int:
             return max(1, int(env))
         except ValueError:
             pass
-    n = cores()
-    return n if n == 1 else threads_for(n, busy_cores())
+    return cores()
 
 
 def describe() -> dict:
@@ -153,5 +176,7 @@ def describe() -> dict:
         "fast_bf16": has_fast_bf16(flags),
         "dtype": choose_dtype(flags),
         "threads": cpu_threads(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "busy_cores_at_start": None if _STARTED_BUSY is None else round(_STARTED_BUSY, 2),
         "emulated_isa": os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("ATEN_CPU_CAPABILITY"),
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import doctest
+import os
 import subprocess
 import sys
 
@@ -72,6 +73,23 @@ def test_busy_cores_sees_another_process():
     finally:
         hog.kill()
         hog.wait()
+
+
+def test_a_busy_machine_gets_passive_waiting():
+    """Started beside a hog, a process sets OMP_WAIT_POLICY=PASSIVE before torch loads; never after."""
+    code = ("import os; from rag import hardware; hardware.configure_for_load(0.5); "
+            "print(os.environ.get('OMP_WAIT_POLICY'))")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        late = subprocess.run([sys.executable, "-c", "import torch; " + code], env=env, capture_output=True,
+                              text=True, check=True)
+    finally:
+        hog.kill()
+        hog.wait()
+    assert out.stdout.strip() == ("PASSIVE" if hardware.cores() > 1 else "None")
+    assert late.stdout.strip() == "None"  # torch already read its settings: leave them alone
 
 
 def test_thread_override(monkeypatch):

@@ -48,8 +48,11 @@ def cpu_snapshot() -> tuple[float, float, float]:
     with open("/proc/stat") as f:
         vals = [int(v) for v in f.readline().split()[1:]]
     busy = (sum(vals) - vals[3] - vals[4]) / os.sysconf("SC_CLK_TCK")  # minus idle and iowait
-    own = sum(getattr(resource.getrusage(w), a) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
-              for a in ("ru_utime", "ru_stime"))
+    own = sum(
+        getattr(resource.getrusage(w), a)
+        for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+        for a in ("ru_utime", "ru_stime")
+    )
     return time.perf_counter(), busy, own
 
 
@@ -71,30 +74,59 @@ def load_questions(n: int, seed: int = 0) -> list[dict]:
     from eval.testset import load_testset, sample
 
     ts = load_testset([ROOT / "eval" / "data" / "squad_dev.jsonl"], corpus_root=ROOT / "corpus")
-    return [{"id": q.id, "question": q.question, "answers": list(q.answers), "source": q.source,
-             "start": q.start, "end": q.end} for q in sample(ts.questions, n, seed=seed)]
+    return [
+        {
+            "id": q.id,
+            "question": q.question,
+            "answers": list(q.answers),
+            "source": q.source,
+            "start": q.start,
+            "end": q.end,
+        }
+        for q in sample(ts.questions, n, seed=seed)
+    ]
 
 
 def gold_hit(row: dict):
     from rag.types import Chunk, Hit
 
-    text = (ROOT / "corpus" / row["source"]).read_text(encoding="utf-8")[row["start"]:row["end"]]
-    return Hit(Chunk(f"{row['source']}#{row['start']}-{row['end']}", row["source"], text, row["start"], row["end"]), 1.0)
+    text = (ROOT / "corpus" / row["source"]).read_text(encoding="utf-8")[row["start"] : row["end"]]
+    return Hit(
+        Chunk(f"{row['source']}#{row['start']}-{row['end']}", row["source"], text, row["start"], row["end"]),
+        1.0,
+    )
 
 
 def cold_start(preset: str, question: str, index: Path, runs: int) -> list[dict]:
     rag = str(Path(sys.executable).parent / "rag")
-    cmd = [sys.executable, "-c", RSS_WRAPPER, rag, "ask", question, "--json", "--model", preset, "--adapter", "none",
-           "--index", str(index)]
+    cmd = [
+        sys.executable,
+        "-c",
+        RSS_WRAPPER,
+        rag,
+        "ask",
+        question,
+        "--json",
+        "--model",
+        preset,
+        "--adapter",
+        "none",
+        "--index",
+        str(index),
+    ]
     if preset == "extractive":
-        cmd[cmd.index("--model"):cmd.index("--model") + 4] = ["--reader", "extractive"]
+        cmd[cmd.index("--model") : cmd.index("--model") + 4] = ["--reader", "extractive"]
     out = []
     for _ in range(runs):
-        rc, wall, rss_kb, stdout, stderr = json.loads(subprocess.run(cmd, capture_output=True, text=True).stdout)
+        rc, wall, rss_kb, stdout, stderr = json.loads(
+            subprocess.run(cmd, capture_output=True, text=True).stdout
+        )
         if rc != 0:
             raise SystemExit(f"cold start failed for {preset}: {stderr}")
         t = json.loads(stdout.strip().splitlines()[-1])["timings"]
-        out.append({"wall_s": round(wall, 3), "peak_rss_mb": round(rss_kb / 1024), "answer_total_s": t["total_s"]})
+        out.append(
+            {"wall_s": round(wall, 3), "peak_rss_mb": round(rss_kb / 1024), "answer_total_s": t["total_s"]}
+        )
     return out
 
 
@@ -108,8 +140,11 @@ def hf_pipeline_runner(model, tok, max_new_tokens: int):
     def run(prompt: str) -> dict:
         t0 = time.perf_counter()
         text = pipe(prompt, **kw)[0]["generated_text"]
-        return {"s": time.perf_counter() - t0, "first_s": None,
-                "tokens": len(tok(text, add_special_tokens=False)["input_ids"])}
+        return {
+            "s": time.perf_counter() - t0,
+            "first_s": None,
+            "tokens": len(tok(text, add_special_tokens=False)["input_ids"]),
+        }
 
     return run
 
@@ -129,9 +164,13 @@ def hf_generate_runner(model, tok, max_new_tokens: int):
         def gen():
             with torch.inference_mode():
                 out["ids"] = model.generate(
-                    input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                    do_sample=False, streamer=streamer,
-                    stopping_criteria=StoppingCriteriaList([answer_stop(tok, ids.shape[1])]))
+                    input_ids=ids,
+                    attention_mask=torch.ones_like(ids),
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    streamer=streamer,
+                    stopping_criteria=StoppingCriteriaList([answer_stop(tok, ids.shape[1])]),
+                )
 
         t0 = time.perf_counter()
         th = threading.Thread(target=gen)
@@ -159,8 +198,11 @@ def ours_runner(reader):
 
 
 def summarize(runs: list[dict], base: list[dict] | None = None) -> dict:
-    out = {"p50_s": pct([r["s"] for r in runs], 50), "p95_s": pct([r["s"] for r in runs], 95),
-           "new_tokens_mean": statistics.mean(r["tokens"] for r in runs)}
+    out = {
+        "p50_s": pct([r["s"] for r in runs], 50),
+        "p95_s": pct([r["s"] for r in runs], 95),
+        "new_tokens_mean": statistics.mean(r["tokens"] for r in runs),
+    }
     firsts = [r["first_s"] for r in runs if r["first_s"] is not None]
     if firsts:
         out["first_p50_s"] = pct(firsts, 50)
@@ -184,8 +226,9 @@ def bench_preset(preset: str, args, questions: list[dict], squad: list[dict], re
     if preset == "extractive":
         reader = make_reader("extractive")
     else:
-        reader = make_reader("llm", model=preset, adapter=args.adapter, max_new_tokens=args.max_new_tokens,
-                             dtype=args.dtype)
+        reader = make_reader(
+            "llm", model=preset, adapter=args.adapter, max_new_tokens=args.max_new_tokens, dtype=args.dtype
+        )
         torch.set_num_threads(args.threads)
         row["adapter"] = reader.reader["adapter"]
         row["dtype"] = reader.reader["dtype"]
@@ -203,17 +246,27 @@ def bench_preset(preset: str, args, questions: list[dict], squad: list[dict], re
         first.append(a.timings["first_token_s"])
         ret.append(a.timings["retrieve_s"])
         toks.append(a.timings.get("new_tokens", 0))
-    row["warm"] = {} if not lat else {
-        "n": len(questions), "p50_s": pct(lat, 50), "p95_s": pct(lat, 95), "mean_s": statistics.mean(lat),
-        "first_token_p50_s": pct(first, 50), "first_token_p95_s": pct(first, 95),
-        "retrieve_p50_s": pct(ret, 50), "new_tokens_mean": statistics.mean(toks),
-    }
+    row["warm"] = (
+        {}
+        if not lat
+        else {
+            "n": len(questions),
+            "p50_s": pct(lat, 50),
+            "p95_s": pct(lat, 95),
+            "mean_s": statistics.mean(lat),
+            "first_token_p50_s": pct(first, 50),
+            "first_token_p95_s": pct(first, 95),
+            "retrieve_p50_s": pct(ret, 50),
+            "new_tokens_mean": statistics.mean(toks),
+        }
+    )
     if preset != "extractive" and questions:
         tok, model = reader.tokenizer, reader.model
         hits = [retriever.search(q["question"], args.k) for q in questions]
         prompts = [render_prompt(tok, q["question"], passages(h)) for q, h in zip(questions, hits)]
-        row["prompt_tokens_mean"] = statistics.mean(len(reader.prompt_ids(q["question"], h))
-                                                     for q, h in zip(questions, hits))
+        row["prompt_tokens_mean"] = statistics.mean(
+            len(reader.prompt_ids(q["question"], h)) for q, h in zip(questions, hits)
+        )
         runners = {"ours": ours_runner(reader)}
         if not args.skip_hf:
             runners["hf_pipeline"] = hf_pipeline_runner(model, tok, args.max_new_tokens)
@@ -221,10 +274,15 @@ def bench_preset(preset: str, args, questions: list[dict], squad: list[dict], re
         runs: dict[str, list[dict]] = {name: [] for name in runners}
         for i, (q, h, p) in enumerate(zip([None, *questions], [hits[0], *hits], [prompts[0], *prompts])):
             names = list(runners)
-            names = names[i % len(names):] + names[:i % len(names)]  # rotate the order: no one always goes first
+            names = (
+                names[i % len(names) :] + names[: i % len(names)]
+            )  # rotate the order: no one always goes first
             for name in names:
-                r = runners[name](questions[0]["question"] if q is None else q["question"], h) if name == "ours" \
+                r = (
+                    runners[name](questions[0]["question"] if q is None else q["question"], h)
+                    if name == "ours"
                     else runners[name](p)
+                )
                 if q is not None:  # the first round is a warm-up
                     runs[name].append(r)
         row["read_only"] = summarize(runs["ours"])
@@ -251,9 +309,16 @@ def bench_preset(preset: str, args, questions: list[dict], squad: list[dict], re
             if len(samples) < 5:
                 samples.append({"q": q["question"], "gold": q["answers"][0], "raw": a.raw})
         n = len(squad)
-        row["squad_gold"] = {"n": n, "em": 100 * em / n, "f1": 100 * f1 / n, "abstain_pct": 100 * absn / n,
-                             "cites_pct": 100 * cited / n, "hit_limit_pct": 100 * limit / n,
-                             "p50_s": pct(secs, 50), "samples": samples}
+        row["squad_gold"] = {
+            "n": n,
+            "em": 100 * em / n,
+            "f1": 100 * f1 / n,
+            "abstain_pct": 100 * absn / n,
+            "cites_pct": 100 * cited / n,
+            "hit_limit_pct": 100 * limit / n,
+            "p50_s": pct(secs, 50),
+            "samples": samples,
+        }
     return row
 
 
@@ -263,7 +328,9 @@ def fmt(x, spec=".2f") -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--presets", nargs="+", default=["smollm2-135m"], help="reader presets, and/or 'extractive'")
+    ap.add_argument(
+        "--presets", nargs="+", default=["smollm2-135m"], help="reader presets, and/or 'extractive'"
+    )
     ap.add_argument("--adapter", default="none", help="adapter for the llm presets: none | default | DIR")
     ap.add_argument("--index", type=Path, default=None, help="index over corpus/ [default: $RAG_HOME/index]")
     ap.add_argument("--n", type=int, default=20, help="questions for warm latency")
@@ -271,7 +338,9 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--squad", type=int, default=50, help="questions for the gold-paragraph floor (0 = skip)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--dtype", default="auto", help="auto (what rag chooses for this CPU) | bfloat16 | float32")
+    ap.add_argument(
+        "--dtype", default="auto", help="auto (what rag chooses for this CPU) | bfloat16 | float32"
+    )
     ap.add_argument("--cold-runs", type=int, default=2)
     ap.add_argument("--skip-cold", action="store_true")
     ap.add_argument("--skip-hf", action="store_true")
@@ -303,37 +372,59 @@ def main() -> None:
     load_after = os.getloadavg()
 
     hw = describe()
-    print(f"\nask latency ({args.n} questions, k={args.k}, <= {args.max_new_tokens} new tokens, "
-          f"{args.threads} threads; load avg {load_before[0]:.1f} -> {load_after[0]:.1f})")
-    print(f"CPU: {hw['cpu']}, {hw['cores']} cores, flags {' '.join(hw['flags']) or '-'}"
-          f"{' (ISA capped: ' + hw['emulated_isa'] + ')' if hw['emulated_isa'] else ''}; "
-          f"dtype {', '.join(sorted({str(r.get('dtype')) for r in rows if r.get('dtype')})) or '-'}")
-    head = (f"{'reader':<14} {'p50 s':>6} {'p95 s':>6} {'1st tok':>7} {'tokens':>6} {'prompt':>6} {'cold s':>6} "
-            f"{'RSS MB':>6} {'HF pipe x':>9} {'HF gen x':>8} {'EM':>5} {'F1':>5} {'cite%':>5} {'limit%':>6} {'others':>6}")
+    print(
+        f"\nask latency ({args.n} questions, k={args.k}, <= {args.max_new_tokens} new tokens, "
+        f"{args.threads} threads; load avg {load_before[0]:.1f} -> {load_after[0]:.1f})"
+    )
+    print(
+        f"CPU: {hw['cpu']}, {hw['cores']} cores, flags {' '.join(hw['flags']) or '-'}"
+        f"{' (ISA capped: ' + hw['emulated_isa'] + ')' if hw['emulated_isa'] else ''}; "
+        f"dtype {', '.join(sorted({str(r.get('dtype')) for r in rows if r.get('dtype')})) or '-'}"
+    )
+    head = (
+        f"{'reader':<14} {'p50 s':>6} {'p95 s':>6} {'1st tok':>7} {'tokens':>6} {'prompt':>6} {'cold s':>6} "
+        f"{'RSS MB':>6} {'HF pipe x':>9} {'HF gen x':>8} {'EM':>5} {'F1':>5} {'cite%':>5} {'limit%':>6} {'others':>6}"
+    )
     print(head)
     print("-" * len(head))
     for r in rows:
         w, c, s = r["warm"], r.get("cold") or [{}], r.get("squad_gold", {})
-        print(f"{r['preset']:<14} {fmt(w.get('p50_s')):>6} {fmt(w.get('p95_s')):>6} {fmt(w.get('first_token_p50_s')):>7} "
-              f"{fmt(w.get('new_tokens_mean'), '.1f'):>6} {fmt(r.get('prompt_tokens_mean'), '.0f'):>6} "
-              f"{fmt(min((x['wall_s'] for x in c if x), default=None)):>6} "
-              f"{fmt(max((x['peak_rss_mb'] for x in c if x), default=None), '.0f'):>6} "
-              f"{fmt(r.get('hf_pipeline', {}).get('ratio_p50')):>9} {fmt(r.get('hf_generate_stream', {}).get('ratio_p50')):>8} "
-              f"{fmt(s.get('em'), '.1f'):>5} {fmt(s.get('f1'), '.1f'):>5} {fmt(s.get('cites_pct'), '.0f'):>5} "
-              f"{fmt(s.get('hit_limit_pct'), '.0f'):>6} {fmt(r['other_processes_cores']):>6}")
-    print("HF pipe x / HF gen x: their p50 time over ours on the same prompts (>1 = ours faster). "
-          "EM/F1: gold paragraph only, no adapter. "
-          "others: cores other processes kept busy during the row (0 = quiet).")
+        print(
+            f"{r['preset']:<14} {fmt(w.get('p50_s')):>6} {fmt(w.get('p95_s')):>6} {fmt(w.get('first_token_p50_s')):>7} "
+            f"{fmt(w.get('new_tokens_mean'), '.1f'):>6} {fmt(r.get('prompt_tokens_mean'), '.0f'):>6} "
+            f"{fmt(min((x['wall_s'] for x in c if x), default=None)):>6} "
+            f"{fmt(max((x['peak_rss_mb'] for x in c if x), default=None), '.0f'):>6} "
+            f"{fmt(r.get('hf_pipeline', {}).get('ratio_p50')):>9} {fmt(r.get('hf_generate_stream', {}).get('ratio_p50')):>8} "
+            f"{fmt(s.get('em'), '.1f'):>5} {fmt(s.get('f1'), '.1f'):>5} {fmt(s.get('cites_pct'), '.0f'):>5} "
+            f"{fmt(s.get('hit_limit_pct'), '.0f'):>6} {fmt(r['other_processes_cores']):>6}"
+        )
+    print(
+        "HF pipe x / HF gen x: their p50 time over ours on the same prompts (>1 = ours faster). "
+        "EM/F1: gold paragraph only, no adapter. "
+        "others: cores other processes kept busy during the row (0 = quiet)."
+    )
     result = {
         "benchmark": "ask",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "hardware": hw,
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores_visible": os.cpu_count(),
-                    "threads": args.threads, "loadavg_before": load_before, "loadavg_after": load_after,
-                    "torch": torch.__version__},
-        "settings": {"n": args.n, "k": args.k, "max_new_tokens": args.max_new_tokens, "squad": args.squad,
-                     "adapter": args.adapter, "mode": "hybrid", "index": str(args.index)},
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores_visible": os.cpu_count(),
+            "threads": args.threads,
+            "loadavg_before": load_before,
+            "loadavg_after": load_after,
+            "torch": torch.__version__,
+        },
+        "settings": {
+            "n": args.n,
+            "k": args.k,
+            "max_new_tokens": args.max_new_tokens,
+            "squad": args.squad,
+            "adapter": args.adapter,
+            "mode": "hybrid",
+            "index": str(args.index),
+        },
         "rows": rows,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

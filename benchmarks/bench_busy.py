@@ -75,15 +75,37 @@ def worker(args) -> None:
         lat.append(time.perf_counter() - t)
     import torch
 
-    print(json.dumps({"lat": lat, "threads": torch.get_num_threads(), "hardware": describe(),
-                      "dtype": reader.reader["dtype"]}), flush=True)
+    print(
+        json.dumps(
+            {
+                "lat": lat,
+                "threads": torch.get_num_threads(),
+                "hardware": describe(),
+                "dtype": reader.reader["dtype"],
+            }
+        ),
+        flush=True,
+    )
 
 
 def run_worker(policy: str, args) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("RAG_THREADS", "OMP_WAIT_POLICY", "BENCH_FREE_CORES",
-                                                            "BENCH_NO_ADAPT")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("RAG_THREADS", "OMP_WAIT_POLICY", "BENCH_FREE_CORES", "BENCH_NO_ADAPT")
+    }
     env.update(POLICIES[policy])
-    cmd = [sys.executable, __file__, "--worker", "--n", str(args.n), "--k", str(args.k), "--model", args.model]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        "--n",
+        str(args.n),
+        "--k",
+        str(args.k),
+        "--model",
+        args.model,
+    ]
     if args.index:
         cmd += ["--index", str(args.index)]
     p = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -110,8 +132,10 @@ def main() -> None:
         print(f"[bench_busy] {policy}: idle ...", file=sys.stderr, flush=True)
         idle = run_worker(policy, args)
         print(f"[bench_busy] {policy}: beside a {args.hog} hog ...", file=sys.stderr, flush=True)
-        hog = subprocess.Popen([sys.executable, "-c", HOGS[args.hog]], env={**os.environ, "OMP_NUM_THREADS":
-                               str(os.cpu_count() or 1)})
+        hog = subprocess.Popen(
+            [sys.executable, "-c", HOGS[args.hog]],
+            env={**os.environ, "OMP_NUM_THREADS": str(os.cpu_count() or 1)},
+        )
         time.sleep(3)  # let the hog get going before the worker measures the load
         try:
             busy = run_worker(policy, args)
@@ -119,22 +143,41 @@ def main() -> None:
             hog.kill()
             hog.wait()
         p_idle, p_busy = statistics.median(idle["lat"]), statistics.median(busy["lat"])
-        rows.append({"policy": policy, "idle_p50_s": p_idle, "busy_p50_s": p_busy, "ratio": p_busy / p_idle,
-                     "threads_idle": idle["threads"], "threads_busy": busy["threads"], "idle": idle["lat"],
-                     "busy": busy["lat"], "dtype": idle["dtype"]})
+        rows.append(
+            {
+                "policy": policy,
+                "idle_p50_s": p_idle,
+                "busy_p50_s": p_busy,
+                "ratio": p_busy / p_idle,
+                "threads_idle": idle["threads"],
+                "threads_busy": busy["threads"],
+                "idle": idle["lat"],
+                "busy": busy["lat"],
+                "dtype": idle["dtype"],
+            }
+        )
     hw = idle["hardware"]
-    print(f"\nwarm `rag ask` ({args.model} + adapter, k={args.k}, {args.n} questions), idle vs beside a "
-          f"{args.hog} hog on every core")
+    print(
+        f"\nwarm `rag ask` ({args.model} + adapter, k={args.k}, {args.n} questions), idle vs beside a "
+        f"{args.hog} hog on every core"
+    )
     print(f"CPU: {hw['cpu']}, {hw['cores']} cores, flags {' '.join(hw['flags'])}; dtype {rows[0]['dtype']}")
     head = f"{'policy':<14} {'threads idle/busy':>17} {'idle p50 s':>10} {'busy p50 s':>10} {'busy/idle':>9}"
     print(head)
     print("-" * len(head))
     for r in rows:
-        print(f"{r['policy']:<14} {str(r['threads_idle']) + ' / ' + str(r['threads_busy']):>17} "
-              f"{r['idle_p50_s']:>10.2f} {r['busy_p50_s']:>10.2f} {r['ratio']:>9.2f}")
-    result = {"benchmark": "busy", "date": datetime.now(UTC).isoformat(timespec="seconds"),
-              "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "hardware": hw,
-              "settings": {"n": args.n, "k": args.k, "model": args.model, "hog": args.hog}, "rows": rows}
+        print(
+            f"{r['policy']:<14} {str(r['threads_idle']) + ' / ' + str(r['threads_busy']):>17} "
+            f"{r['idle_p50_s']:>10.2f} {r['busy_p50_s']:>10.2f} {r['ratio']:>9.2f}"
+        )
+    result = {
+        "benchmark": "busy",
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "hardware": hw,
+        "settings": {"n": args.n, "k": args.k, "model": args.model, "hog": args.hog},
+        "rows": rows,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")

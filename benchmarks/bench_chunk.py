@@ -45,11 +45,13 @@ def inputs(scale: float) -> dict[str, Callable[[float], str]]:
     return {
         "1 MB single line of prose": lambda f: repeat(corpus.replace("\n", " "), int(f * scale * MB)),
         "1 MB single line, no separators": lambda f: "".join(
-            rng.choices(string.ascii_letters + string.digits + "+/", k=int(f * scale * MB))),
+            rng.choices(string.ascii_letters + string.digits + "+/", k=int(f * scale * MB))
+        ),
         # fixed-width columns: no sentence breaks, so the splitter works word by word, and every
         # space is a zero-token piece (LangChain's window copy made this quadratic in the padding)
         "1 MB single line, words padded by 100 spaces": lambda f: repeat(
-            "".join(w + " " * 100 for w in words[:5000]), int(f * scale * MB)),
+            "".join(w + " " * 100 for w in words[:5000]), int(f * scale * MB)
+        ),
         "100k tiny lines": lambda f: "".join(f"line {i}\n" for i in range(int(f * scale * 100_000))),
     }
 
@@ -69,7 +71,9 @@ def wordpiece_counter():
         tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
         tok.normalizer = normalizers.BertNormalizer(lowercase=True)
         tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-        tok.train_from_iterator([corpus_text()], trainers.WordPieceTrainer(vocab_size=8000, special_tokens=["[UNK]"]))
+        tok.train_from_iterator(
+            [corpus_text()], trainers.WordPieceTrainer(vocab_size=8000, special_tokens=["[UNK]"])
+        )
         source = "WordPiece (8k vocab) trained in-process on corpus/"
     tok.no_truncation()  # the shipped file caps counts at 128: count real lengths, as the embedder does
     tok.no_padding()
@@ -81,8 +85,14 @@ def before(count, text: str):
 
     from indexing.chunk import SEPARATORS, chunk_text
 
-    lc = RecursiveCharacterTextSplitter(separators=SEPARATORS, chunk_size=200, chunk_overlap=32,
-                                        length_function=count, keep_separator="end", strip_whitespace=True)
+    lc = RecursiveCharacterTextSplitter(
+        separators=SEPARATORS,
+        chunk_size=200,
+        chunk_overlap=32,
+        length_function=count,
+        keep_separator="end",
+        strip_whitespace=True,
+    )
     return chunk_text("doc", text, lc)  # a LangChain splitter: pieces located with text.find, as before
 
 
@@ -100,8 +110,12 @@ def timed(fn, count, text: str) -> tuple[float, int]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--scale", type=float, default=1.0, help="multiply every input size (0.1 for a quick look)")
-    ap.add_argument("--budget", type=float, default=60.0, help="skip a before-run at 4x if 1x took longer (s)")
+    ap.add_argument(
+        "--scale", type=float, default=1.0, help="multiply every input size (0.1 for a quick look)"
+    )
+    ap.add_argument(
+        "--budget", type=float, default=60.0, help="skip a before-run at 4x if 1x took longer (s)"
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "chunk.json")
     args = ap.parse_args()
 
@@ -132,7 +146,9 @@ def main() -> None:
         "wordpiece": wp_source,
         "chunk_tokens": 200,
         "chunk_overlap": 32,
-        "avx512_bf16": "avx512_bf16" in Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else None,
+        "avx512_bf16": "avx512_bf16" in Path("/proc/cpuinfo").read_text()
+        if Path("/proc/cpuinfo").exists()
+        else None,
         "cpus": len(os.sched_getaffinity(0)),
         "load_avg_1m": round(os.getloadavg()[0], 2),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -144,8 +160,10 @@ def main() -> None:
 
 
 def print_header() -> None:
-    print(f"{'input':46} {'counter':10} {'before 1x':>10} {'before 4x':>10} {'after 1x':>9} {'after 4x':>9} "
-          f"{'speedup 1x':>10}")
+    print(
+        f"{'input':46} {'counter':10} {'before 1x':>10} {'before 4x':>10} {'after 1x':>9} {'after 4x':>9} "
+        f"{'speedup 1x':>10}"
+    )
 
 
 def print_row(r: dict) -> None:
@@ -153,8 +171,10 @@ def print_row(r: dict) -> None:
         return f"{v:9.2f}s" if v is not None else f"{'skipped':>10}"
 
     speed = r["before_1x_s"] / max(r["after_1x_s"], 1e-6)
-    print(f"{r['input']:46} {r['counter']:10} {s(r['before_1x_s'])} {s(r.get('before_4x_s'))} "
-          f"{r['after_1x_s']:8.2f}s {r['after_4x_s']:8.2f}s {speed:9.0f}x")
+    print(
+        f"{r['input']:46} {r['counter']:10} {s(r['before_1x_s'])} {s(r.get('before_4x_s'))} "
+        f"{r['after_1x_s']:8.2f}s {r['after_4x_s']:8.2f}s {speed:9.0f}x"
+    )
 
 
 if __name__ == "__main__":

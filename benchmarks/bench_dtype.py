@@ -47,7 +47,9 @@ def load_reader(variant: str, model: str):
 
     from rag.reader import make_reader
 
-    reader = make_reader("llm", model=model, adapter="default", dtype="bfloat16" if variant == "bfloat16" else "float32")
+    reader = make_reader(
+        "llm", model=model, adapter="default", dtype="bfloat16" if variant == "bfloat16" else "float32"
+    )
     if variant.startswith("int8"):
         from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
@@ -88,10 +90,15 @@ def worker(args) -> None:
         first.append(t["first_token_s"])
         if t.get("new_tokens", 0) > 1:
             per_tok.append((t["total_s"] - t["first_token_s"]) / (t["new_tokens"] - 1))
-    row = {"variant": args.variant, "load_s": load_s, "answer_p50_s": statistics.median(total),
-           "prefill_p50_s": statistics.median(first),
-           "decode_ms_per_token": 1000 * statistics.median(per_tok) if per_tok else None,
-           "threads": torch.get_num_threads(), "hardware": describe()}
+    row = {
+        "variant": args.variant,
+        "load_s": load_s,
+        "answer_p50_s": statistics.median(total),
+        "prefill_p50_s": statistics.median(first),
+        "decode_ms_per_token": 1000 * statistics.median(per_tok) if per_tok else None,
+        "threads": torch.get_num_threads(),
+        "hardware": describe(),
+    }
     if args.quality:
         ems, f1s = [], []
         for q in load_questions(args.quality, seed=0):
@@ -107,8 +114,21 @@ def run(variant: str, capped: bool, quality: int, args) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in CAPPED}
     if capped:
         env.update(CAPPED)
-    cmd = [sys.executable, __file__, "--worker", "--variant", variant, "--n", str(args.n), "--k", str(args.k),
-           "--quality", str(quality), "--model", args.model]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        "--variant",
+        variant,
+        "--n",
+        str(args.n),
+        "--k",
+        str(args.k),
+        "--quality",
+        str(quality),
+        "--model",
+        args.model,
+    ]
     if args.index:
         cmd += ["--index", str(args.index)]
     p = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -139,25 +159,40 @@ def main() -> None:
     if args.worker:
         return worker(args)
     rows = []
-    for capped in ([False] if args.no_capped else [False, True]):
+    for capped in [False] if args.no_capped else [False, True]:
         for v in args.variants:
-            print(f"[bench_dtype] {v} {'AVX2-capped' if capped else 'native'} ...", file=sys.stderr, flush=True)
+            print(
+                f"[bench_dtype] {v} {'AVX2-capped' if capped else 'native'} ...", file=sys.stderr, flush=True
+            )
             rows.append(run(v, capped, 0 if capped else args.quality, args))
     hw = rows[0]["hardware"]
-    print(f"\nreader {args.model} + adapter, warm ask over {args.n} retrieved-passage prompts (k={args.k}); "
-          f"F1 on {args.quality} gold-paragraph SQuAD dev questions")
-    print(f"CPU: {hw['cpu']}, {hw['cores']} cores, flags {' '.join(hw['flags'])}, {rows[0]['threads']} threads")
-    head = (f"{'ISA':<14} {'variant':<9} {'answer p50 s':>12} {'prefill p50 s':>13} {'decode ms/tok':>13} "
-            f"{'EM':>5} {'F1':>5} {'load s':>6}")
+    print(
+        f"\nreader {args.model} + adapter, warm ask over {args.n} retrieved-passage prompts (k={args.k}); "
+        f"F1 on {args.quality} gold-paragraph SQuAD dev questions"
+    )
+    print(
+        f"CPU: {hw['cpu']}, {hw['cores']} cores, flags {' '.join(hw['flags'])}, {rows[0]['threads']} threads"
+    )
+    head = (
+        f"{'ISA':<14} {'variant':<9} {'answer p50 s':>12} {'prefill p50 s':>13} {'decode ms/tok':>13} "
+        f"{'EM':>5} {'F1':>5} {'load s':>6}"
+    )
     print(head)
     print("-" * len(head))
     for r in rows:
-        print(f"{r['isa']:<14} {r['variant']:<9} {fmt(r['answer_p50_s']):>12} {fmt(r['prefill_p50_s']):>13} "
-              f"{fmt(r['decode_ms_per_token'], '.0f'):>13} {fmt(r.get('em'), '.1f'):>5} {fmt(r.get('f1'), '.1f'):>5} "
-              f"{fmt(r['load_s'], '.1f'):>6}")
-    result = {"benchmark": "dtype", "date": datetime.now(UTC).isoformat(timespec="seconds"),
-              "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "hardware": hw,
-              "settings": {"n": args.n, "k": args.k, "quality": args.quality, "model": args.model}, "rows": rows}
+        print(
+            f"{r['isa']:<14} {r['variant']:<9} {fmt(r['answer_p50_s']):>12} {fmt(r['prefill_p50_s']):>13} "
+            f"{fmt(r['decode_ms_per_token'], '.0f'):>13} {fmt(r.get('em'), '.1f'):>5} {fmt(r.get('f1'), '.1f'):>5} "
+            f"{fmt(r['load_s'], '.1f'):>6}"
+        )
+    result = {
+        "benchmark": "dtype",
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "hardware": hw,
+        "settings": {"n": args.n, "k": args.k, "quality": args.quality, "model": args.model},
+        "rows": rows,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -62,8 +62,11 @@ def main() -> None:
     idx = store.open_index(work / "index")
     chunks = idx.db.get(list(range(len(idx))))
     docs = [Document(page_content=c.text, metadata={"source": c.doc, "start": c.start}) for c in chunks]
-    lc_emb = HuggingFaceEmbeddings(model_name=str(models.resolve(cfg.embedder)), model_kwargs={"device": "cpu"},
-                                   encode_kwargs={"normalize_embeddings": True})
+    lc_emb = HuggingFaceEmbeddings(
+        model_name=str(models.resolve(cfg.embedder)),
+        model_kwargs={"device": "cpu"},
+        encode_kwargs={"normalize_embeddings": True},
+    )
     lc_emb.embed_documents(["warm up"])
     t = time.perf_counter()
     FAISS.from_documents(docs, lc_emb)
@@ -92,8 +95,10 @@ def main() -> None:
     print(f"{'ours (full build)':28} {full_s:8.1f} {res['ours_chunks_per_s']:9.1f}")
     print(f"{'LangChain FAISS.from_docs':28} {lc_s:8.1f} {res['langchain_chunks_per_s']:9.1f}")
     print(f"{'ours, re-index 1 changed file':28} {inc_s:8.2f}   ({inc.chunks_embedded} chunks embedded)")
-    print(f"speedup vs LangChain {res['speedup_vs_langchain']}x (target >= 1.5x); "
-          f"re-index {res['reindex_speedup']}x faster than full (target >= 20x); load avg {res['load_avg_1m']}")
+    print(
+        f"speedup vs LangChain {res['speedup_vs_langchain']}x (target >= 1.5x); "
+        f"re-index {res['reindex_speedup']}x faster than full (target >= 20x); load avg {res['load_avg_1m']}"
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=2) + "\n")
     shutil.rmtree(work, ignore_errors=True)

@@ -57,7 +57,9 @@ def build_cases(n: int, seed: int) -> list[dict]:
         if not ctx:
             continue
         gold = q.answers[0]
-        sentence = next((ctx[a:b] for a, b in split_sentences(ctx) if contains_answer(ctx[a:b], [gold])), None)
+        sentence = next(
+            (ctx[a:b] for a, b in split_sentences(ctx) if contains_answer(ctx[a:b], [gold])), None
+        )
         # a swap: another article's gold answer that the paragraph does not contain (deterministic pick)
         others = [o for o in pool if o.source != q.source and not contains_answer(ctx, [o.answers[0]])]
         if sentence is None or not others:
@@ -65,8 +67,18 @@ def build_cases(n: int, seed: int) -> list[dict]:
         swap = others[int(hashlib.sha256(q.id.encode()).hexdigest(), 16) % len(others)].answers[0]
         for kind, answer in (("span", gold), ("sentence", sentence.strip()), ("swap", swap)):
             f, r = KINDS[kind]
-            cases.append({"id": f"{q.id}:{kind}", "qid": q.id, "kind": kind, "question": q.question,
-                          "answer": answer, "context": ctx, "faithful": f, "relevant": r})
+            cases.append(
+                {
+                    "id": f"{q.id}:{kind}",
+                    "qid": q.id,
+                    "kind": kind,
+                    "question": q.question,
+                    "answer": answer,
+                    "context": ctx,
+                    "faithful": f,
+                    "relevant": r,
+                }
+            )
     return cases
 
 
@@ -95,7 +107,9 @@ def summarize(rows: list[dict]) -> dict:
         neg = [r[metric] for r in ok if not r[label]]
         a = auc(pos, neg)
         m["auc"] = None if a is None else round(a, 3)
-        m["accuracy_at_0.5"] = round(sum((r[metric] >= 0.5) == bool(r[label]) for r in ok) / len(ok), 3) if ok else None
+        m["accuracy_at_0.5"] = (
+            round(sum((r[metric] >= 0.5) == bool(r[label]) for r in ok) / len(ok), 3) if ok else None
+        )
         out[metric] = m
     secs = [r["seconds"] for r in rows if r.get("seconds")]
     out["seconds_per_case"] = round(sum(secs) / len(secs), 1) if secs else None
@@ -143,15 +157,36 @@ def main() -> None:
     for metric in ("faithfulness", "relevancy"):
         m = summary[metric]
         cells = [m[f"mean_{k}"] for k in KINDS] + [m["auc"], m["accuracy_at_0.5"]]
-        print(f"{metric:<13} " + " ".join(f"{'-' if v is None else v:>{w}}" for v, w in zip(cells, (6, 9, 6, 6, 8)))
-              + f" {m['failed']:>7}")
+        print(
+            f"{metric:<13} "
+            + " ".join(f"{'-' if v is None else v:>{w}}" for v, w in zip(cells, (6, 9, 6, 6, 8)))
+            + f" {m['failed']:>7}"
+        )
     print(f"{summary['seconds_per_case']} s per case")
-    out = {"judge": name, "n_questions": args.n, "seed": args.seed, "summary": summary,
-           "cases": [{k: r[k] for k in ("id", "kind", "answer", "faithfulness", "relevancy",
-                                         "faithfulness_error", "relevancy_error")} for r in rows],
-           "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-           "time": datetime.now(UTC).isoformat(timespec="seconds"),
-           "command": "python benchmarks/bench_judge.py " + " ".join(sys.argv[1:])}
+    out = {
+        "judge": name,
+        "n_questions": args.n,
+        "seed": args.seed,
+        "summary": summary,
+        "cases": [
+            {
+                k: r[k]
+                for k in (
+                    "id",
+                    "kind",
+                    "answer",
+                    "faithfulness",
+                    "relevancy",
+                    "faithfulness_error",
+                    "relevancy_error",
+                )
+            }
+            for r in rows
+        ],
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "time": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": "python benchmarks/bench_judge.py " + " ".join(sys.argv[1:]),
+    }
     tmp = RESULTS / "judge.json.tmp"
     tmp.write_text(json.dumps(out, indent=1))
     tmp.replace(RESULTS / "judge.json")

@@ -22,14 +22,18 @@ def main() -> None:
     dtype = getattr(torch, dtype_name)
     torch.set_num_threads(2)
     model, _, _ = load_causal_lm(preset, dtype=dtype)
-    model = get_peft_model(model.to(dtype), LoraConfig(r=16, lora_alpha=32, target_modules="all-linear",
-                                                       task_type="CAUSAL_LM"))
+    model = get_peft_model(
+        model.to(dtype), LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM")
+    )
     ids = torch.randint(100, 1000, (batch, length))
     for _ in range(3):
         t = time.perf_counter()
         model(input_ids=ids, labels=ids).loss.backward()
         dt = time.perf_counter() - t
-        print(f"{preset} {dtype_name} {batch}x{length}: {dt:.2f} s, {batch * length / dt:.0f} tokens/s", flush=True)
+        print(
+            f"{preset} {dtype_name} {batch}x{length}: {dt:.2f} s, {batch * length / dt:.0f} tokens/s",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

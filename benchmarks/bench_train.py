@@ -51,14 +51,29 @@ def run_ours(args) -> dict:
     from finetune.train import TrainConfig, train
 
     exs, h = _examples(args.steps * 8, args.seed)
-    cfg = TrainConfig(base=args.base, max_steps=args.steps, batch_size=8, eval_every=0, eval_at_start=False,
-                      save_every=0, threads=args.threads, warmup_steps=1, seed=args.seed)
+    cfg = TrainConfig(
+        base=args.base,
+        max_steps=args.steps,
+        batch_size=8,
+        eval_every=0,
+        eval_at_start=False,
+        save_every=0,
+        threads=args.threads,
+        warmup_steps=1,
+        seed=args.seed,
+    )
     with tempfile.TemporaryDirectory() as d:
         res = train(cfg, exs, [], Path(d), data_info={"hash": h})
     t = res.manifest["training"]
-    return {"system": "ours (bf16, grouped, capped micro-batches)", "tokens": t["tokens"],
-            "padded_tokens": t["padded_tokens"], "train_s": t["train_time_s"], "tokens_per_s": t["tokens_per_s"],
-            "peak_rss_mb": round(_peak_rss_mb()), "threads": torch.get_num_threads()}
+    return {
+        "system": "ours (bf16, grouped, capped micro-batches)",
+        "tokens": t["tokens"],
+        "padded_tokens": t["padded_tokens"],
+        "train_s": t["train_time_s"],
+        "tokens_per_s": t["tokens_per_s"],
+        "peak_rss_mb": round(_peak_rss_mb()),
+        "threads": torch.get_num_threads(),
+    }
 
 
 def run_baseline(args) -> dict:
@@ -74,8 +89,10 @@ def run_baseline(args) -> dict:
     torch.set_num_threads(args.threads)
     exs, _ = _examples(args.steps * 8, args.seed)
     model, tok, _ = load_causal_lm(args.base, dtype=torch.float32)
-    model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear",
-                                             task_type="CAUSAL_LM"))
+    model = get_peft_model(
+        model,
+        LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM"),
+    )
     rows = [encode(tok, e) for e in exs]
     rows = [{"input_ids": x, "labels": y} for x, y in rows if len(x) <= 1536]
     pad = tok.pad_token_id
@@ -89,11 +106,23 @@ def run_baseline(args) -> dict:
 
     with tempfile.TemporaryDirectory() as d:
         # Batch 8 is reached by accumulation: one padded fp32 forward of 8 x ~1,500 tokens was OOM-killed here.
-        targs = TrainingArguments(output_dir=d, per_device_train_batch_size=args.baseline_micro,
-                                  gradient_accumulation_steps=8 // args.baseline_micro, max_steps=args.steps,
-                                  learning_rate=5e-4, warmup_steps=1, lr_scheduler_type="cosine", use_cpu=True,
-                                  report_to=[], save_strategy="no", logging_steps=1, seed=args.seed,
-                                  dataloader_num_workers=0, remove_unused_columns=False, disable_tqdm=True)
+        targs = TrainingArguments(
+            output_dir=d,
+            per_device_train_batch_size=args.baseline_micro,
+            gradient_accumulation_steps=8 // args.baseline_micro,
+            max_steps=args.steps,
+            learning_rate=5e-4,
+            warmup_steps=1,
+            lr_scheduler_type="cosine",
+            use_cpu=True,
+            report_to=[],
+            save_strategy="no",
+            logging_steps=1,
+            seed=args.seed,
+            dataloader_num_workers=0,
+            remove_unused_columns=False,
+            disable_tqdm=True,
+        )
         trainer = Trainer(model=model, args=targs, train_dataset=rows, data_collator=collate)
         t = time.perf_counter()
         trainer.train()
@@ -101,12 +130,17 @@ def run_baseline(args) -> dict:
     tokens = sum(len(r["input_ids"]) for r in rows)  # one pass: steps * 8 == len(rows) examples
     padded = 0
     for b in range(0, len(rows), args.baseline_micro):  # estimate of padding under a random order
-        chunk = rows[b:b + args.baseline_micro]
+        chunk = rows[b : b + args.baseline_micro]
         padded += len(chunk) * max(len(r["input_ids"]) for r in chunk)
-    return {"system": f"HF Trainer (fp32, pad to longest, {args.baseline_micro}x{8 // args.baseline_micro})",
-            "tokens": tokens, "padded_tokens": padded,
-            "train_s": round(dt, 1), "tokens_per_s": round(tokens / dt, 1), "peak_rss_mb": round(_peak_rss_mb()),
-            "threads": torch.get_num_threads()}
+    return {
+        "system": f"HF Trainer (fp32, pad to longest, {args.baseline_micro}x{8 // args.baseline_micro})",
+        "tokens": tokens,
+        "padded_tokens": padded,
+        "train_s": round(dt, 1),
+        "tokens_per_s": round(tokens / dt, 1),
+        "peak_rss_mb": round(_peak_rss_mb()),
+        "threads": torch.get_num_threads(),
+    }
 
 
 def run_quality(args) -> dict:
@@ -129,8 +163,14 @@ def run_quality(args) -> dict:
     model, tok, info = load_causal_lm(man["base"])
     untuned = evaluate(model, tok, exs)
     tuned = evaluate(PeftModel.from_pretrained(model, str(args.quality)), tok, exs)
-    return {"base": man["base"], "adapter": str(args.quality), "n": len(exs), "untuned": untuned, "tuned": tuned,
-            "training": man["training"]}
+    return {
+        "base": man["base"],
+        "adapter": str(args.quality),
+        "n": len(exs),
+        "untuned": untuned,
+        "tuned": tuned,
+        "training": man["training"],
+    }
 
 
 def main() -> None:
@@ -139,10 +179,17 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=6, help="optimizer steps of 8 examples each (one pass)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--baseline-micro", type=int, default=2, choices=[1, 2, 4, 8],
-                    help="baseline examples per forward (8 = no accumulation; OOM-killed at 23 GB here)")
+    ap.add_argument(
+        "--baseline-micro",
+        type=int,
+        default=2,
+        choices=[1, 2, 4, 8],
+        help="baseline examples per forward (8 = no accumulation; OOM-killed at 23 GB here)",
+    )
     ap.add_argument("--one", choices=["ours", "baseline"], help=argparse.SUPPRESS)
-    ap.add_argument("--quality", type=Path, help="adapter folder: score untuned vs tuned on validation instead")
+    ap.add_argument(
+        "--quality", type=Path, help="adapter folder: score untuned vs tuned on validation instead"
+    )
     ap.add_argument("--n", type=int, default=200, help="validation examples for --quality")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "train.json")
     args = ap.parse_args()
@@ -167,8 +214,22 @@ def main() -> None:
 
     rows = []
     for system in ("ours", "baseline"):
-        cmd = [sys.executable, __file__, "--one", system, "--base", args.base, "--steps", str(args.steps),
-               "--threads", str(args.threads), "--seed", str(args.seed), "--baseline-micro", str(args.baseline_micro)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--one",
+            system,
+            "--base",
+            args.base,
+            "--steps",
+            str(args.steps),
+            "--threads",
+            str(args.threads),
+            "--seed",
+            str(args.seed),
+            "--baseline-micro",
+            str(args.baseline_micro),
+        ]
         p = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if p.returncode != 0:
             why = "killed (SIGKILL: out of memory?)" if p.returncode == -9 else f"exit {p.returncode}"
@@ -181,17 +242,29 @@ def main() -> None:
     print(f"{'system':<44} {'tokens/s':>9} {'train s':>8} {'padding':>8} {'peak RSS MB':>12}")
     for r in rows:
         padding = 1 - r["tokens"] / r["padded_tokens"]
-        print(f"{r['system']:<44} {r['tokens_per_s']:>9.1f} {r['train_s']:>8.1f} {padding:>8.1%} {r['peak_rss_mb']:>12}")
+        print(
+            f"{r['system']:<44} {r['tokens_per_s']:>9.1f} {r['train_s']:>8.1f} {padding:>8.1%} {r['peak_rss_mb']:>12}"
+        )
     print(f"speedup: {speedup:.2f}x ({args.base}, {args.steps} steps x 8 examples, {args.threads} threads)")
     import os
 
-    result = {"base": args.base, "steps": args.steps, "batch": 8, "threads": args.threads, "seed": args.seed,
-              "systems": rows, "speedup": round(speedup, 2),
-              "load_avg_1m_at_end": round(os.getloadavg()[0], 2),
-              "machine": {"python": platform.python_version(), "processor": platform.processor(),
-                          "cpus": os.cpu_count()},
-              "command": " ".join(["python", "benchmarks/bench_train.py", *sys.argv[1:]]),
-              "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    result = {
+        "base": args.base,
+        "steps": args.steps,
+        "batch": 8,
+        "threads": args.threads,
+        "seed": args.seed,
+        "systems": rows,
+        "speedup": round(speedup, 2),
+        "load_avg_1m_at_end": round(os.getloadavg()[0], 2),
+        "machine": {
+            "python": platform.python_version(),
+            "processor": platform.processor(),
+            "cpus": os.cpu_count(),
+        },
+        "command": " ".join(["python", "benchmarks/bench_train.py", *sys.argv[1:]]),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
     print(f"wrote {args.out}")

@@ -142,8 +142,9 @@ class Judge:
         from ragas.dataset_schema import SingleTurnSample
 
         faith, rel = self._setup()
-        row = SingleTurnSample(user_input=sample.question, response=sample.answer,
-                               retrieved_contexts=list(sample.contexts))
+        row = SingleTurnSample(
+            user_input=sample.question, response=sample.answer, retrieved_contexts=list(sample.contexts)
+        )
         t0 = time.perf_counter()
         out: list[tuple[float | None, str | None]] = []
         for metric in (faith, rel):
@@ -203,15 +204,16 @@ def hf_generate_fn(model, tokenizer, max_new_tokens: int = 384) -> Callable[[str
 
     def generate(prompt: str) -> str:
         if getattr(tokenizer, "chat_template", None):
-            text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                                 add_generation_prompt=True)
+            text = tokenizer.apply_chat_template(
+                [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+            )
         else:
             text = prompt
         enc = tokenizer(text, return_tensors="pt", add_special_tokens=False)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         with torch.inference_mode():
             out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)
-        return tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        return tokenizer.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True)
 
     return generate
 

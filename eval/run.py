@@ -109,13 +109,17 @@ def parse_system(name: str) -> SystemSpec:
     if adapter == "tuned":
         folder = shipped_adapter(Path(model).name)
         if folder is None:
-            raise BadInput(f"no shipped adapter for {model} in {SHIPPED_ADAPTERS / Path(model).name}: "
-                           f"train one with `rag finetune` and pass {model}+ADAPTER_DIR, or drop {name!r}")
+            raise BadInput(
+                f"no shipped adapter for {model} in {SHIPPED_ADAPTERS / Path(model).name}: "
+                f"train one with `rag finetune` and pass {model}+ADAPTER_DIR, or drop {name!r}"
+            )
         return SystemSpec(name=name, reader="llm", model=model, adapter=str(folder), oracle=oracle)
     folder = Path(adapter).expanduser()
     if not (folder / "adapter_config.json").is_file():
-        raise BadInput(f"{folder} is not an adapter folder (no adapter_config.json): "
-                       f"pass one written by `rag finetune` in {name!r}")
+        raise BadInput(
+            f"{folder} is not an adapter folder (no adapter_config.json): "
+            f"pass one written by `rag finetune` in {name!r}"
+        )
     return SystemSpec(name=name, reader="llm", model=model, adapter=str(folder.resolve()), oracle=oracle)
 
 
@@ -195,8 +199,16 @@ def system_meta(spec: SystemSpec) -> dict:
     info = _model_info(spec.model)
     man = _adapter_manifest(spec.adapter)
     if spec.reader == "extractive":
-        return {"model": None, "params": None, "quantization": None, "adapter": None,
-                "adapter_rank": None, "training_time_s": None, "adapter_val_em": None, "adapter_val_f1": None}
+        return {
+            "model": None,
+            "params": None,
+            "quantization": None,
+            "adapter": None,
+            "adapter_rank": None,
+            "training_time_s": None,
+            "adapter_val_em": None,
+            "adapter_val_f1": None,
+        }
     return {
         "model": spec.model,
         "params": info.get("params"),
@@ -230,7 +242,9 @@ def _h(s: str) -> str:
 
 
 def _ctx_hash(hits: Sequence[Hit]) -> str:
-    return _h("\x1e".join(f"{h.chunk.doc}\x1f{h.chunk.start}\x1f{h.chunk.end}\x1f{h.chunk.text}" for h in hits))
+    return _h(
+        "\x1e".join(f"{h.chunk.doc}\x1f{h.chunk.start}\x1f{h.chunk.end}\x1f{h.chunk.text}" for h in hits)
+    )
 
 
 def _safe(name: str) -> str:
@@ -365,8 +379,10 @@ class EvalResult:
     def as_json(self) -> dict:
         """The `rag eval --json` object."""
         return {
-            "systems": [{"name": s["name"], "n": s["n"], "metrics": s["metrics"], "meta": s["meta"]}
-                        for s in self.systems],
+            "systems": [
+                {"name": s["name"], "n": s["n"], "metrics": s["metrics"], "meta": s["meta"]}
+                for s in self.systems
+            ],
             "testset": self.testset,
             "n_questions": self.n_questions,
             "seed": self.config.seed,
@@ -407,8 +423,10 @@ def _writable_run_dir(run_dir: Path, runs: Path) -> None:
         probe.write_text("")
         probe.unlink()
     except OSError as e:
-        raise BadInput(f"cannot write to {runs} ({e.strerror or type(e).__name__}): set RAG_HOME to a writable "
-                       "folder or pass --runs DIR") from e
+        raise BadInput(
+            f"cannot write to {runs} ({e.strerror or type(e).__name__}): set RAG_HOME to a writable "
+            "folder or pass --runs DIR"
+        ) from e
 
 
 def run_eval(
@@ -435,8 +453,10 @@ def run_eval(
         raise BadInput("no systems to evaluate: pass --systems NAME ... (e.g. extractive)")
     unknown = sorted(set(cfg.judge_systems or []) - {s.name for s in systems})
     if unknown:
-        raise BadInput(f"--judge-system {unknown[0]} is not among the evaluated systems: add it with "
-                       f"--systems {unknown[0]}, or judge one of {', '.join(s.name for s in systems)}")
+        raise BadInput(
+            f"--judge-system {unknown[0]} is not among the evaluated systems: add it with "
+            f"--systems {unknown[0]}, or judge one of {', '.join(s.name for s in systems)}"
+        )
     if cfg.k < 1:
         raise BadInput(f"--k must be at least 1, got {cfg.k}")
     if len({s.name for s in systems}) != len(systems):
@@ -453,8 +473,10 @@ def run_eval(
     golds_ctx = {q.id: gold_context(q, testset.corpus_root, gold_cache) for q in qs}
     oracle_systems = [s for s in systems if s.oracle]
     if oracle_systems and not any(golds_ctx[q.id] for q in qs):
-        raise BadInput(f"{oracle_systems[0].name}: the test set gives no gold paragraphs (no source/start/end "
-                       f"with the files under {testset.corpus_root}, no context): drop the @gold systems")
+        raise BadInput(
+            f"{oracle_systems[0].name}: the test set gives no gold paragraphs (no source/start/end "
+            f"with the files under {testset.corpus_root}, no context): drop the @gold systems"
+        )
 
     # 1. retrieval, once per question, cached per index + mode + depth
     depth = max(cfg.k, RETRIEVE_DEPTH)
@@ -462,8 +484,9 @@ def run_eval(
     retrieval_s: list[float] = []
     if any(not s.oracle for s in systems):
         # An injected retriever without an index_key is not cached across runs: its identity is unknown.
-        ikey = index_key or (index_fingerprint(cfg.index_dir or _default_index_dir()) if retriever is None
-                             else None)
+        ikey = index_key or (
+            index_fingerprint(cfg.index_dir or _default_index_dir()) if retriever is None else None
+        )
         rkey = _h(json.dumps([ikey, cfg.mode, depth]))
         hpath = run_dir / f"hits-{rkey}.jsonl"
         cached = {} if cfg.fresh or ikey is None else {r["id"]: r for r in read_jsonl(hpath)}
@@ -487,8 +510,12 @@ def run_eval(
                         results = [retriever.search(q.question, depth) for q in batch]
                     dt = (time.perf_counter() - t0) / len(batch)  # amortized per question in a batch
                     for q, hits in zip(batch, results, strict=True):
-                        row = {"id": q.id, "qhash": _h(q.question), "seconds": dt,
-                               "hits": [_hit_to_row(h) for h in hits]}
+                        row = {
+                            "id": q.id,
+                            "qhash": _h(q.question),
+                            "seconds": dt,
+                            "hits": [_hit_to_row(h) for h in hits],
+                        }
                         out.write(row)
                         cached[q.id] = row
                     progress("retrieve", b + len(batch), len(todo))
@@ -552,10 +579,17 @@ def run_eval(
                         ans = reader.answer(q.question, ctx)
                         dt = time.perf_counter() - t0
                         row = {
-                            "id": q.id, "qhash": _h(q.question), "ctx": _ctx_hash(ctx), "system": s.name,
-                            "text": ans.text, "abstained": bool(ans.abstained),
-                            "citations": [asdict(c) for c in ans.citations], "supported": bool(ans.supported),
-                            "raw": ans.raw, "seconds": dt, "timings": dict(ans.timings or {}),
+                            "id": q.id,
+                            "qhash": _h(q.question),
+                            "ctx": _ctx_hash(ctx),
+                            "system": s.name,
+                            "text": ans.text,
+                            "abstained": bool(ans.abstained),
+                            "citations": [asdict(c) for c in ans.citations],
+                            "supported": bool(ans.supported),
+                            "raw": ans.raw,
+                            "seconds": dt,
+                            "timings": dict(ans.timings or {}),
                             "rss_mb": round(mem.peak_mb, 1),
                         }
                         out.write(row)
@@ -575,8 +609,9 @@ def run_eval(
     index = None
     if hits_by_id and (index_key is None or retriever_was_default):
         index = str(Path(cfg.index_dir or _default_index_dir()).resolve())
-    result = _score(testset, qs, systems, shash, preds, hits_by_id, judged, contexts, retrieval_s, cfg, run_dir,
-                    index)
+    result = _score(
+        testset, qs, systems, shash, preds, hits_by_id, judged, contexts, retrieval_s, cfg, run_dir, index
+    )
     if write_log:
         append_experiments(result.rows, runs)
     return result
@@ -620,7 +655,9 @@ def judge_ids(questions: Sequence[Question], limit: int, seed: int) -> list[str]
     return ids[:limit]
 
 
-def _run_judge(qs, systems, shash, preds, contexts, cfg, run_dir, judge, progress) -> dict[str, dict[str, dict]]:
+def _run_judge(
+    qs, systems, shash, preds, contexts, cfg, run_dir, judge, progress
+) -> dict[str, dict[str, dict]]:
     from eval.judge import default_judge_preset
 
     name = getattr(judge, "name", None) or cfg.judge or default_judge_preset()
@@ -675,8 +712,12 @@ def _per_question(q: Question, p: dict, ctx: list[Hit]) -> dict:
     if not q.unanswerable:
         em, f1 = (0.0, 0.0) if p["abstained"] else M.em_f1(p["text"], q.answers)
         cites_gold = any(M.contains_answer(t, q.answers) for t in cited)
-        out.update(em=em, f1=f1, cites_gold=cites_gold,
-                   correct_cited=M.correct_with_citation(f1, p["abstained"], cites_gold))
+        out.update(
+            em=em,
+            f1=f1,
+            cites_gold=cites_gold,
+            correct_cited=M.correct_with_citation(f1, p["abstained"], cites_gold),
+        )
     return out
 
 
@@ -688,8 +729,9 @@ def _r(x: float | None, nd: int = 4) -> float | None:
     return None if x is None else round(float(x), nd)
 
 
-def _score(testset, qs, systems, shash, preds, hits_by_id, judged, contexts, retrieval_s, cfg, run_dir,
-           index) -> EvalResult:
+def _score(
+    testset, qs, systems, shash, preds, hits_by_id, judged, contexts, retrieval_s, cfg, run_dir, index
+) -> EvalResult:
     from eval.judge import summarize
 
     # retrieval, once for the test set (answerable questions with a known gold paragraph)
@@ -699,14 +741,18 @@ def _score(testset, qs, systems, shash, preds, hits_by_id, judged, contexts, ret
             if q.unanswerable or not (q.has_gold_span or q.context):
                 continue
             ranks.append(M.first_relevant_rank([is_gold_hit(h.chunk, q) for h in hits_by_id[q.id]]))
-    retrieval = {
-        "n": len(ranks),
-        **{f"recall_at_{k}": _r(M.recall_at_k(ranks, k)) if ranks else None for k in (1, 3, 5, 10)},
-        "recall_at_k": _r(M.recall_at_k(ranks, cfg.k)) if ranks else None,
-        "mrr_at_10": _r(M.mrr_at_k(ranks, 10)) if ranks else None,
-        "latency_p50_s": _r(M.percentile(retrieval_s, 50)),
-        "latency_p95_s": _r(M.percentile(retrieval_s, 95)),
-    } if hits_by_id else {}
+    retrieval = (
+        {
+            "n": len(ranks),
+            **{f"recall_at_{k}": _r(M.recall_at_k(ranks, k)) if ranks else None for k in (1, 3, 5, 10)},
+            "recall_at_k": _r(M.recall_at_k(ranks, cfg.k)) if ranks else None,
+            "mrr_at_10": _r(M.mrr_at_k(ranks, 10)) if ranks else None,
+            "latency_p50_s": _r(M.percentile(retrieval_s, 50)),
+            "latency_p95_s": _r(M.percentile(retrieval_s, 95)),
+        }
+        if hits_by_id
+        else {}
+    )
 
     by_id = {q.id: q for q in qs}
     per_q: dict[str, dict[str, dict]] = {}
@@ -755,14 +801,33 @@ def _score(testset, qs, systems, shash, preds, hits_by_id, judged, contexts, ret
             "latency_p95_s": _r(M.percentile([p["seconds"] for p in recs], 95)),
             "peak_ram_mb": max((p.get("rss_mb") or 0 for p in recs), default=None) or None,
         }
-        sys_out.append({"name": s.name, "n": m["n"], "meta": {**system_meta(s), "reader": s.reader,
-                        "oracle": s.oracle, "system_hash": shash[s.name]}, "metrics": m})
+        sys_out.append(
+            {
+                "name": s.name,
+                "n": m["n"],
+                "meta": {
+                    **system_meta(s),
+                    "reader": s.reader,
+                    "oracle": s.oracle,
+                    "system_hash": shash[s.name],
+                },
+                "metrics": m,
+            }
+        )
 
     comparisons = _compare(systems, per_q, judged, by_id, cfg)
     run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + _h(str(time.time_ns()))[:6]
-    result = EvalResult(run_id=run_id, run_dir=run_dir, testset=testset.describe(), config=cfg,
-                        systems=sys_out, retrieval=retrieval, comparisons=comparisons, n_questions=len(qs),
-                        index=index)
+    result = EvalResult(
+        run_id=run_id,
+        run_dir=run_dir,
+        testset=testset.describe(),
+        config=cfg,
+        systems=sys_out,
+        retrieval=retrieval,
+        comparisons=comparisons,
+        n_questions=len(qs),
+        index=index,
+    )
     result.rows = _log_rows(result)
     (run_dir / f"run-{run_id}.json").write_text(json.dumps(result.as_json(), indent=1))
     return result
@@ -794,10 +859,16 @@ def _compare(systems, per_q, judged, by_id, cfg) -> list[dict]:
             out.append({"a": a.name, "b": b.name, "metric": metric, **_round_bs(bs.as_dict())})
         ja, jb = judged.get(a.name, {}), judged.get(b.name, {})
         for metric in ("faithfulness", "relevancy"):  # on the questions both answered and the judge scored
-            common_j = [q for q in ja if q in jb and ja[q].get(metric) is not None and jb[q].get(metric) is not None]
+            common_j = [
+                q for q in ja if q in jb and ja[q].get(metric) is not None and jb[q].get(metric) is not None
+            ]
             if common_j:
-                bs = M.paired_bootstrap([ja[q][metric] for q in common_j], [jb[q][metric] for q in common_j],
-                                        n_boot=cfg.n_boot, seed=cfg.seed)
+                bs = M.paired_bootstrap(
+                    [ja[q][metric] for q in common_j],
+                    [jb[q][metric] for q in common_j],
+                    n_boot=cfg.n_boot,
+                    seed=cfg.seed,
+                )
                 out.append({"a": a.name, "b": b.name, "metric": metric, **_round_bs(bs.as_dict())})
     return out
 
@@ -809,8 +880,12 @@ def _round_bs(d: dict) -> dict:
 # ---------------------------------------------------------------- the experiments log
 def _git_commit() -> str | None:
     try:
-        r = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                           text=True, timeout=5)
+        r = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
         return r.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -818,18 +893,69 @@ def _git_commit() -> str | None:
 
 # Columns of an experiments row, in order (CSV header order; JSONL rows carry exactly these keys).
 LOG_COLUMNS = (
-    "log_version", "run_id", "time", "git_commit", "command", "run_dir",
-    "testset", "testset_sha256", "testset_files", "n_testset", "limit", "seed", "k", "mode", "index",
-    "system", "reader", "oracle", "model", "params", "quantization", "adapter", "adapter_rank",
-    "training_time_s", "adapter_val_em", "adapter_val_f1", "system_hash",
-    "n", "n_answerable", "n_unanswerable", "em", "f1", "correct_cited", "declined",
-    "abstain_precision", "abstain_recall", "wrong_abstain_rate", "citation_accuracy", "citation_rate",
-    "grounding", "supported_rate",
-    "judge", "judge_limit", "judge_n", "faithfulness", "faithfulness_n", "faithfulness_failed",
-    "relevancy", "relevancy_n", "relevancy_failed",
-    "recall_at_k", "mrr_at_10", "recall_at_1", "recall_at_3", "recall_at_5", "recall_at_10",
-    "retrieval_n", "retrieval_p50_s",
-    "latency_p50_s", "latency_p95_s", "peak_ram_mb", "dtype", "cpu",
+    "log_version",
+    "run_id",
+    "time",
+    "git_commit",
+    "command",
+    "run_dir",
+    "testset",
+    "testset_sha256",
+    "testset_files",
+    "n_testset",
+    "limit",
+    "seed",
+    "k",
+    "mode",
+    "index",
+    "system",
+    "reader",
+    "oracle",
+    "model",
+    "params",
+    "quantization",
+    "adapter",
+    "adapter_rank",
+    "training_time_s",
+    "adapter_val_em",
+    "adapter_val_f1",
+    "system_hash",
+    "n",
+    "n_answerable",
+    "n_unanswerable",
+    "em",
+    "f1",
+    "correct_cited",
+    "declined",
+    "abstain_precision",
+    "abstain_recall",
+    "wrong_abstain_rate",
+    "citation_accuracy",
+    "citation_rate",
+    "grounding",
+    "supported_rate",
+    "judge",
+    "judge_limit",
+    "judge_n",
+    "faithfulness",
+    "faithfulness_n",
+    "faithfulness_failed",
+    "relevancy",
+    "relevancy_n",
+    "relevancy_failed",
+    "recall_at_k",
+    "mrr_at_10",
+    "recall_at_1",
+    "recall_at_3",
+    "recall_at_5",
+    "recall_at_10",
+    "retrieval_n",
+    "retrieval_p50_s",
+    "latency_p50_s",
+    "latency_p95_s",
+    "peak_ram_mb",
+    "dtype",
+    "cpu",
     "comparisons",
 )
 
@@ -843,28 +969,83 @@ def _log_rows(res: EvalResult) -> list[dict]:
         m, meta = s["metrics"], s["meta"]
         retr = {} if meta["oracle"] else res.retrieval
         row = {
-            "log_version": LOG_VERSION, "run_id": res.run_id, "time": now, "git_commit": commit,
-            "command": cfg.command, "run_dir": str(res.run_dir),
-            "testset": res.testset["name"], "testset_sha256": res.testset["sha256"],
-            "testset_files": res.testset["files"], "n_testset": res.testset["n"], "limit": cfg.limit,
-            "seed": cfg.seed, "k": cfg.k, "mode": cfg.mode,
+            "log_version": LOG_VERSION,
+            "run_id": res.run_id,
+            "time": now,
+            "git_commit": commit,
+            "command": cfg.command,
+            "run_dir": str(res.run_dir),
+            "testset": res.testset["name"],
+            "testset_sha256": res.testset["sha256"],
+            "testset_files": res.testset["files"],
+            "n_testset": res.testset["n"],
+            "limit": cfg.limit,
+            "seed": cfg.seed,
+            "k": cfg.k,
+            "mode": cfg.mode,
             "index": res.index,
-            "system": s["name"], "reader": meta["reader"], "oracle": meta["oracle"],
-            **{k: meta.get(k) for k in ("model", "params", "quantization", "adapter", "adapter_rank",
-                                        "training_time_s", "adapter_val_em", "adapter_val_f1", "system_hash")},
-            **{k: m.get(k) for k in ("n", "n_answerable", "n_unanswerable", "em", "f1", "correct_cited",
-                                     "declined", "abstain_precision", "abstain_recall", "wrong_abstain_rate",
-                                     "citation_accuracy", "citation_rate", "grounding", "supported_rate")},
-            "judge": cfg.judge if cfg.judge_limit > 0 else None, "judge_limit": cfg.judge_limit,
-            **{k: m.get(k) for k in ("judge_n", "faithfulness", "faithfulness_n", "faithfulness_failed",
-                                     "relevancy", "relevancy_n", "relevancy_failed", "recall_at_k", "mrr_at_10")},
+            "system": s["name"],
+            "reader": meta["reader"],
+            "oracle": meta["oracle"],
+            **{
+                k: meta.get(k)
+                for k in (
+                    "model",
+                    "params",
+                    "quantization",
+                    "adapter",
+                    "adapter_rank",
+                    "training_time_s",
+                    "adapter_val_em",
+                    "adapter_val_f1",
+                    "system_hash",
+                )
+            },
+            **{
+                k: m.get(k)
+                for k in (
+                    "n",
+                    "n_answerable",
+                    "n_unanswerable",
+                    "em",
+                    "f1",
+                    "correct_cited",
+                    "declined",
+                    "abstain_precision",
+                    "abstain_recall",
+                    "wrong_abstain_rate",
+                    "citation_accuracy",
+                    "citation_rate",
+                    "grounding",
+                    "supported_rate",
+                )
+            },
+            "judge": cfg.judge if cfg.judge_limit > 0 else None,
+            "judge_limit": cfg.judge_limit,
+            **{
+                k: m.get(k)
+                for k in (
+                    "judge_n",
+                    "faithfulness",
+                    "faithfulness_n",
+                    "faithfulness_failed",
+                    "relevancy",
+                    "relevancy_n",
+                    "relevancy_failed",
+                    "recall_at_k",
+                    "mrr_at_10",
+                )
+            },
             **{f"recall_at_{k}": retr.get(f"recall_at_{k}") for k in (1, 3, 5, 10)},
-            "retrieval_n": retr.get("n"), "retrieval_p50_s": retr.get("latency_p50_s"),
+            "retrieval_n": retr.get("n"),
+            "retrieval_p50_s": retr.get("latency_p50_s"),
             **{k: m.get(k) for k in ("latency_p50_s", "latency_p95_s", "peak_ram_mb")},
             # speed depends on the CPU and the dtype chosen for it: a figure names both
             "dtype": None if meta["reader"] == "extractive" else choose_dtype(),
             "cpu": describe(),
-            "comparisons": [{k: v for k, v in c.items() if k != "a"} for c in res.comparisons if c["a"] == s["name"]],
+            "comparisons": [
+                {k: v for k, v in c.items() if k != "a"} for c in res.comparisons if c["a"] == s["name"]
+            ],
         }
         assert tuple(row) == LOG_COLUMNS, "experiments row keys drifted from LOG_COLUMNS"
         rows.append(row)

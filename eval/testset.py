@@ -143,7 +143,9 @@ def parse_row(row: object, path: Path, line: int | None, origin: str = "") -> Qu
     if source is not None and (not isinstance(source, str) or not source):
         raise _bad(path, line, "'source' must be a file name")
     if source is not None and escapes_root(source):
-        raise _bad(path, line, f"'source' {source!r} points outside the corpus folder: give the path relative to it")
+        raise _bad(
+            path, line, f"'source' {source!r} points outside the corpus folder: give the path relative to it"
+        )
     start, end = _opt_int(row, "start", path, line), _opt_int(row, "end", path, line)
     if (start is None) != (end is None):
         raise _bad(path, line, "'start' and 'end' go together")
@@ -190,7 +192,9 @@ def _load_squad_json(path: Path, data: bytes) -> list[Question]:
         line = getattr(e, "lineno", None)
         raise _bad(path, line, f"not valid JSON ({e})") from e
     if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
-        raise _bad(path, None, "a SQuAD JSON file needs a top-level 'data' list (or use JSONL, one question a line)")
+        raise _bad(
+            path, None, "a SQuAD JSON file needs a top-level 'data' list (or use JSONL, one question a line)"
+        )
     out = []
     for ai, article in enumerate(doc["data"]):
         title = article.get("title") if isinstance(article, dict) else None
@@ -255,20 +259,30 @@ def load_testset(paths: list[Path] | None = None, corpus_root: Path | None = Non
         h.update(hashlib.sha256(data).digest())
         for q in qs:
             if q.id in seen:
-                raise BadInput(f"{f}: question id {q.id!r} repeats (first in {seen[q.id]}); ids must be unique")
+                raise BadInput(
+                    f"{f}: question id {q.id!r} repeats (first in {seen[q.id]}); ids must be unique"
+                )
             seen[q.id] = str(f)
         questions.extend(qs)
     if not questions:
-        raise BadInput(f"test set {', '.join(map(str, files))} holds no questions: add rows or pick another file")
+        raise BadInput(
+            f"test set {', '.join(map(str, files))} holds no questions: add rows or pick another file"
+        )
     if corpus_root is None:
         corpus_root = DEFAULT_CORPUS if bundled else files[0].resolve().parent
     name = "bundled" if bundled else "+".join(f.name for f in files)
-    return TestSet(name=name, files=[str(f.resolve()) for f in files], sha256=h.hexdigest(), questions=questions,
-                   corpus_root=corpus_root)
+    return TestSet(
+        name=name,
+        files=[str(f.resolve()) for f in files],
+        sha256=h.hexdigest(),
+        questions=questions,
+        corpus_root=corpus_root,
+    )
 
 
-def sample(questions: list[Question], limit: int | None, seed: int = 0,
-           unanswerable: int | None = None) -> list[Question]:
+def sample(
+    questions: list[Question], limit: int | None, seed: int = 0, unanswerable: int | None = None
+) -> list[Question]:
     """A seeded subset of `limit` questions that keeps the answerable/unanswerable mix; order preserved.
 
     `unanswerable` fixes how many of the `limit` are unanswerable instead (e.g. 1,000 + 300). Subsets are
@@ -296,8 +310,10 @@ def sample(questions: list[Question], limit: int | None, seed: int = 0,
     }
     if unanswerable is not None:
         if not 0 <= unanswerable <= min(limit, len(groups[True])):
-            raise BadInput(f"--unanswerable {unanswerable} is not possible: the test set has {len(groups[True])} "
-                           f"unanswerable questions and --limit is {limit}")
+            raise BadInput(
+                f"--unanswerable {unanswerable} is not possible: the test set has {len(groups[True])} "
+                f"unanswerable questions and --limit is {limit}"
+            )
         n_un = unanswerable
     else:
         n_un = round(limit * len(groups[True]) / len(questions))
@@ -308,7 +324,9 @@ def sample(questions: list[Question], limit: int | None, seed: int = 0,
     picked = []
     for kind, n in ((False, n_ans), (True, n_un)):
         order = list(groups[kind])
-        random.Random(f"{seed}:{kind}").shuffle(order)  # a seeded order per kind: samples are prefixes, nested
+        random.Random(f"{seed}:{kind}").shuffle(
+            order
+        )  # a seeded order per kind: samples are prefixes, nested
         picked += order[:n]
     return [questions[i] for i in sorted(picked)]
 
@@ -320,8 +338,10 @@ def gold_context(q: Question, corpus_root: Path | None, _cache: dict | None = No
     if not q.has_gold_span or corpus_root is None:
         return None
     if escapes_root(q.source):  # parse_row refuses these; a Question built in code gets the same guard
-        raise BadInput(f"question {q.id}: source {q.source!r} points outside the corpus folder {corpus_root}: "
-                       "give the path relative to it")
+        raise BadInput(
+            f"question {q.id}: source {q.source!r} points outside the corpus folder {corpus_root}: "
+            "give the path relative to it"
+        )
     path = Path(corpus_root) / q.source  # type: ignore[operator]
     cache = _cache if _cache is not None else {}
     if path not in cache:

@@ -44,7 +44,9 @@ DEFAULT_SHIFTS = ("new_wiki", "nyt")
 
 @dataclass(frozen=True)
 class DataConfig:
-    source: str = "squadshifts"  # "squadshifts[:a,b]", a SQuAD JSON file or a JSONL {question, context, answers}
+    source: str = (
+        "squadshifts"  # "squadshifts[:a,b]", a SQuAD JSON file or a JSONL {question, context, answers}
+    )
     distractors: int = 4  # most distractor passages per example (RAFT: 4)
     min_distractors: int = 1  # fewest distractor passages per example; k is drawn uniformly in between
     p_gold: float = 0.8  # fraction of examples that include the gold paragraph (RAFT's P)
@@ -188,7 +190,9 @@ def _articles_from_source(source: str) -> tuple[list[dict], str]:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
-        raise BadInput(f"{path}:{line} is not UTF-8 text (byte 0x{raw[e.start]:02x}): save the file as UTF-8") from e
+        raise BadInput(
+            f"{path}:{line} is not UTF-8 text (byte 0x{raw[e.start]:02x}): save the file as UTF-8"
+        ) from e
     if path.suffix == ".jsonl":
         return _articles_from_jsonl(path, text), h
     try:
@@ -207,15 +211,22 @@ def _articles_from_jsonl(path: Path, text: str) -> list[dict]:
             q, ctx = row["question"], row["context"]
         except (json.JSONDecodeError, KeyError, TypeError) as e:
             raise BadInput(f"{path}:{i}: need a JSON object with question, context, answers ({e})") from e
-        if not isinstance(q, str) or not isinstance(ctx, str):  # a number here crashed later, far from the row
+        if not isinstance(q, str) or not isinstance(
+            ctx, str
+        ):  # a number here crashed later, far from the row
             raise BadInput(f"{path}:{i}: 'question' and 'context' must be strings: fix that row")
         answers = _answers_of(row.get("answers"))
         title = str(row.get("title") or "ctx-" + hashlib.sha1(ctx.encode()).hexdigest()[:10])
-        qa = {"id": str(row.get("id", f"{path.stem}-{i}")), "question": q,
-              "answers": [{"text": a} for a in answers]}
+        qa = {
+            "id": str(row.get("id", f"{path.stem}-{i}")),
+            "question": q,
+            "answers": [{"text": a} for a in answers],
+        }
         by_title.setdefault(title, {}).setdefault(ctx, []).append(qa)
-    return [{"title": t, "paragraphs": [{"context": c, "qas": qas} for c, qas in paras.items()]}
-            for t, paras in by_title.items()]
+    return [
+        {"title": t, "paragraphs": [{"context": c, "qas": qas} for c, qas in paras.items()]}
+        for t, paras in by_title.items()
+    ]
 
 
 def _pool_from_articles(articles: list[dict]) -> tuple[_Pool, dict]:
@@ -248,8 +259,9 @@ def _pool_from_articles(articles: list[dict]) -> tuple[_Pool, dict]:
                     dropped["duplicate_questions"] += 1
                     continue
                 seen_q.add(key)
-                pool.questions.append(_Question(str(qa.get("id", len(pool.questions))), qa["question"].strip(),
-                                                answers, idx))
+                pool.questions.append(
+                    _Question(str(qa.get("id", len(pool.questions))), qa["question"].strip(), answers, idx)
+                )
     return pool, dict(dropped)
 
 
@@ -271,8 +283,10 @@ def _bm25_candidates(pool: _Pool, idx: list[int], questions: list[_Question], n:
     """For each question, pool indices (within `idx`) of the top-n BM25 paragraphs."""
     from rag.types import Chunk
 
-    chunks = [Chunk(id=str(i), doc=pool.titles[i], text=pool.paragraphs[i], start=0,
-                    end=len(pool.paragraphs[i])) for i in idx]
+    chunks = [
+        Chunk(id=str(i), doc=pool.titles[i], text=pool.paragraphs[i], start=0, end=len(pool.paragraphs[i]))
+        for i in idx
+    ]
     from indexing.retrieve import memory_retriever
 
     retriever = memory_retriever(chunks, mode="bm25")
@@ -282,9 +296,13 @@ def _bm25_candidates(pool: _Pool, idx: list[int], questions: list[_Question], n:
     # Same index and tokenizer as retriever.search, but one batched call (17k questions: 2 min -> seconds).
     from indexing.store import bm25_tokenize
 
-    docs, scores = bm.retrieve(bm25_tokenize([q.question for q in questions]), k=min(n, len(chunks)),
-                               show_progress=False)
-    return [[idx[int(j)] for j, sc in zip(row, srow, strict=True) if sc > 0] for row, srow in zip(docs, scores, strict=True)]
+    docs, scores = bm.retrieve(
+        bm25_tokenize([q.question for q in questions]), k=min(n, len(chunks)), show_progress=False
+    )
+    return [
+        [idx[int(j)] for j, sc in zip(row, srow, strict=True) if sc > 0]
+        for row, srow in zip(docs, scores, strict=True)
+    ]
 
 
 # ---------------------------------------------------------------- building
@@ -338,10 +356,18 @@ def _build(pool: _Pool, cfg: DataConfig) -> tuple[list[Example], list[Example], 
             rng.shuffle(order)
             passages = [Passage(source=_source_name(pool.titles[j]), text=pool.paragraphs[j]) for j in order]
             gold = order.index(q.para) + 1 if with_gold else None
-            out[split].append(Example(
-                id=q.id, article=pool.titles[q.para], question=q.question, passages=passages, gold=gold,
-                answers=q.answers, answer=majority_answer(q.answers) if with_gold else None, split=split,
-            ))
+            out[split].append(
+                Example(
+                    id=q.id,
+                    article=pool.titles[q.para],
+                    question=q.question,
+                    passages=passages,
+                    gold=gold,
+                    answers=q.answers,
+                    answer=majority_answer(q.answers) if with_gold else None,
+                    split=split,
+                )
+            )
     for split, exs in out.items():
         stats[f"{split}_examples"] = len(exs)
         stats[f"{split}_abstain"] = sum(e.gold is None for e in exs)
@@ -366,7 +392,9 @@ def _write_jsonl(path: Path, examples: list[Example]) -> str:
 
 def load_examples(path: Path) -> list[Example]:
     """Read examples written by build_dataset (a cache JSONL)."""
-    return [Example.from_json(json.loads(line)) for line in Path(path).read_text().splitlines() if line.strip()]
+    return [
+        Example.from_json(json.loads(line)) for line in Path(path).read_text().splitlines() if line.strip()
+    ]
 
 
 def build_dataset(cfg: DataConfig = DataConfig(), cache_dir: Path | None = None) -> Dataset:
@@ -378,7 +406,9 @@ def build_dataset(cfg: DataConfig = DataConfig(), cache_dir: Path | None = None)
     if not 0.0 <= cfg.p_gold <= 1.0:
         raise BadInput(f"p_gold must be within [0, 1], got {cfg.p_gold}")
     if not 0 <= cfg.min_distractors <= cfg.distractors:
-        raise BadInput(f"need 0 <= min_distractors <= distractors, got {cfg.min_distractors}..{cfg.distractors}")
+        raise BadInput(
+            f"need 0 <= min_distractors <= distractors, got {cfg.min_distractors}..{cfg.distractors}"
+        )
     articles, raw_hash = _articles_from_source(cfg.source)
     cache_dir = Path(cache_dir) if cache_dir else data_dir() / "finetune"
     path = cache_dir / f"examples-{_cache_key(cfg, raw_hash)}.jsonl"
@@ -389,8 +419,14 @@ def build_dataset(cfg: DataConfig = DataConfig(), cache_dir: Path | None = None)
         if hashlib.sha256(text.encode()).hexdigest() == meta["hash"]:
             exs = load_examples(path)
             log.info("loaded %d cached examples from %s", len(exs), path)
-            return Dataset(train=[e for e in exs if e.split == "train"], val=[e for e in exs if e.split == "val"],
-                           source=cfg.source, hash=meta["hash"], stats=meta["stats"], path=path)
+            return Dataset(
+                train=[e for e in exs if e.split == "train"],
+                val=[e for e in exs if e.split == "val"],
+                source=cfg.source,
+                hash=meta["hash"],
+                stats=meta["stats"],
+                path=path,
+            )
         log.warning("cache %s does not match its hash: rebuilding", path)
     pool, dropped = _pool_from_articles(articles)
     if not pool.questions:

@@ -57,7 +57,9 @@ class TrainConfig:
     base: str = "smollm2-135m"  # model-store preset (or local folder) of the base reader
     rank: int = 16  # LoRA rank
     alpha: int = 32  # LoRA alpha (scaling = alpha / rank)
-    dropout: float = 0.0  # LoRA dropout; 0 because on CPU its bernoulli draws were 40% of a step (and <1 epoch)
+    dropout: float = (
+        0.0  # LoRA dropout; 0 because on CPU its bernoulli draws were 40% of a step (and <1 epoch)
+    )
     target_modules: str = "all-linear"  # "all-linear" or a comma list, e.g. "q_proj,v_proj"
     lr: float = 5e-4  # peak learning rate (2e-4 plateaued early for SmolLM2 in the probe)
     weight_decay: float = 0.0  # AdamW weight decay on LoRA weights
@@ -251,8 +253,14 @@ def evaluate(model, tokenizer, examples: list[Example], max_new_tokens: int = 32
             ids, labels = encode(tokenizer, ex)
             n_prompt = sum(1 for y in labels if y == -100)
             x = torch.tensor([ids[:n_prompt]])
-            out = model.generate(input_ids=x, attention_mask=torch.ones_like(x), max_new_tokens=max_new_tokens,
-                                 do_sample=False, eos_token_id=eos, pad_token_id=pad)
+            out = model.generate(
+                input_ids=x,
+                attention_mask=torch.ones_like(x),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                eos_token_id=eos,
+                pad_token_id=pad,
+            )
             gen = out[0, n_prompt:].tolist()
             new_tokens.append(len(gen))
             raw = tokenizer.decode([t for t in gen if t not in eos], skip_special_tokens=True)
@@ -283,7 +291,9 @@ def evaluate(model, tokenizer, examples: list[Example], max_new_tokens: int = 32
     }
 
 
-def validation_loss(model, encoded: list[tuple[list[int], list[int]]], pad_id: int, micro_tokens: int) -> float:
+def validation_loss(
+    model, encoded: list[tuple[list[int], list[int]]], pad_id: int, micro_tokens: int
+) -> float:
     """Mean per-token loss on answer tokens of `encoded` (no dropout, no grad)."""
     import torch
 
@@ -306,13 +316,23 @@ def _peft_model(model, cfg: TrainConfig):
     from peft import LoraConfig, get_peft_model
 
     targets = cfg.target_modules
-    modules = "all-linear" if targets == "all-linear" else [t.strip() for t in targets.split(",") if t.strip()]
-    lcfg = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=modules,
-                      bias="none", task_type="CAUSAL_LM")
+    modules = (
+        "all-linear" if targets == "all-linear" else [t.strip() for t in targets.split(",") if t.strip()]
+    )
+    lcfg = LoraConfig(
+        r=cfg.rank,
+        lora_alpha=cfg.alpha,
+        lora_dropout=cfg.dropout,
+        target_modules=modules,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
     try:
         return get_peft_model(model, lcfg)
     except ValueError as e:
-        raise BadInput(f"LoRA target modules {targets!r} do not fit this model ({e}): use --target-modules all-linear") from e
+        raise BadInput(
+            f"LoRA target modules {targets!r} do not fit this model ({e}): use --target-modules all-linear"
+        ) from e
 
 
 def _lora_state(model) -> dict:
@@ -350,8 +370,16 @@ def _atomic_dir(final: Path, write: Callable[[Path], None]) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _save_checkpoint(out: Path, model, optimizer, scheduler, state: _State, cfg: TrainConfig, data_hash: str,
-                     best_lora: dict | None) -> Path:
+def _save_checkpoint(
+    out: Path,
+    model,
+    optimizer,
+    scheduler,
+    state: _State,
+    cfg: TrainConfig,
+    data_hash: str,
+    best_lora: dict | None,
+) -> Path:
     import torch
 
     ckdir = out / CKPT_DIR
@@ -360,10 +388,19 @@ def _save_checkpoint(out: Path, model, optimizer, scheduler, state: _State, cfg:
 
     def write(tmp: Path) -> None:
         model.save_pretrained(tmp)  # fp32 adapter: resuming must not lose precision
-        torch.save({"step": state.step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "rng": _rng_state(), "state": asdict(state), "config": asdict(cfg), "data_hash": data_hash,
-                    "best_lora": best_lora},
-                   tmp / "trainer_state.pt")
+        torch.save(
+            {
+                "step": state.step,
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": _rng_state(),
+                "state": asdict(state),
+                "config": asdict(cfg),
+                "data_hash": data_hash,
+                "best_lora": best_lora,
+            },
+            tmp / "trainer_state.pt",
+        )
 
     _atomic_dir(final, write)
     olds = sorted(p for p in ckdir.glob("step-*") if p.is_dir())
@@ -383,11 +420,15 @@ def check_out_dir(out: Path, resume: bool = False, overwrite: bool = False) -> N
     if resume or overwrite:
         return
     if (out / MANIFEST).exists() or (out / "adapter_model.safetensors").exists():
-        raise BadInput(f"{out} already holds an adapter: pass --overwrite to replace it, --resume to continue "
-                       "its training, or another --out")
+        raise BadInput(
+            f"{out} already holds an adapter: pass --overwrite to replace it, --resume to continue "
+            "its training, or another --out"
+        )
     if latest_checkpoint(out) is not None:
-        raise BadInput(f"{out} holds checkpoints of an unfinished run: pass --resume to continue it, "
-                       "--overwrite to start over, or another --out")
+        raise BadInput(
+            f"{out} holds checkpoints of an unfinished run: pass --resume to continue it, "
+            "--overwrite to start over, or another --out"
+        )
 
 
 def _restart_hint(out: Path) -> str:
@@ -410,12 +451,16 @@ def load_trainer_state(ck: Path, out: Path) -> dict:
             warnings.simplefilter("ignore")
             saved = torch.load(path, weights_only=True)
     except pickle.UnpicklingError as e:
-        raise BadInput(f"--resume: {path} holds more than tensors and plain data (an older or tampered "
-                       f"checkpoint), so it was not loaded: {_restart_hint(out)}") from e
+        raise BadInput(
+            f"--resume: {path} holds more than tensors and plain data (an older or tampered "
+            f"checkpoint), so it was not loaded: {_restart_hint(out)}"
+        ) from e
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         raise BadInput(f"--resume: {path} is unreadable ({type(e).__name__}): {_restart_hint(out)}") from e
     if not isinstance(saved, dict) or any(k not in saved for k in _TRAINER_KEYS):
-        raise BadInput(f"--resume: {path} is not a trainer state written by `rag finetune`: {_restart_hint(out)}")
+        raise BadInput(
+            f"--resume: {path} is not a trainer state written by `rag finetune`: {_restart_hint(out)}"
+        )
     return saved
 
 
@@ -440,7 +485,9 @@ def _save_adapter(model, out: Path, dtype: str, base_name: str | None = None) ->
         save_file(tensors, wfile, metadata={"format": "pt"})
     (tmp / "README.md").unlink(missing_ok=True)  # peft's empty model card names this machine's model path
     acfg = tmp / "adapter_config.json"
-    if base_name and acfg.exists():  # a preset name, not this machine's cache path; rag_adapter.json has the rest
+    if (
+        base_name and acfg.exists()
+    ):  # a preset name, not this machine's cache path; rag_adapter.json has the rest
         conf = json.loads(acfg.read_text())
         conf["base_model_name_or_path"] = base_name
         acfg.write_text(json.dumps(conf, indent=2, sort_keys=True))
@@ -528,7 +575,9 @@ def train(
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = get_cosine_schedule_with_warmup(optimizer, min(cfg.warmup_steps, cfg.max_steps), cfg.max_steps)
+    scheduler = get_cosine_schedule_with_warmup(
+        optimizer, min(cfg.warmup_steps, cfg.max_steps), cfg.max_steps
+    )
     state = _State()
     best: dict = {"lora": None}  # LoRA weights at the best validation loss so far
 
@@ -538,11 +587,15 @@ def train(
             raise BadInput(f"--resume: no checkpoint under {out / CKPT_DIR}: start without --resume")
         saved = load_trainer_state(ck, out)
         if saved.get("data_hash", "") != data_hash:
-            raise BadInput(f"--resume: {ck} was trained on other data (hash differs): use the same --data and settings")
+            raise BadInput(
+                f"--resume: {ck} was trained on other data (hash differs): use the same --data and settings"
+            )
         for key in ("rank", "alpha", "target_modules", "base", "batch_size"):
             if saved["config"].get(key) != getattr(cfg, key):
-                raise BadInput(f"--resume: checkpoint has {key}={saved['config'].get(key)!r}, not "
-                               f"{getattr(cfg, key)!r}: pass the same setting or start a new --out")
+                raise BadInput(
+                    f"--resume: checkpoint has {key}={saved['config'].get(key)!r}, not "
+                    f"{getattr(cfg, key)!r}: pass the same setting or start a new --out"
+                )
         from peft import set_peft_model_state_dict
         from safetensors.torch import load_file
 
@@ -554,15 +607,18 @@ def train(
             best["lora"] = saved.get("best_lora")
             _set_rng_state(saved["rng"])
         except (OSError, KeyError, TypeError, ValueError, RuntimeError) as e:
-            raise BadInput(f"--resume: {ck} does not match this run ({type(e).__name__}): "
-                           f"{_restart_hint(out)}") from e
+            raise BadInput(
+                f"--resume: {ck} does not match this run ({type(e).__name__}): {_restart_hint(out)}"
+            ) from e
         log.info("resumed from %s at step %d", ck, state.step)
     elapsed_before = state.elapsed
     state.segments.append({"start_step": state.step, "max_steps": cfg.max_steps, "command": command})
 
     epoch_batches: dict[int, list[list[int]]] = {}
 
-    def batches_of(epoch: int) -> list[list[int]]:  # a pure function of (seed, epoch): resume needs no data state
+    def batches_of(
+        epoch: int,
+    ) -> list[list[int]]:  # a pure function of (seed, epoch): resume needs no data state
         if epoch not in epoch_batches:
             epoch_batches.clear()
             epoch_batches[epoch] = length_grouped_batches(lengths, cfg.batch_size, cfg.seed * 1000 + epoch)
@@ -572,9 +628,18 @@ def train(
     if overwrite and not resume:  # only now that the new run is set up: a setup error keeps the old run
         shutil.rmtree(out / CKPT_DIR, ignore_errors=True)
     lora_params = sum(p.numel() for p in params)
-    emit({"event": "start", "step": state.step, "max_steps": cfg.max_steps, "train_examples": len(enc_train),
-          "dropped_too_long": too_long, "lora_params": lora_params, "batches_per_epoch": n_batches,
-          "_optimizer": optimizer})  # the live optimizer, for tools and tests that inspect a resume
+    emit(
+        {
+            "event": "start",
+            "step": state.step,
+            "max_steps": cfg.max_steps,
+            "train_examples": len(enc_train),
+            "dropped_too_long": too_long,
+            "lora_params": lora_params,
+            "batches_per_epoch": n_batches,
+            "_optimizer": optimizer,
+        }
+    )  # the live optimizer, for tools and tests that inspect a resume
 
     def do_eval() -> dict:
         vl = validation_loss(model, val_loss_set, pad_id, cfg.micro_tokens) if val_loss_set else float("nan")
@@ -624,10 +689,20 @@ def train(
             state.train_curve.append([state.step, round(step_loss / n_target, 5)])
             steps_window += 1
             sec_per_step = (time.perf_counter() - t_window) / steps_window  # includes evals: honest ETA
-            emit({"event": "step", "step": state.step, "max_steps": cfg.max_steps, "loss": step_loss / n_target,
-                  "lr": scheduler.get_last_lr()[0], "tokens_per_s": step_tokens / dt,
-                  "avg_tokens_per_s": state.tokens / state.train_time, "step_s": dt,
-                  "eta_s": sec_per_step * (cfg.max_steps - state.step), "epoch": epoch})
+            emit(
+                {
+                    "event": "step",
+                    "step": state.step,
+                    "max_steps": cfg.max_steps,
+                    "loss": step_loss / n_target,
+                    "lr": scheduler.get_last_lr()[0],
+                    "tokens_per_s": step_tokens / dt,
+                    "avg_tokens_per_s": state.tokens / state.train_time,
+                    "step_s": dt,
+                    "eta_s": sec_per_step * (cfg.max_steps - state.step),
+                    "epoch": epoch,
+                }
+            )
             last = state.step == cfg.max_steps
             # The last step is always scored: with --eval-every 0 the step-0 (untuned) score was reported
             # as the final validation.
@@ -641,7 +716,9 @@ def train(
                     state.bad_evals += 1
                     if cfg.patience and state.bad_evals >= cfg.patience:
                         stopped = "early_stop"
-                        log.info("early stop at step %d: no val-loss gain in %d evals", state.step, state.bad_evals)
+                        log.info(
+                            "early stop at step %d: no val-loss gain in %d evals", state.step, state.bad_evals
+                        )
             if (cfg.save_every and state.step % cfg.save_every == 0) or last or stopped == "early_stop":
                 checkpoint()
             if stopped == "early_stop":
@@ -670,32 +747,50 @@ def train(
         # rag.reader.check_adapter reads "base" (the reader's model name) and "base_sha256".
         "base": base_info.get("name") or cfg.base,
         "base_sha256": base_info.get("sha256"),
-        "base_info": {k: _home_relative(base_info.get(k)) if k == "path" else base_info.get(k)
-                      for k in ("name", "params", "quantization", "sha256", "path")},
+        "base_info": {
+            k: _home_relative(base_info.get(k)) if k == "path" else base_info.get(k)
+            for k in ("name", "params", "quantization", "sha256", "path")
+        },
         "data": {k: _home_relative(v) if k == "cache" else v for k, v in data_info.items()},
         "hyperparameters": asdict(cfg),
         "seed": cfg.seed,
         "training": {
-            "steps": state.step, "stopped": stopped, "best_step": state.best_step,
-            "train_examples": len(enc_train), "dropped_too_long": too_long,
+            "steps": state.step,
+            "stopped": stopped,
+            "best_step": state.best_step,
+            "train_examples": len(enc_train),
+            "dropped_too_long": too_long,
             "examples_seen": state.step * cfg.batch_size,
             "epochs": round(state.step * cfg.batch_size / len(enc_train), 3),
-            "train_time_s": round(state.train_time, 1), "wall_time_s": round(state.elapsed, 1),
-            "tokens": state.tokens, "padded_tokens": state.padded_tokens,
+            "train_time_s": round(state.train_time, 1),
+            "wall_time_s": round(state.elapsed, 1),
+            "tokens": state.tokens,
+            "padded_tokens": state.padded_tokens,
             "tokens_per_s": round(state.tokens / max(state.train_time, 1e-9), 1),
             "padding_fraction": round(1 - state.tokens / max(1, state.padded_tokens), 4),
-            "threads": torch.get_num_threads(), "lora_params": lora_params,
+            "threads": torch.get_num_threads(),
+            "lora_params": lora_params,
             "segments": state.segments,  # a resume with another --max-steps changes the schedule from there
         },
-        "final": {"step": chosen.get("step"), "val_loss": chosen.get("val_loss"), "em": chosen.get("em"),
-                  "f1": chosen.get("f1"), "f1_answerable": chosen.get("f1_answerable"),
-                  "abstain_acc": chosen.get("abstain_acc"), "cite_acc": chosen.get("cite_acc"),
-                  "eval_examples": chosen.get("n")},
+        "final": {
+            "step": chosen.get("step"),
+            "val_loss": chosen.get("val_loss"),
+            "em": chosen.get("em"),
+            "f1": chosen.get("f1"),
+            "f1_answerable": chosen.get("f1_answerable"),
+            "abstain_acc": chosen.get("abstain_acc"),
+            "cite_acc": chosen.get("cite_acc"),
+            "eval_examples": chosen.get("n"),
+        },
         "untuned": untuned,
         "evals": state.evals,
         "curves": {"train_loss": state.train_curve, "val_loss": state.val_curve},
-        "adapter": {"file": wfile.name, "sha256": _sha256_file(wfile) if wfile.exists() else None,
-                    "bytes": wfile.stat().st_size if wfile.exists() else None, "dtype": cfg.save_dtype},
+        "adapter": {
+            "file": wfile.name,
+            "sha256": _sha256_file(wfile) if wfile.exists() else None,
+            "bytes": wfile.stat().st_size if wfile.exists() else None,
+            "dtype": cfg.save_dtype,
+        },
         "command": command,
         "versions": _versions(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -703,7 +798,9 @@ def train(
     tmp = out / f".{MANIFEST}.tmp"
     tmp.write_text(json.dumps(manifest, indent=1))
     tmp.replace(out / MANIFEST)
-    emit({"event": "done", "step": state.step, "stopped": stopped, "out": str(out), "final": manifest["final"]})
+    emit(
+        {"event": "done", "step": state.step, "stopped": stopped, "out": str(out), "final": manifest["final"]}
+    )
     return TrainResult(out=out, manifest=manifest, step=state.step, stopped=stopped, model=model)
 
 
@@ -728,8 +825,12 @@ def _versions() -> dict:
     import torch
     import transformers
 
-    return {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
-            "python": platform.python_version()}
+    return {
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def read_manifest(adapter_dir: Path) -> dict:
@@ -741,4 +842,3 @@ def read_manifest(adapter_dir: Path) -> dict:
         raise BadInput(f"{adapter_dir} has no {MANIFEST}: pass a folder written by `rag finetune`") from e
     except json.JSONDecodeError as e:
         raise BadInput(f"{path} is not valid JSON ({e}): retrain or restore the adapter folder") from e
-

@@ -56,7 +56,11 @@ class BuildStats:
 
 def chunk_settings(cfg: IndexConfig, emb: Embedder) -> dict:
     tokens = min(cfg.chunk_tokens, emb.max_tokens)
-    return {"chunk_tokens": tokens, "chunk_overlap": min(cfg.chunk_overlap, tokens // 2), "splitter": "recursive-v1"}
+    return {
+        "chunk_tokens": tokens,
+        "chunk_overlap": min(cfg.chunk_overlap, tokens // 2),
+        "splitter": "recursive-v1",
+    }
 
 
 def _check_compatible(old: dict, emb: Embedder, settings: dict, index_dir: Path) -> None:
@@ -67,7 +71,9 @@ def _check_compatible(old: dict, emb: Embedder, settings: dict, index_dir: Path)
             f"index at {index_dir} was built with embedder {was['name']} ({was['dim']}-d), not {emb.name}: {fix}"
         )
     if old["chunking"] != settings:
-        raise IndexMismatch(f"index at {index_dir} was built with chunking {old['chunking']}, not {settings}: {fix}")
+        raise IndexMismatch(
+            f"index at {index_dir} was built with chunking {old['chunking']}, not {settings}: {fix}"
+        )
 
 
 def _check_chunk_sizes(fresh: list[tuple[str, str, list[Chunk]]], emb: Embedder) -> dict[str, int]:
@@ -110,18 +116,32 @@ def build_index(
             raise BadInput(f"{p} does not exist: pass an existing folder or file to index")
     stats = BuildStats()
     try:
-        files = list(load.iter_files(paths, cfg.follow_symlinks, lambda rel, why: stats.skipped.append((rel, why))))
+        files = list(
+            load.iter_files(paths, cfg.follow_symlinks, lambda rel, why: stats.skipped.append((rel, why)))
+        )
     except load.Skip as e:  # a root that cannot be read at all
         raise BadInput(str(e)) from e
     stats.files_skipped = len(stats.skipped)
     if not files:
         _warn_skipped(stats, warn)
-        raise BadInput(f"no files under {', '.join(map(str, paths))}: point `rag index` at a folder with documents")
+        raise BadInput(
+            f"no files under {', '.join(map(str, paths))}: point `rag index` at a folder with documents"
+        )
     index_dir = Path(index_dir).expanduser()
     store.claim_index_dir(index_dir)
     with store.write_lock(index_dir):
-        return _build(paths, files, index_dir, cfg, rebuild, embedder or get_embedder(cfg.embedder),
-                      stats, progress, warn, t0)
+        return _build(
+            paths,
+            files,
+            index_dir,
+            cfg,
+            rebuild,
+            embedder or get_embedder(cfg.embedder),
+            stats,
+            progress,
+            warn,
+            t0,
+        )
 
 
 def _warn_skipped(stats: BuildStats, warn: Callable[[str], None] | None) -> None:
@@ -143,8 +163,10 @@ def _write_failed(index_dir: Path, e: BaseException) -> WriteFailed:
         full = False
     if full:
         reason = "the disk is full"
-    return WriteFailed(f"could not write the index to {index_dir} ({reason}): free some disk space, or pass --index "
-                       "on another disk, and rerun; the previous index is unchanged")
+    return WriteFailed(
+        f"could not write the index to {index_dir} ({reason}): free some disk space, or pass --index "
+        "on another disk, and rerun; the previous index is unchanged"
+    )
 
 
 def _build(
@@ -209,7 +231,9 @@ def _build(
         old.db.close()
         return stats
     if not keep and not fresh:
-        raise BadInput(f"nothing indexable under {', '.join(map(str, paths))}: every file was skipped (see warnings)")
+        raise BadInput(
+            f"nothing indexable under {', '.join(map(str, paths))}: every file was skipped (see warnings)"
+        )
 
     longest = _check_chunk_sizes(fresh, emb)
 
@@ -223,8 +247,11 @@ def _build(
     todo = sorted({t for t in texts if t not in reuse})
     stats.chunks_embedded = len(todo)
     if todo:
-        new_vecs = emb.encode(todo, batch_size=cfg.batch_size,
-                              progress=(lambda d, n: progress("embed", d, n)) if progress else None)
+        new_vecs = emb.encode(
+            todo,
+            batch_size=cfg.batch_size,
+            progress=(lambda d, n: progress("embed", d, n)) if progress else None,
+        )
         reuse.update(zip(todo, new_vecs))
     vecs = np.stack([reuse[t] for t in texts]) if texts else np.zeros((0, emb.dim), dtype=np.float32)
 
@@ -242,9 +269,12 @@ def _build(
             db.add([(next_id + j, c, rel, v) for j, (c, v) in enumerate(rows)])
             all_vecs.extend(v for _, v in rows)
             next_id += len(rows)
-            files_meta[rel] = {"sha256": sha, "chunks": len(rows),
-                               "max_tokens": old_files[rel].get("max_tokens")
-                               or max((emb.count_tokens(c.text) for c, _ in rows), default=0)}
+            files_meta[rel] = {
+                "sha256": sha,
+                "chunks": len(rows),
+                "max_tokens": old_files[rel].get("max_tokens")
+                or max((emb.count_tokens(c.text) for c, _ in rows), default=0),
+            }
         k = 0
         for rel, sha, cs in fresh:
             db.add([(next_id + j, c, rel, vecs[k + j]) for j, c in enumerate(cs)])

@@ -53,8 +53,13 @@ class RecursiveSplitter:
     ['one two', 'three four five six']
     """
 
-    def __init__(self, count_tokens: Callable[[str], int], chunk_tokens: int, overlap: int,
-                 separators: list[str] = SEPARATORS):
+    def __init__(
+        self,
+        count_tokens: Callable[[str], int],
+        chunk_tokens: int,
+        overlap: int,
+        separators: list[str] = SEPARATORS,
+    ):
         if chunk_tokens < 1:
             raise ValueError(f"chunk_tokens must be at least 1, got {chunk_tokens}")
         self.count = _memoised(count_tokens)
@@ -176,7 +181,9 @@ def chunk_text(doc: str, text: str, splitter) -> list[Chunk]:
     >>> [(c.text, c.start) for c in chunk_text("a.txt", "one two\\n\\nthree four five six", s)]
     [('one two', 0), ('three four five six', 9)]
     """
-    spans = splitter.spans(text) if hasattr(splitter, "spans") else _locate(doc, text, splitter.split_text(text))
+    spans = (
+        splitter.spans(text) if hasattr(splitter, "spans") else _locate(doc, text, splitter.split_text(text))
+    )
     return [Chunk(id=f"{doc}:{a}-{b}", doc=doc, text=text[a:b], start=a, end=b) for a, b in spans]
 
 

@@ -29,7 +29,9 @@ class Embedder(Protocol):
 
     def count_tokens(self, text: str) -> int: ...
 
-    def encode(self, texts: list[str], batch_size: int = 32, progress: Progress | None = None) -> np.ndarray: ...
+    def encode(
+        self, texts: list[str], batch_size: int = 32, progress: Progress | None = None
+    ) -> np.ndarray: ...
 
 
 _FACTORIES: dict[str, Callable[[], Embedder]] = {}
@@ -78,14 +80,19 @@ class SentenceTransformerEmbedder:
         torch.set_num_threads(cpu_threads())
         self.name = name
         self.model = models.load_embedder(name, log=log_fn)
-        get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        get_dim = (
+            getattr(self.model, "get_embedding_dimension", None)
+            or self.model.get_sentence_embedding_dimension
+        )
         self.dim = int(get_dim())
         # The model's own limit, read before anything else touches the tokenizer. In
         # sentence-transformers 6 max_seq_length *is* tokenizer.model_max_length, so raising the latter
         # (to silence length warnings) would also switch off truncation at encode time: never do that.
         limit = int(self.model.max_seq_length)
         self.max_tokens = limit - 2  # [CLS] and [SEP]
-        self.model.max_seq_length = limit  # second guard: encode() cuts at the model's limit, whatever happens
+        self.model.max_seq_length = (
+            limit  # second guard: encode() cuts at the model's limit, whatever happens
+        )
         self.tokenizer = self.model.tokenizer
         self._counter = untruncated(self.tokenizer)
         if bf16 is None:
@@ -134,13 +141,21 @@ class SentenceTransformerEmbedder:
         return out
 
 
-_POOLING_OTHER_MODES = ("pooling_mode_cls_token", "pooling_mode_max_tokens", "pooling_mode_mean_sqrt_len_tokens",
-                        "pooling_mode_weightedmean_tokens", "pooling_mode_lasttoken")
+_POOLING_OTHER_MODES = (
+    "pooling_mode_cls_token",
+    "pooling_mode_max_tokens",
+    "pooling_mode_mean_sqrt_len_tokens",
+    "pooling_mode_weightedmean_tokens",
+    "pooling_mode_lasttoken",
+)
 
 
 # sentence-transformers >= 6 writes the transformer module's settings in this form (max length in the tokenizer)
-_ST6_TRANSFORMER = {"transformer_task": "feature-extraction", "module_output_name": "token_embeddings",
-                    "modality_config": {"text": {"method": "forward", "method_output_name": "last_hidden_state"}}}
+_ST6_TRANSFORMER = {
+    "transformer_task": "feature-extraction",
+    "module_output_name": "token_embeddings",
+    "modality_config": {"text": {"method": "forward", "method_output_name": "last_hidden_state"}},
+}
 
 
 def plain_st_config(folder: Path) -> dict | None:
@@ -153,7 +168,10 @@ def plain_st_config(folder: Path) -> dict | None:
     try:
         mods = json.loads((folder / "modules.json").read_text())
         types = [m["type"].rsplit(".", 1)[-1] for m in mods]
-        if types not in (["Transformer", "Pooling"], ["Transformer", "Pooling", "Normalize"]) or mods[0]["path"]:
+        if (
+            types not in (["Transformer", "Pooling"], ["Transformer", "Pooling", "Normalize"])
+            or mods[0]["path"]
+        ):
             return None
         pool = json.loads((folder / mods[1]["path"] / "config.json").read_text())
         st = json.loads((folder / "sentence_bert_config.json").read_text())
@@ -173,7 +191,11 @@ def plain_st_config(folder: Path) -> dict | None:
     mean = pool.get("pooling_mode_mean_tokens") or pool.get("pooling_mode") in ("mean", ["mean"])
     if not mean or any(pool.get(k) for k in _POOLING_OTHER_MODES):
         return None
-    if pool.get("include_prompt") is False or any((meta.get("prompts") or {}).values()) or meta.get("default_prompt_name"):
+    if (
+        pool.get("include_prompt") is False
+        or any((meta.get("prompts") or {}).values())
+        or meta.get("default_prompt_name")
+    ):
         return None
     if not isinstance(max_len, int) or max_len <= 2:
         return None
@@ -196,14 +218,18 @@ class QueryEmbedder:
         torch.set_num_threads(cpu_threads())
         cfg = plain_st_config(folder)
         if cfg is None:
-            raise ValueError(f"{folder} is not a plain transformer + mean pooling sentence-transformers model")
+            raise ValueError(
+                f"{folder} is not a plain transformer + mean pooling sentence-transformers model"
+            )
         self.name, self.cfg = name, cfg
         self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
         self._counter = untruncated(self.tokenizer)
         if bf16 is None:
             bf16 = has_fast_bf16()
         self.bf16 = bf16
-        self.model = AutoModel.from_pretrained(str(folder), dtype=torch.bfloat16 if bf16 else torch.float32).eval()
+        self.model = AutoModel.from_pretrained(
+            str(folder), dtype=torch.bfloat16 if bf16 else torch.float32
+        ).eval()
         self.dim = int(self.model.config.hidden_size)
         self.max_tokens = cfg["max_seq_length"] - 2
 
@@ -224,8 +250,13 @@ class QueryEmbedder:
                 batch = texts[b : b + batch_size]
                 if self.cfg["do_lower_case"]:
                     batch = [t.lower() for t in batch]
-                enc = self.tokenizer(batch, padding=True, truncation="longest_first", return_tensors="pt",
-                                     max_length=self.cfg["max_seq_length"])
+                enc = self.tokenizer(
+                    batch,
+                    padding=True,
+                    truncation="longest_first",
+                    return_tensors="pt",
+                    max_length=self.cfg["max_seq_length"],
+                )
                 with torch.inference_mode():
                     tokens = self.model(**enc, return_dict=True)[0]
                     mask = enc["attention_mask"].unsqueeze(-1).to(tokens.dtype)
@@ -233,7 +264,9 @@ class QueryEmbedder:
                     total = (tokens * mask).sum(dim=1, dtype=acc)  # sums in fp32, as sentence-transformers 6
                     vecs = (total / torch.clamp(mask.sum(dim=1, dtype=acc), min=1e-9)).to(tokens.dtype)
                     vecs = torch.nn.functional.normalize(vecs, p=2, dim=-1)
-                    vecs = torch.nn.functional.normalize(vecs, p=2, dim=-1)  # encode(normalize_embeddings=True)
+                    vecs = torch.nn.functional.normalize(
+                        vecs, p=2, dim=-1
+                    )  # encode(normalize_embeddings=True)
                 out[b : b + len(batch)] = vecs.float().numpy()
                 if progress:
                     progress(b + len(batch), len(texts))

@@ -124,8 +124,10 @@ def _walk(root: Path, follow_symlinks: bool, skip: OnSkip) -> list[tuple[Path, t
                 inside = target.is_relative_to(real_root)
                 if not (inside or follow_symlinks):
                     kind = "folder " if target.is_dir() else ""
-                    skip("/".join(rel), f"symlink to {kind}{target} is outside {root} "
-                         "(pass --follow-symlinks to index it)")
+                    skip(
+                        "/".join(rel),
+                        f"symlink to {kind}{target} is outside {root} (pass --follow-symlinks to index it)",
+                    )
                     continue
                 if target.is_dir():
                     # a folder inside the root is walked under its real path already
@@ -141,8 +143,13 @@ def _walk(root: Path, follow_symlinks: bool, skip: OnSkip) -> list[tuple[Path, t
 
 
 # Longest first: the UTF-32-LE BOM starts with the UTF-16-LE one.
-BOMS = [(codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
-        (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16")]
+BOMS = [
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+]
 
 
 def _decode(data: bytes) -> str:
@@ -158,7 +165,9 @@ def _decode(data: bytes) -> str:
     try:
         text = data.decode(encoding or "utf-8")
     except UnicodeDecodeError as e:
-        raise Skip(f"not {(encoding or 'utf-8').upper().removesuffix('-SIG')} text ({e.reason} at byte {e.start})") from e
+        raise Skip(
+            f"not {(encoding or 'utf-8').upper().removesuffix('-SIG')} text ({e.reason} at byte {e.start})"
+        ) from e
     if "\x00" in text[:8192]:
         raise Skip("binary file")
     return text.replace("\r\n", "\n").replace("\r", "\n")

@@ -158,8 +158,10 @@ def open_retriever(
     if mode != "bm25":
         emb = embedder or get_embedder(idx.embedder, queries=True)
         if emb.dim != idx.manifest["embedder"]["dim"]:
-            raise IndexMismatch(f"index at {idx.dir} has {idx.manifest['embedder']['dim']}-d vectors, "
-                                f"embedder {emb.name} gives {emb.dim}-d: rebuild with `rag index PATH --rebuild`")
+            raise IndexMismatch(
+                f"index at {idx.dir} has {idx.manifest['embedder']['dim']}-d vectors, "
+                f"embedder {emb.name} gives {emb.dim}-d: rebuild with `rag index PATH --rebuild`"
+            )
     dense = DenseRetriever(idx.dense, idx.db.get, emb)
     bm25 = BM25Retriever(idx.bm25 if mode != "dense" else None, idx.db.get, len(idx))
     r = make_retriever(mode, dense, bm25, cfg)
@@ -167,7 +169,9 @@ def open_retriever(
     return r
 
 
-def memory_retriever(chunks: list[Chunk], mode: str = "bm25", embedder=None, cfg: RetrievalConfig = RetrievalConfig()):
+def memory_retriever(
+    chunks: list[Chunk], mode: str = "bm25", embedder=None, cfg: RetrievalConfig = RetrievalConfig()
+):
     """A retriever over chunks held in memory (training-data distractors, tests)."""
     import bm25s
 
@@ -190,9 +194,13 @@ def memory_retriever(chunks: list[Chunk], mode: str = "bm25", embedder=None, cfg
             from indexing.embed import get_embedder
 
             embedder = get_embedder("minilm")
-        vecs = embedder.encode([c.text for c in chunks]) if chunks else np.zeros((0, embedder.dim), np.float32)
+        vecs = (
+            embedder.encode([c.text for c in chunks]) if chunks else np.zeros((0, embedder.dim), np.float32)
+        )
         dense_index = build_dense(vecs, hnsw_threshold=10**12)
-    return make_retriever(mode, DenseRetriever(dense_index, get, embedder), BM25Retriever(bm, get, len(chunks)), cfg)
+    return make_retriever(
+        mode, DenseRetriever(dense_index, get, embedder), BM25Retriever(bm, get, len(chunks)), cfg
+    )
 
 
 def as_langchain(retriever, k: int = 5):
@@ -205,11 +213,18 @@ def as_langchain(retriever, k: int = 5):
         inner: object
         k: int = 5
 
-        def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun) -> list[Document]:
+        def _get_relevant_documents(
+            self, query: str, *, run_manager: CallbackManagerForRetrieverRun
+        ) -> list[Document]:
             return [
                 Document(
                     page_content=h.chunk.text,
-                    metadata={"source": h.chunk.doc, "start": h.chunk.start, "end": h.chunk.end, "score": h.score},
+                    metadata={
+                        "source": h.chunk.doc,
+                        "start": h.chunk.start,
+                        "end": h.chunk.end,
+                        "score": h.score,
+                    },
                 )
                 for h in self.inner.search(query, self.k)
             ]

@@ -40,8 +40,13 @@ MARKER = "RAG_INDEX"
 GEN_MARKER = ".rag-generation"
 LOCK = "LOCK"
 GEN_NAME = re.compile(r"g\d{6,}")  # f"g{n:06d}"
-BM25_FILES = ("params.index.json", "vocab.index.json", "data.csc.index.npy", "indices.csc.index.npy",
-              "indptr.csc.index.npy")  # what bm25s.BM25.save writes
+BM25_FILES = (
+    "params.index.json",
+    "vocab.index.json",
+    "data.csc.index.npy",
+    "indices.csc.index.npy",
+    "indptr.csc.index.npy",
+)  # what bm25s.BM25.save writes
 MARKER_TEXT = "This folder is a rag index (see CURRENT). rag only deletes generation folders it wrote here.\n"
 
 
@@ -69,7 +74,9 @@ def current_generation(index_dir: Path) -> Path | None:
         if not GEN_NAME.fullmatch(gen):  # CURRENT must not send us outside the index folder
             raise ValueError(f"bad generation name {gen!r}")
     except (json.JSONDecodeError, KeyError, TypeError, ValueError, OSError) as e:
-        raise IndexCorrupt(f"{p} is damaged ({e}): rebuild with `rag index PATH --rebuild --index {index_dir}`") from e
+        raise IndexCorrupt(
+            f"{p} is damaged ({e}): rebuild with `rag index PATH --rebuild --index {index_dir}`"
+        ) from e
     return index_dir / gen
 
 
@@ -81,15 +88,24 @@ def claim_index_dir(index_dir: Path) -> None:
     the user's own things, an unwritable place.
     """
     if index_dir.exists() and not index_dir.is_dir():
-        raise BadInput(f"--index {index_dir} is a file, not a folder: pass a folder (it is created if missing)")
+        raise BadInput(
+            f"--index {index_dir} is a file, not a folder: pass a folder (it is created if missing)"
+        )
     if (index_dir / MARKER).is_file():
         return
     legacy = _legacy_generation(index_dir)
     # (the marker is checked again after listing: a concurrent first build may have just written it)
-    if legacy is None and index_dir.is_dir() and any(index_dir.iterdir()) and not (index_dir / MARKER).is_file():
+    if (
+        legacy is None
+        and index_dir.is_dir()
+        and any(index_dir.iterdir())
+        and not (index_dir / MARKER).is_file()
+    ):
         what = "holds a damaged rag index" if (index_dir / CURRENT).exists() else "is not a rag index"
-        raise BadInput(f"{index_dir} is not empty and {what}: pass a new or empty folder to --index "
-                       "(rag writes and deletes generation folders in it)")
+        raise BadInput(
+            f"{index_dir} is not empty and {what}: pass a new or empty folder to --index "
+            "(rag writes and deletes generation folders in it)"
+        )
     try:
         index_dir.mkdir(parents=True, exist_ok=True)
         if legacy is not None:
@@ -102,8 +118,10 @@ def claim_index_dir(index_dir: Path) -> None:
 
 
 def unwritable(index_dir: Path, e: OSError) -> BadInput:
-    return BadInput(f"cannot write to {index_dir} ({e.strerror or e}): set RAG_HOME to a writable folder, "
-                    "or pass --index DIR")
+    return BadInput(
+        f"cannot write to {index_dir} ({e.strerror or e}): set RAG_HOME to a writable folder, "
+        "or pass --index DIR"
+    )
 
 
 def _legacy_generation(index_dir: Path) -> Path | None:
@@ -213,8 +231,10 @@ class ChunkDB:
         if not ids:
             return []
         q = f"SELECT id, doc, start, end, text FROM chunks WHERE id IN ({','.join('?' * len(ids))})"
-        by_id = {r[0]: Chunk(id=f"{r[1]}:{r[2]}-{r[3]}", doc=r[1], text=r[4], start=r[2], end=r[3])
-                 for r in self.conn.execute(q, ids)}
+        by_id = {
+            r[0]: Chunk(id=f"{r[1]}:{r[2]}-{r[3]}", doc=r[1], text=r[4], start=r[2], end=r[3])
+            for r in self.conn.execute(q, ids)
+        }
         return [by_id[i] for i in ids if i in by_id]
 
     def by_file(self, file: str) -> list[tuple[Chunk, np.ndarray]]:
@@ -331,13 +351,19 @@ def open_index(index_dir: Path) -> OpenIndex:
         raise IndexCorrupt(
             f"index at {index_dir} has format {manifest.get('format_version')}, this rag reads {FORMAT_VERSION}: {fix}"
         )
-    missing = [f for f in ("dense.faiss", "chunks.sqlite", *(f"bm25/{b}" for b in BM25_FILES)) if not (gen / f).is_file()]
+    missing = [
+        f
+        for f in ("dense.faiss", "chunks.sqlite", *(f"bm25/{b}" for b in BM25_FILES))
+        if not (gen / f).is_file()
+    ]
     if missing:  # deleted by hand or by a cleaner: say which, rather than what the loader makes of it
         raise IndexCorrupt(f"index at {index_dir} is damaged ({missing[0]} is missing): {fix}")
     try:
         dense = faiss.read_index(str(gen / "dense.faiss"))
     except (RuntimeError, OSError) as e:
-        raise IndexCorrupt(f"index at {index_dir} is damaged (dense.faiss: {str(e).splitlines()[0]}): {fix}") from e
+        raise IndexCorrupt(
+            f"index at {index_dir} is damaged (dense.faiss: {str(e).splitlines()[0]}): {fix}"
+        ) from e
     try:
         db = ChunkDB(gen / "chunks.sqlite")
         n = len(db)

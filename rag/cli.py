@@ -17,7 +17,11 @@ from rich.console import Console
 
 from rag.errors import RagError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Question answering over your own documents, offline, with answers that cite their sources.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Question answering over your own documents, offline, with answers that cite their sources.",
+)
 models_app = typer.Typer(no_args_is_help=True, help="List and pull models from the offline model store.")
 app.add_typer(models_app, name="models")
 
@@ -90,13 +94,20 @@ def _index_dir(index: Optional[Path]) -> Path:
 
 @app.command("index")
 def index_cmd(
-    paths: list[Path] = typer.Argument(..., help="Folders or files to index (txt, md, rst, html, pdf, jsonl)."),
+    paths: list[Path] = typer.Argument(
+        ..., help="Folders or files to index (txt, md, rst, html, pdf, jsonl)."
+    ),
     index: Optional[Path] = typer.Option(None, "--index", help="Index folder [default: $RAG_HOME/index]."),
-    rebuild: bool = typer.Option(False, "--rebuild", help="Re-embed everything (needed after changing the embedder)."),
-    embedder: Optional[str] = typer.Option(None, "--embedder", help="Embedder preset, local folder or hub id."),
+    rebuild: bool = typer.Option(
+        False, "--rebuild", help="Re-embed everything (needed after changing the embedder)."
+    ),
+    embedder: Optional[str] = typer.Option(
+        None, "--embedder", help="Embedder preset, local folder or hub id."
+    ),
     chunk_tokens: Optional[int] = typer.Option(None, "--chunk-tokens", help="Chunk size in embedder tokens."),
-    follow_symlinks: bool = typer.Option(False, "--follow-symlinks",
-                                         help="Also index what symlinks point to outside the given folders."),
+    follow_symlinks: bool = typer.Option(
+        False, "--follow-symlinks", help="Also index what symlinks point to outside the given folders."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the run's counts as JSON."),
 ) -> None:
     """Index documents; re-running embeds only new or changed files and drops deleted ones."""
@@ -114,8 +125,10 @@ def index_cmd(
             cfg = replace(cfg, embedder=embedder)
         if chunk_tokens is not None:
             if chunk_tokens < 1:
-                raise BadInput(f"--chunk-tokens must be at least 1, got {chunk_tokens}: pass a chunk size in "
-                               "embedder tokens (default 200)")
+                raise BadInput(
+                    f"--chunk-tokens must be at least 1, got {chunk_tokens}: pass a chunk size in "
+                    "embedder tokens (default 200)"
+                )
             cfg = replace(cfg, chunk_tokens=chunk_tokens)
         if follow_symlinks:
             cfg = replace(cfg, follow_symlinks=True)
@@ -132,7 +145,11 @@ def index_cmd(
                 bar.update(tasks[phase], completed=done, total=total)
 
             stats = build_index(
-                paths, _index_dir(index), cfg, rebuild=rebuild, progress=progress,
+                paths,
+                _index_dir(index),
+                cfg,
+                rebuild=rebuild,
+                progress=progress,
                 warn=lambda m: err.print(f"[yellow]warning:[/] {escape(m)}", highlight=False, soft_wrap=True),
             )
     except RagError as e:
@@ -161,13 +178,19 @@ def search_cmd(
         if k < 1:
             raise RagError(f"-k must be at least 1, got {k}")
         if not query.strip():  # every chunk would tie: the "best" five would be arbitrary
-            raise RagError("the query is empty: type what to look for, e.g. rag search \"smallest planet\"")
+            raise RagError('the query is empty: type what to look for, e.g. rag search "smallest planet"')
         hits = open_retriever(_index_dir(index), mode=mode).search(query, k)
     except RagError as e:
         _fail(e)
     rows = [
-        {"rank": i, "score": round(h.score, 6), "source": h.chunk.doc, "start": h.chunk.start, "end": h.chunk.end,
-         "text": h.chunk.text}
+        {
+            "rank": i,
+            "score": round(h.score, 6),
+            "source": h.chunk.doc,
+            "start": h.chunk.start,
+            "end": h.chunk.end,
+            "text": h.chunk.text,
+        }
         for i, h in enumerate(hits, 1)
     ]
     if json_out:
@@ -177,7 +200,10 @@ def search_cmd(
         out.print("no matching chunks")
     for r in rows:
         snippet = r["text"] if len(r["text"]) <= 300 else r["text"][:300] + "..."
-        out.print(f"[bold]{r['rank']}.[/] {r['source']} [{r['start']}:{r['end']}]  score {r['score']:.4f}", highlight=False)
+        out.print(
+            f"[bold]{r['rank']}.[/] {r['source']} [{r['start']}:{r['end']}]  score {r['score']:.4f}",
+            highlight=False,
+        )
         out.print(f"   {snippet}", highlight=False, soft_wrap=True)
 
 
@@ -190,13 +216,26 @@ def _ask_retriever(index: Optional[Path], mode: str):
     return open_retriever(index.expanduser() if index else default_index_dir(), mode=mode)
 
 
-def _ask_reader(name: str, model: str, adapter: str, max_new_tokens: int, dtype: str = "auto",
-                max_prompt_tokens: int = 4096):
+def _ask_reader(
+    name: str,
+    model: str,
+    adapter: str,
+    max_new_tokens: int,
+    dtype: str = "auto",
+    max_prompt_tokens: int = 4096,
+):
     """The reader `rag ask` uses (a seam for tests); pulls the model on first use, saying so on stderr."""
     from rag.reader import make_reader
 
-    return make_reader(name, model=model, adapter=adapter, max_new_tokens=max_new_tokens,
-                       log=lambda m: err.print(m, highlight=False), dtype=dtype, max_prompt_tokens=max_prompt_tokens)
+    return make_reader(
+        name,
+        model=model,
+        adapter=adapter,
+        max_new_tokens=max_new_tokens,
+        log=lambda m: err.print(m, highlight=False),
+        dtype=dtype,
+        max_prompt_tokens=max_prompt_tokens,
+    )
 
 
 def _ask_source_path(retriever, doc: str) -> str:
@@ -218,24 +257,43 @@ def _ask_print_sources(stream, retriever) -> None:
         for c in ans.citations:
             h = stream.hits[c.n - 1]
             flag = "" if c.supported else "  [yellow](answer not found in this passage)[/]"
-            out.print(f" [bold][{c.n}][/] {_ask_source_path(retriever, c.source)}  chars {c.start}-{c.end}{flag}",
-                      highlight=False, soft_wrap=True)
-            out.print(f"     {snippet(h.chunk.text, ans.text)}", highlight=False, markup=False, soft_wrap=True)
+            out.print(
+                f" [bold][{c.n}][/] {_ask_source_path(retriever, c.source)}  chars {c.start}-{c.end}{flag}",
+                highlight=False,
+                soft_wrap=True,
+            )
+            out.print(
+                f"     {snippet(h.chunk.text, ans.text)}", highlight=False, markup=False, soft_wrap=True
+            )
     rest = [f"[{i}] {h.chunk.doc}" for i, h in enumerate(stream.hits, 1) if i not in cited]
     if rest:
         label = "Searched" if not ans.citations else "Also retrieved"
-        out.print(f"[dim]{label}: " + ", ".join(rest).replace("[", r"\[") + "[/]", highlight=False, soft_wrap=True)
+        out.print(
+            f"[dim]{label}: " + ", ".join(rest).replace("[", r"\[") + "[/]", highlight=False, soft_wrap=True
+        )
     if not ans.abstained and not ans.supported:
         why = "it cites no passage" if not ans.citations else "its words are not in the passages it cites"
-        out.print(f"[yellow]warning:[/] this answer is not supported: {why}; check the sources.", highlight=False,
-                  soft_wrap=True)
+        out.print(
+            f"[yellow]warning:[/] this answer is not supported: {why}; check the sources.",
+            highlight=False,
+            soft_wrap=True,
+        )
     r = ans.reader
-    who = (f"{r.get('model')} + adapter {r.get('adapter')}" if r.get("adapter")
-           else "extractive baseline (no LLM)" if r.get("model") == "extractive" else f"{r.get('model')} (no adapter)")
+    who = (
+        f"{r.get('model')} + adapter {r.get('adapter')}"
+        if r.get("adapter")
+        else "extractive baseline (no LLM)"
+        if r.get("model") == "extractive"
+        else f"{r.get('model')} (no adapter)"
+    )
     t = ans.timings
     tokens = f", {t['new_tokens']} tokens" if t.get("new_tokens") is not None else ""
-    out.print(f"[dim]reader: {who} · retrieve {t['retrieve_s']:.2f} s · first token {t['first_token_s']:.2f} s · "
-              f"total {t['total_s']:.2f} s{tokens}[/]", highlight=False, soft_wrap=True)
+    out.print(
+        f"[dim]reader: {who} · retrieve {t['retrieve_s']:.2f} s · first token {t['first_token_s']:.2f} s · "
+        f"total {t['total_s']:.2f} s{tokens}[/]",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def _ask_one(question: str, retriever, reader, k: int, json_out: bool) -> None:
@@ -254,8 +312,11 @@ def _ask_one(question: str, retriever, reader, k: int, json_out: bool) -> None:
     if stream.answer.abstained and stream.answer.raw.strip() != stream.answer.text:
         from rich.markup import escape
 
-        out.print(f"[dim](reader output {escape(repr(stream.answer.raw.strip()))} read as: {stream.answer.text})[/]",
-                  highlight=False, soft_wrap=True)
+        out.print(
+            f"[dim](reader output {escape(repr(stream.answer.raw.strip()))} read as: {stream.answer.text})[/]",
+            highlight=False,
+            soft_wrap=True,
+        )
     _ask_print_sources(stream, retriever)
 
 
@@ -264,12 +325,23 @@ def ask_cmd(
     question: Optional[str] = typer.Argument(None, help="The question; leave out for an interactive prompt."),
     k: Optional[int] = typer.Option(None, "-k", help="Passages given to the reader (default: 5)."),
     reader: Optional[str] = typer.Option(None, "--reader", help="llm | extractive (default: llm)."),
-    model: Optional[str] = typer.Option(None, "--model", help="Reader model preset or folder (default: qwen2.5-0.5b, with its shipped adapter)."),
-    adapter: Optional[str] = typer.Option(None, "--adapter",
-                                          help="LoRA adapter folder, 'none', or 'default' (the shipped one if any; the default)."),
+    model: Optional[str] = typer.Option(
+        None,
+        "--model",
+        help="Reader model preset or folder (default: qwen2.5-0.5b, with its shipped adapter).",
+    ),
+    adapter: Optional[str] = typer.Option(
+        None,
+        "--adapter",
+        help="LoRA adapter folder, 'none', or 'default' (the shipped one if any; the default).",
+    ),
     index: Optional[Path] = typer.Option(None, "--index", help="Index folder (default: $RAG_HOME/index)."),
-    mode: Optional[str] = typer.Option(None, "--mode", help="Retrieval: hybrid | dense | bm25 (default: hybrid)."),
-    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Bound on the answer length (default: 32)."),
+    mode: Optional[str] = typer.Option(
+        None, "--mode", help="Retrieval: hybrid | dense | bm25 (default: hybrid)."
+    ),
+    max_new_tokens: Optional[int] = typer.Option(
+        None, "--max-new-tokens", help="Bound on the answer length (default: 32)."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object per answer."),
 ) -> None:
     """Answer a question from the indexed documents, citing the passages it came from."""
@@ -279,15 +351,22 @@ def ask_cmd(
         cfg = load_config()
         k = cfg.retrieval.k if k is None else k
         retriever = _ask_retriever(index, mode or cfg.retrieval.mode)
-        rd = _ask_reader(reader or cfg.reader.reader, model or cfg.reader.model, adapter or cfg.reader.adapter,
-                         max_new_tokens or cfg.reader.max_new_tokens, dtype=cfg.reader.dtype,
-                         max_prompt_tokens=cfg.reader.max_prompt_tokens)
+        rd = _ask_reader(
+            reader or cfg.reader.reader,
+            model or cfg.reader.model,
+            adapter or cfg.reader.adapter,
+            max_new_tokens or cfg.reader.max_new_tokens,
+            dtype=cfg.reader.dtype,
+            max_prompt_tokens=cfg.reader.max_prompt_tokens,
+        )
         if question is not None:
             _ask_one(question, retriever, rd, k, json_out)
             return
     except RagError as e:
         _fail(e)
-    err.print("[dim]Ask a question about the indexed documents (empty line or Ctrl-D to quit).[/]", highlight=False)
+    err.print(
+        "[dim]Ask a question about the indexed documents (empty line or Ctrl-D to quit).[/]", highlight=False
+    )
     while True:
         err.print("[bold]question>[/] ", end="", highlight=False)
         line = sys.stdin.readline()
@@ -308,8 +387,19 @@ def _ft_progress():
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     live = err.is_terminal
-    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   TextColumn("{task.fields[info]}"), console=err, transient=False) if live else None
+    bar = (
+        Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[info]}"),
+            console=err,
+            transient=False,
+        )
+        if live
+        else None
+    )
     task = {"id": None}
 
     def fmt_eta(s: float) -> str:
@@ -319,28 +409,41 @@ def _ft_progress():
     def cb(ev: dict) -> None:
         kind = ev["event"]
         if kind == "start":
-            msg = (f"training on {ev['train_examples']} examples ({ev['dropped_too_long']} too long, dropped), "
-                   f"{ev['lora_params']:,} LoRA parameters, from step {ev['step']} to {ev['max_steps']}")
+            msg = (
+                f"training on {ev['train_examples']} examples ({ev['dropped_too_long']} too long, dropped), "
+                f"{ev['lora_params']:,} LoRA parameters, from step {ev['step']} to {ev['max_steps']}"
+            )
             err.print(msg, highlight=False, soft_wrap=True)
             if bar is not None:
                 bar.start()
                 task["id"] = bar.add_task("finetune", total=ev["max_steps"], completed=ev["step"], info="")
         elif kind == "step":
-            info = (f"loss {ev['loss']:.3f}  lr {ev['lr']:.1e}  {ev['avg_tokens_per_s']:.0f} tok/s  "
-                    f"ETA {fmt_eta(ev['eta_s'])}")
+            info = (
+                f"loss {ev['loss']:.3f}  lr {ev['lr']:.1e}  {ev['avg_tokens_per_s']:.0f} tok/s  "
+                f"ETA {fmt_eta(ev['eta_s'])}"
+            )
             if bar is not None:
                 bar.update(task["id"], completed=ev["step"], info=info)
             else:
-                err.print(f"step {ev['step']}/{ev['max_steps']}  {info}  ({ev['step_s']:.1f} s/step)", highlight=False, soft_wrap=True)
+                err.print(
+                    f"step {ev['step']}/{ev['max_steps']}  {info}  ({ev['step_s']:.1f} s/step)",
+                    highlight=False,
+                    soft_wrap=True,
+                )
         elif kind == "eval":
-            line = (f"eval @ step {ev['step']}: val loss {ev['val_loss']:.3f}  EM {_ft_num(ev.get('em'))}  "
-                    f"F1 {_ft_num(ev.get('f1'))}  answerable F1 {_ft_num(ev.get('f1_answerable'))}  "
-                    f"abstain acc {_ft_num(ev.get('abstain_acc'))}  cite acc {_ft_num(ev.get('cite_acc'))}  "
-                    f"(n={ev.get('n')}, {ev.get('s_per_example')} s/example)")
+            line = (
+                f"eval @ step {ev['step']}: val loss {ev['val_loss']:.3f}  EM {_ft_num(ev.get('em'))}  "
+                f"F1 {_ft_num(ev.get('f1'))}  answerable F1 {_ft_num(ev.get('f1_answerable'))}  "
+                f"abstain acc {_ft_num(ev.get('abstain_acc'))}  cite acc {_ft_num(ev.get('cite_acc'))}  "
+                f"(n={ev.get('n')}, {ev.get('s_per_example')} s/example)"
+            )
             (bar.console if bar is not None else err).print(line, highlight=False, soft_wrap=True)
             for s in ev.get("samples", [])[:2]:
                 (bar.console if bar is not None else err).print(
-                    f"  [dim]{s['question']!r} -> {s['output']!r} (target {s['target']!r})[/]", highlight=False, soft_wrap=True)
+                    f"  [dim]{s['question']!r} -> {s['output']!r} (target {s['target']!r})[/]",
+                    highlight=False,
+                    soft_wrap=True,
+                )
         elif kind == "checkpoint":
             if bar is None:
                 err.print(f"checkpoint: {ev['path']}", highlight=False, soft_wrap=True)
@@ -360,29 +463,56 @@ def _ft_num(v) -> str:
 
 @app.command("finetune")
 def finetune_cmd(
-    base: str = typer.Option("qwen2.5-0.5b", "--base", help="Base reader: model preset or local folder (smollm2-135m is smaller and faster)."),
-    data: str = typer.Option("squadshifts", "--data",
-                             help="squadshifts[:new_wiki,nyt], a SQuAD JSON file, or JSONL {question, context, answers}."),
-    out_dir: Optional[Path] = typer.Option(None, "--out", help="Adapter folder \\[default: $RAG_HOME/adapters/<base>]."),
+    base: str = typer.Option(
+        "qwen2.5-0.5b",
+        "--base",
+        help="Base reader: model preset or local folder (smollm2-135m is smaller and faster).",
+    ),
+    data: str = typer.Option(
+        "squadshifts",
+        "--data",
+        help="squadshifts[:new_wiki,nyt], a SQuAD JSON file, or JSONL {question, context, answers}.",
+    ),
+    out_dir: Optional[Path] = typer.Option(
+        None, "--out", help="Adapter folder \\[default: $RAG_HOME/adapters/<base>]."
+    ),
     max_steps: int = typer.Option(300, "--max-steps", help="Optimizer steps."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint in --out."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the adapter (and checkpoints) already in --out."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace the adapter (and checkpoints) already in --out."
+    ),
     rank: int = typer.Option(16, "--rank", help="LoRA rank."),
     alpha: int = typer.Option(32, "--alpha", help="LoRA alpha."),
-    dropout: float = typer.Option(0.0, "--dropout", help="LoRA dropout (0: its random masks cost ~40% of a CPU step)."),
-    target_modules: str = typer.Option("all-linear", "--target-modules", help="all-linear or e.g. q_proj,v_proj."),
+    dropout: float = typer.Option(
+        0.0, "--dropout", help="LoRA dropout (0: its random masks cost ~40% of a CPU step)."
+    ),
+    target_modules: str = typer.Option(
+        "all-linear", "--target-modules", help="all-linear or e.g. q_proj,v_proj."
+    ),
     lr: float = typer.Option(5e-4, "--lr", help="Peak learning rate."),
     batch_size: int = typer.Option(8, "--batch-size", help="Examples per optimizer step."),
     micro_tokens: int = typer.Option(2048, "--micro-tokens", help="Padded tokens per micro-batch."),
     max_len: int = typer.Option(1536, "--max-len", help="Longer examples are dropped."),
-    warmup_steps: int = typer.Option(10, "--warmup-steps", help="Linear warmup steps before the cosine decay."),
-    eval_every: int = typer.Option(25, "--eval-every", help="Steps between validation runs (0 = only at the end)."),
-    eval_examples: int = typer.Option(40, "--eval-examples", help="Validation examples scored by greedy EM/F1."),
-    val_loss_examples: int = typer.Option(64, "--val-loss-examples", help="Validation examples for the loss."),
-    patience: int = typer.Option(4, "--patience", help="Evaluations without improvement before stopping (0 = never)."),
+    warmup_steps: int = typer.Option(
+        10, "--warmup-steps", help="Linear warmup steps before the cosine decay."
+    ),
+    eval_every: int = typer.Option(
+        25, "--eval-every", help="Steps between validation runs (0 = only at the end)."
+    ),
+    eval_examples: int = typer.Option(
+        40, "--eval-examples", help="Validation examples scored by greedy EM/F1."
+    ),
+    val_loss_examples: int = typer.Option(
+        64, "--val-loss-examples", help="Validation examples for the loss."
+    ),
+    patience: int = typer.Option(
+        4, "--patience", help="Evaluations without improvement before stopping (0 = never)."
+    ),
     save_every: int = typer.Option(25, "--save-every", help="Steps between checkpoints."),
     distractors: int = typer.Option(4, "--distractors", help="Most distractor passages per example."),
-    min_distractors: int = typer.Option(1, "--min-distractors", help="Fewest distractor passages per example."),
+    min_distractors: int = typer.Option(
+        1, "--min-distractors", help="Fewest distractor passages per example."
+    ),
     p_gold: float = typer.Option(0.8, "--p-gold", help="Fraction of examples that include the gold passage."),
     seed: int = typer.Option(0, "--seed", help="Seed for data building and training."),
     threads: int = typer.Option(0, "--threads", help="Torch threads (0 = the cores this process may use)."),
@@ -399,36 +529,75 @@ def finetune_cmd(
     cb, stop = _ft_progress()
     try:
         check_out_dir(target, resume=resume, overwrite=overwrite)  # before minutes of data building
-        dcfg = DataConfig(source=data, distractors=distractors, min_distractors=min_distractors, p_gold=p_gold,
-                          seed=seed)
+        dcfg = DataConfig(
+            source=data, distractors=distractors, min_distractors=min_distractors, p_gold=p_gold, seed=seed
+        )
         err.print(f"building training data from {data} (cached after the first run)", highlight=False)
         ds = build_dataset(dcfg)
         err.print(f"{len(ds.train)} train / {len(ds.val)} validation examples ({ds.path})", highlight=False)
-        tcfg = TrainConfig(base=base, rank=rank, alpha=alpha, dropout=dropout, target_modules=target_modules, lr=lr,
-                           batch_size=batch_size, micro_tokens=micro_tokens, max_len=max_len,
-                           warmup_steps=warmup_steps, max_steps=max_steps, eval_every=eval_every,
-                           eval_examples=eval_examples, val_loss_examples=val_loss_examples, patience=patience,
-                           save_every=save_every, seed=seed, threads=threads)
-        data_info = {"source": data, "hash": ds.hash, "counts": ds.stats, "config": dcfg.__dict__,
-                     "cache": str(ds.path)}
-        res = train(tcfg, ds.train, ds.val, target, data_info=data_info, resume=resume, overwrite=overwrite,
-                    callback=cb, command=command)
+        tcfg = TrainConfig(
+            base=base,
+            rank=rank,
+            alpha=alpha,
+            dropout=dropout,
+            target_modules=target_modules,
+            lr=lr,
+            batch_size=batch_size,
+            micro_tokens=micro_tokens,
+            max_len=max_len,
+            warmup_steps=warmup_steps,
+            max_steps=max_steps,
+            eval_every=eval_every,
+            eval_examples=eval_examples,
+            val_loss_examples=val_loss_examples,
+            patience=patience,
+            save_every=save_every,
+            seed=seed,
+            threads=threads,
+        )
+        data_info = {
+            "source": data,
+            "hash": ds.hash,
+            "counts": ds.stats,
+            "config": dcfg.__dict__,
+            "cache": str(ds.path),
+        }
+        res = train(
+            tcfg,
+            ds.train,
+            ds.val,
+            target,
+            data_info=data_info,
+            resume=resume,
+            overwrite=overwrite,
+            callback=cb,
+            command=command,
+        )
     except RagError as e:
         stop()
         _fail(e)
     except KeyboardInterrupt:
         stop()
-        err.print(f"interrupted: the last completed step is checkpointed under {target}/checkpoints; "
-                  f"continue with the same command plus --resume", highlight=False)
+        err.print(
+            f"interrupted: the last completed step is checkpointed under {target}/checkpoints; "
+            f"continue with the same command plus --resume",
+            highlight=False,
+        )
         raise typer.Exit(130) from None
     stop()
     t, f = res.manifest["training"], res.manifest["final"]
-    out.print(f"adapter: {res.out}  ({res.stopped} after {res.step} steps, {t['train_time_s'] / 60:.1f} min, "
-              f"{t['tokens_per_s']:.0f} tokens/s)", highlight=False)
-    out.print(f"validation: loss {f['val_loss']}, EM {_ft_num(f['em'])}, F1 {_ft_num(f['f1'])} "
-              f"(untuned: EM {_ft_num((res.manifest['untuned'] or {}).get('em'))}, "
-              f"F1 {_ft_num((res.manifest['untuned'] or {}).get('f1'))})", highlight=False)
-    out.print(f"use it: rag ask --model {base} --adapter {res.out} \"...\"", highlight=False)
+    out.print(
+        f"adapter: {res.out}  ({res.stopped} after {res.step} steps, {t['train_time_s'] / 60:.1f} min, "
+        f"{t['tokens_per_s']:.0f} tokens/s)",
+        highlight=False,
+    )
+    out.print(
+        f"validation: loss {f['val_loss']}, EM {_ft_num(f['em'])}, F1 {_ft_num(f['f1'])} "
+        f"(untuned: EM {_ft_num((res.manifest['untuned'] or {}).get('em'))}, "
+        f"F1 {_ft_num((res.manifest['untuned'] or {}).get('f1'))})",
+        highlight=False,
+    )
+    out.print(f'use it: rag ask --model {base} --adapter {res.out} "..."', highlight=False)
 
 
 # ---------------------------------------------------------------- eval (owner: eval)
@@ -448,67 +617,128 @@ def _eval_tables(res: dict) -> list:
     k = res["k"]
 
     def table(title: str, cols: list[str], caption: str | None = None) -> Table:
-        t = Table(title=title, caption=caption, caption_justify="left", box=box.SIMPLE_HEAD, title_justify="left")
+        t = Table(
+            title=title, caption=caption, caption_justify="left", box=box.SIMPLE_HEAD, title_justify="left"
+        )
         for i, c in enumerate(cols):
             t.add_column(c, justify="left" if i == 0 or c in ("model", "quantization") else "right")
         return t
 
-    who = table(f"systems: {res['testset']['name']}, n={res['n_questions']}, seed={res['seed']}, k={k}",
-                ["system", "model", "params", "quantization", "LoRA r", "train min"])
-    quality = table("answers", ["system", "EM", "F1", "ok+cite %", "declined %", "wrong %", f"recall@{k}"],
-                    "EM/F1 on answerable questions; ok+cite = F1>=0.5 and a cited passage holds a gold answer; "
-                    "declined = unanswerable ones declined; wrong = answerable ones declined")
-    cost = table("faithfulness and cost", ["system", "faith", "relev", "judged", "ground", "p50 s", "p95 s",
-                                            "RAM MB"],
-                 "faith/relev: ragas with a local judge on `judged` answers (+N = judge outputs that failed to "
-                 "parse, left out); ground = share of answer words found in the cited passages; - = not measured")
+    who = table(
+        f"systems: {res['testset']['name']}, n={res['n_questions']}, seed={res['seed']}, k={k}",
+        ["system", "model", "params", "quantization", "LoRA r", "train min"],
+    )
+    quality = table(
+        "answers",
+        ["system", "EM", "F1", "ok+cite %", "declined %", "wrong %", f"recall@{k}"],
+        "EM/F1 on answerable questions; ok+cite = F1>=0.5 and a cited passage holds a gold answer; "
+        "declined = unanswerable ones declined; wrong = answerable ones declined",
+    )
+    cost = table(
+        "faithfulness and cost",
+        ["system", "faith", "relev", "judged", "ground", "p50 s", "p95 s", "RAM MB"],
+        "faith/relev: ragas with a local judge on `judged` answers (+N = judge outputs that failed to "
+        "parse, left out); ground = share of answer words found in the cited passages; - = not measured",
+    )
     for s in res["systems"]:
         m, meta = s["metrics"], s["meta"]
         train = meta.get("training_time_s")
-        who.add_row(s["name"], str(meta.get("model") or ("no LLM" if meta.get("reader") == "extractive" else "-")), _fmt(meta.get("params")),
-                    _fmt(meta.get("quantization")), _fmt(meta.get("adapter_rank")),
-                    "-" if train is None else f"{train / 60:.0f}")
+        who.add_row(
+            s["name"],
+            str(meta.get("model") or ("no LLM" if meta.get("reader") == "extractive" else "-")),
+            _fmt(meta.get("params")),
+            _fmt(meta.get("quantization")),
+            _fmt(meta.get("adapter_rank")),
+            "-" if train is None else f"{train / 60:.0f}",
+        )
         wrong = m["wrong_abstain_rate"]
-        quality.add_row(s["name"], _fmt(m["em"]), _fmt(m["f1"]), _fmt(m["correct_cited"]), _fmt(m["declined"]),
-                        _fmt(None if wrong is None else 100 * wrong), _fmt(m["recall_at_k"], 3))
+        quality.add_row(
+            s["name"],
+            _fmt(m["em"]),
+            _fmt(m["f1"]),
+            _fmt(m["correct_cited"]),
+            _fmt(m["declined"]),
+            _fmt(None if wrong is None else 100 * wrong),
+            _fmt(m["recall_at_k"], 3),
+        )
         failed = max(m.get("faithfulness_failed") or 0, m.get("relevancy_failed") or 0)
         judged = "-" if not m.get("judge_n") else f"{m['judge_n']}" + (f" +{failed}" if failed else "")
-        cost.add_row(s["name"], _fmt(m["faithfulness"], 2), _fmt(m["relevancy"], 2), judged,
-                     _fmt(m["grounding"], 2), _fmt(m["latency_p50_s"], 2), _fmt(m["latency_p95_s"], 2),
-                     _fmt(m["peak_ram_mb"], 0))
+        cost.add_row(
+            s["name"],
+            _fmt(m["faithfulness"], 2),
+            _fmt(m["relevancy"], 2),
+            judged,
+            _fmt(m["grounding"], 2),
+            _fmt(m["latency_p50_s"], 2),
+            _fmt(m["latency_p95_s"], 2),
+            _fmt(m["peak_ram_mb"], 0),
+        )
     return [who, quality, cost]
 
 
 @app.command("eval")
 def eval_cmd(
-    files: Optional[list[Path]] = typer.Argument(None, help="Test set files (JSONL or SQuAD JSON); none = bundled.",
-                                                 show_default=False),
-    testset: bool = typer.Option(False, "--testset", help="Evaluate on a test set: `--testset` alone is the bundled "
-                                 "SQuAD v1.1 dev + Disfl-QA set over corpus/, `--testset FILE...` your own."),
+    files: Optional[list[Path]] = typer.Argument(
+        None, help="Test set files (JSONL or SQuAD JSON); none = bundled.", show_default=False
+    ),
+    testset: bool = typer.Option(
+        False,
+        "--testset",
+        help="Evaluate on a test set: `--testset` alone is the bundled "
+        "SQuAD v1.1 dev + Disfl-QA set over corpus/, `--testset FILE...` your own.",
+    ),
     systems: Optional[list[str]] = typer.Option(
-        None, "--systems", "-s", help="Repeatable: extractive, PRESET, PRESET+tuned, PRESET+ADAPTER_DIR, each "
-        "optionally @gold (oracle: gold paragraph given). Default: all installed, plus @gold runs."),
-    oracle: bool = typer.Option(True, "--oracle/--no-oracle", help="With the default systems, add the @gold runs."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate a seeded subset of N questions (keeps the "
-                                        "answerable/unanswerable mix; smaller samples are nested in larger ones)."),
-    unanswerable: Optional[int] = typer.Option(None, "--unanswerable", help="How many of the --limit questions are "
-                                               "unanswerable (default: the test set's share)."),
-    seed: int = typer.Option(0, "--seed", help="Seed for --limit sampling, the judge subsample and the bootstrap."),
+        None,
+        "--systems",
+        "-s",
+        help="Repeatable: extractive, PRESET, PRESET+tuned, PRESET+ADAPTER_DIR, each "
+        "optionally @gold (oracle: gold paragraph given). Default: all installed, plus @gold runs.",
+    ),
+    oracle: bool = typer.Option(
+        True, "--oracle/--no-oracle", help="With the default systems, add the @gold runs."
+    ),
+    limit: Optional[int] = typer.Option(
+        None,
+        "--limit",
+        help="Evaluate a seeded subset of N questions (keeps the "
+        "answerable/unanswerable mix; smaller samples are nested in larger ones).",
+    ),
+    unanswerable: Optional[int] = typer.Option(
+        None,
+        "--unanswerable",
+        help="How many of the --limit questions are unanswerable (default: the test set's share).",
+    ),
+    seed: int = typer.Option(
+        0, "--seed", help="Seed for --limit sampling, the judge subsample and the bootstrap."
+    ),
     k: int = typer.Option(5, "-k", "--k", help="Passages handed to the reader."),
     mode: str = typer.Option("hybrid", "--mode", help="Retrieval mode: dense, bm25, hybrid."),
     index: Optional[Path] = typer.Option(None, "--index", help="Index folder (default: RAG_HOME/index)."),
-    corpus: Optional[Path] = typer.Option(None, "--corpus", help="Folder the test set's `source` files are in "
-                                          "(for @gold runs; default: corpus/ for the bundled set, else the file's folder)."),
-    judge: Optional[str] = typer.Option(None, "--judge", help="Judge preset for faithfulness/relevancy (default: "
-                                        "the strongest available)."),
-    judge_limit: Optional[int] = typer.Option(None, "--judge-limit", help="Answerable questions judged per system "
-                                              "(default 0 = no judge, 30 with --judge or --judge-system; 60-70 s per answer with "
-                                              "the 1.5B judge on 2 cores)."),
-    judge_systems: Optional[list[str]] = typer.Option(None, "--judge-system", help="Repeatable: judge only these "
-                                                      "systems (default: every system in the run)."),
+    corpus: Optional[Path] = typer.Option(
+        None,
+        "--corpus",
+        help="Folder the test set's `source` files are in "
+        "(for @gold runs; default: corpus/ for the bundled set, else the file's folder).",
+    ),
+    judge: Optional[str] = typer.Option(
+        None, "--judge", help="Judge preset for faithfulness/relevancy (default: the strongest available)."
+    ),
+    judge_limit: Optional[int] = typer.Option(
+        None,
+        "--judge-limit",
+        help="Answerable questions judged per system "
+        "(default 0 = no judge, 30 with --judge or --judge-system; 60-70 s per answer with "
+        "the 1.5B judge on 2 cores).",
+    ),
+    judge_systems: Optional[list[str]] = typer.Option(
+        None,
+        "--judge-system",
+        help="Repeatable: judge only these systems (default: every system in the run).",
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object instead of the table."),
-    runs: Optional[Path] = typer.Option(None, "--runs", help="Runs folder for predictions and the experiments log "
-                                        "(default: RAG_HOME/runs)."),
+    runs: Optional[Path] = typer.Option(
+        None, "--runs", help="Runs folder for predictions and the experiments log (default: RAG_HOME/runs)."
+    ),
     fresh: bool = typer.Option(False, "--fresh", help="Recompute everything, ignoring saved predictions."),
 ) -> None:
     """Score readers against the extractive baseline on a test set; append to the experiments log."""
@@ -529,10 +759,27 @@ def eval_cmd(
             specs = [s for s in specs if not s.oracle]
         if judge_limit is None:
             judge_limit = 30 if judge or judge_systems else 0
-        cfg = EvalConfig(k=k, mode=mode, index_dir=index, seed=seed, limit=limit, judge=judge,
-                         judge_limit=judge_limit, judge_systems=judge_systems or None, runs=runs, fresh=fresh, command=" ".join(["rag", *sys.argv[1:]]))
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                      console=err, transient=True) as bar:
+        cfg = EvalConfig(
+            k=k,
+            mode=mode,
+            index_dir=index,
+            seed=seed,
+            limit=limit,
+            judge=judge,
+            judge_limit=judge_limit,
+            judge_systems=judge_systems or None,
+            runs=runs,
+            fresh=fresh,
+            command=" ".join(["rag", *sys.argv[1:]]),
+        )
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=err,
+            transient=True,
+        ) as bar:
             tasks: dict[str, int] = {}
 
             def on_progress(phase: str, done: int, total: int) -> None:
@@ -554,26 +801,38 @@ def eval_cmd(
         out.print(table)
     for c in data["comparisons"]:
         if c["metric"] in ("f1", "faithfulness"):
-            out.print(f"  {c['metric']} {c['a']} - {c['b']}: {c['diff']:+.2f} [95% CI {c['lo']:+.2f}, {c['hi']:+.2f}] "
-                      f"n={c['n']}", highlight=False)
+            out.print(
+                f"  {c['metric']} {c['a']} - {c['b']}: {c['diff']:+.2f} [95% CI {c['lo']:+.2f}, {c['hi']:+.2f}] "
+                f"n={c['n']}",
+                highlight=False,
+            )
     r = data["retrieval"]
     if r:
-        out.print(f"  retrieval ({mode}, n={r['n']}): recall@1 {_fmt(r['recall_at_1'], 3)}  @5 "
-                  f"{_fmt(r['recall_at_5'], 3)}  @10 {_fmt(r['recall_at_10'], 3)}  MRR@10 {_fmt(r['mrr_at_10'], 3)}",
-                  highlight=False)
-    err.print(f"predictions in {data['run_dir']}; appended {len(res.rows)} rows to "
-              f"{(runs or Path(res.run_dir).parent.parent) / 'experiments.jsonl'}", highlight=False)
-
+        out.print(
+            f"  retrieval ({mode}, n={r['n']}): recall@1 {_fmt(r['recall_at_1'], 3)}  @5 "
+            f"{_fmt(r['recall_at_5'], 3)}  @10 {_fmt(r['recall_at_10'], 3)}  MRR@10 {_fmt(r['mrr_at_10'], 3)}",
+            highlight=False,
+        )
+    err.print(
+        f"predictions in {data['run_dir']}; appended {len(res.rows)} rows to "
+        f"{(runs or Path(res.run_dir).parent.parent) / 'experiments.jsonl'}",
+        highlight=False,
+    )
 
 
 # ---------------------------------------------------------------- report (owner: report)
 @app.command("report")
 def report_cmd(
-    runs: Optional[Path] = typer.Option(None, "--runs", help="Runs folder holding experiments.jsonl "
-                                        "(default: RAG_HOME/runs)."),
+    runs: Optional[Path] = typer.Option(
+        None, "--runs", help="Runs folder holding experiments.jsonl (default: RAG_HOME/runs)."
+    ),
     out_dir: Path = typer.Option(Path("."), "--out", help="Folder for report.pptx and report.pdf."),
-    run: Optional[str] = typer.Option(None, "--run", help="Show only this run id (or prefix) from the log; default: "
-                                      "the setting with the most questions, newest row per system."),
+    run: Optional[str] = typer.Option(
+        None,
+        "--run",
+        help="Show only this run id (or prefix) from the log; default: "
+        "the setting with the most questions, newest row per system.",
+    ),
 ) -> None:
     """Write the project's deck (report.pptx + report.pdf) from the recorded experiments, offline."""
     try:
@@ -583,9 +842,11 @@ def report_cmd(
     except RagError as e:
         _fail(e)
     s = rep.facts.selection.setting
-    out.print(f"wrote {rep.pptx} and {rep.pdf}: {len(rep.slides)} slides from {len(rep.facts.selection.rows)} "
-              f"system(s), run(s) {', '.join(s.get('run_ids') or [])}", highlight=False)
-
+    out.print(
+        f"wrote {rep.pptx} and {rep.pdf}: {len(rep.slides)} slides from {len(rep.facts.selection.rows)} "
+        f"system(s), run(s) {', '.join(s.get('run_ids') or [])}",
+        highlight=False,
+    )
 
 
 def _quiet_libraries() -> None:

@@ -47,8 +47,12 @@ def runs_dir() -> Path:
     return rag_home() / "runs"
 
 
-_TYPES = {"int": (int, "a whole number"), "float": ((int, float), "a number"), "str": (str, "a string"),
-          "bool": (bool, "true or false")}
+_TYPES = {
+    "int": (int, "a whole number"),
+    "float": ((int, float), "a number"),
+    "str": (str, "a string"),
+    "bool": (bool, "true or false"),
+}
 
 
 def _check(obj, minimum: dict[str, int]) -> None:
@@ -98,11 +102,15 @@ class RetrievalConfig:
 @dataclass(frozen=True)
 class ReaderConfig:
     reader: str = "llm"  # llm | extractive
-    model: str = "qwen2.5-0.5b"  # model-store preset, local folder, or hub id (the default reader: see README)
+    model: str = (
+        "qwen2.5-0.5b"  # model-store preset, local folder, or hub id (the default reader: see README)
+    )
     adapter: str = "default"  # "default" (shipped adapter if any), "none", or a folder
     max_new_tokens: int = 32  # bound on the generated answer length
     max_prompt_tokens: int = 4096  # longest prompt the LLM reads; lower-ranked passages past it are dropped
-    dtype: str = "auto"  # compute dtype: auto (bf16 only on CPUs with native bf16, else fp32) | bfloat16 | float32
+    dtype: str = (
+        "auto"  # compute dtype: auto (bf16 only on CPUs with native bf16, else fp32) | bfloat16 | float32
+    )
 
     def __post_init__(self):
         _check(self, {"max_new_tokens": 1})
@@ -133,7 +141,9 @@ def load_config(path: Path | None = None) -> Config:
         if name in sections:
             continue
         if not isinstance(value, dict):
-            raise BadInput(f"{path}: key {name} is outside any table; settings go under {tables}: move or delete it")
+            raise BadInput(
+                f"{path}: key {name} is outside any table; settings go under {tables}: move or delete it"
+            )
         near = difflib.get_close_matches(name, sections, n=1)
         hint = f" (did you mean [{near[0]}]?)" if near else ""
         raise BadInput(f"{path}: unknown table [{name}]{hint}; rag.toml has {tables}: fix or delete it")
@@ -142,11 +152,15 @@ def load_config(path: Path | None = None) -> Config:
         current = getattr(cfg, section)
         table = data.get(section, {})
         if not isinstance(table, dict):
-            raise BadInput(f"{path}: {section} must be a table ([{section}] with keys under it), got {table!r}")
+            raise BadInput(
+                f"{path}: {section} must be a table ([{section}] with keys under it), got {table!r}"
+            )
         known = {f.name for f in fields(current)}
         unknown = set(table) - known
         if unknown:
-            raise BadInput(f"{path}: unknown key(s) in [{section}]: {sorted(unknown)}; valid: {sorted(known)}")
+            raise BadInput(
+                f"{path}: unknown key(s) in [{section}]: {sorted(unknown)}; valid: {sorted(known)}"
+            )
         try:
             parts[section] = replace(current, **table)
         except BadInput as e:

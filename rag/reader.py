@@ -123,9 +123,13 @@ def finish(raw: str, hits: list[Hit], reader: dict[str, Any]) -> Answer:
     if parsed.dropped:
         logger.info("dropped citations to passages that were not given: %s", parsed.dropped)
     if parsed.abstained:
-        return Answer(text=ABSTAIN, abstained=True, citations=[], reader=dict(reader), raw=raw, supported=True)
+        return Answer(
+            text=ABSTAIN, abstained=True, citations=[], reader=dict(reader), raw=raw, supported=True
+        )
     cites, ok = check_citations(parsed.text, parsed.citations, hits)
-    return Answer(text=parsed.text, abstained=False, citations=cites, reader=dict(reader), raw=raw, supported=ok)
+    return Answer(
+        text=parsed.text, abstained=False, citations=cites, reader=dict(reader), raw=raw, supported=ok
+    )
 
 
 def passages(hits: list[Hit]) -> list[Passage]:
@@ -195,7 +199,7 @@ def _stop_criteria_class():
             import torch
 
             done = [
-                find_stop(self.tokenizer.decode(row[self.prompt_len:], skip_special_tokens=True).lstrip())
+                find_stop(self.tokenizer.decode(row[self.prompt_len :], skip_special_tokens=True).lstrip())
                 is not None
                 for row in input_ids
             ]
@@ -225,20 +229,26 @@ def resolve_adapter(spec: str | Path | None, model_name: str) -> Path | None:
         return shipped if (shipped / ADAPTER_MANIFEST).is_file() else None
     path = Path(spec).expanduser()
     if not path.is_dir():
-        raise BadInput(f"no adapter folder at {path}: pass a folder written by `rag finetune`, 'default' or 'none'")
+        raise BadInput(
+            f"no adapter folder at {path}: pass a folder written by `rag finetune`, 'default' or 'none'"
+        )
     return path
 
 
 def read_adapter_manifest(path: Path) -> dict[str, Any]:
     """The adapter's rag_adapter.json, after checking the folder is a peft adapter."""
     if not (path / "adapter_config.json").is_file():
-        raise BadInput(f"{path} is not a LoRA adapter folder (no adapter_config.json): "
-                       "pass a folder written by `rag finetune` or --adapter none")
+        raise BadInput(
+            f"{path} is not a LoRA adapter folder (no adapter_config.json): "
+            "pass a folder written by `rag finetune` or --adapter none"
+        )
     try:
         return json.loads((path / ADAPTER_MANIFEST).read_text())
     except FileNotFoundError as e:
-        raise BadInput(f"{path} has no {ADAPTER_MANIFEST}, so its base model is unknown: "
-                       "retrain it with `rag finetune` or pass --adapter none") from e
+        raise BadInput(
+            f"{path} has no {ADAPTER_MANIFEST}, so its base model is unknown: "
+            "retrain it with `rag finetune` or pass --adapter none"
+        ) from e
     except ValueError as e:
         raise BadInput(f"{path / ADAPTER_MANIFEST} is not valid JSON ({e}): retrain the adapter") from e
 
@@ -248,12 +258,16 @@ def check_adapter(manifest: dict[str, Any], info: Any, path: Path) -> None:
     model = _info(info, "name")
     base = manifest.get("base")
     if base != model:
-        raise BadInput(f"adapter {path} was trained on base model {base!r}, but the reader model is "
-                       f"{model!r}: pass --model {base} or --adapter none")
+        raise BadInput(
+            f"adapter {path} was trained on base model {base!r}, but the reader model is "
+            f"{model!r}: pass --model {base} or --adapter none"
+        )
     want, have = manifest.get("base_sha256"), _info(info, "sha256")
     if want and have and want != have:
-        raise BadInput(f"adapter {path} was trained on a different build of {model} (sha256 {want[:12]}... "
-                       f"vs {have[:12]}...): re-pull the model with `rag models pull {model}` or retrain the adapter")
+        raise BadInput(
+            f"adapter {path} was trained on a different build of {model} (sha256 {want[:12]}... "
+            f"vs {have[:12]}...): re-pull the model with `rag models pull {model}` or retrain the adapter"
+        )
 
 
 # LoRA settings the direct merge below handles; any other adapter goes through peft.
@@ -277,7 +291,12 @@ def _merge_lora_direct(model, path: Path) -> bool:
         return False
     if not weights.is_file() or any(cfg.get(k, v) != v for k, v in _SIMPLE_LORA.items()):
         return False
-    if cfg.get("rank_pattern") or cfg.get("alpha_pattern") or cfg.get("modules_to_save") or cfg.get("lora_bias"):
+    if (
+        cfg.get("rank_pattern")
+        or cfg.get("alpha_pattern")
+        or cfg.get("modules_to_save")
+        or cfg.get("lora_bias")
+    ):
         return False
     modules = dict(model.named_modules())
     pairs: dict[str, dict[str, Any]] = {}
@@ -324,13 +343,19 @@ def _load_error(e: Exception, path: Path, model_name: str | None) -> BadInput:
     if "size mismatch" in str(e):
         base, have = _adapter_base(path), model_name or "the loaded model"
         if base and base != have:
-            return BadInput(f"adapter {path} was trained for base {base}, not {have}: "
-                            f"pass --model {base} or --adapter none")
-        return BadInput(f"adapter {path} does not fit {have} (its weight shapes belong to another model): "
-                        "retrain it with `rag finetune` for this model or pass --adapter none")
+            return BadInput(
+                f"adapter {path} was trained for base {base}, not {have}: "
+                f"pass --model {base} or --adapter none"
+            )
+        return BadInput(
+            f"adapter {path} does not fit {have} (its weight shapes belong to another model): "
+            "retrain it with `rag finetune` for this model or pass --adapter none"
+        )
     first = (str(e).strip().splitlines() or [""])[0][:200]
-    return BadInput(f"could not load the LoRA adapter at {path} ({type(e).__name__}: {first}): "
-                    "retrain it for this model or pass --adapter none")
+    return BadInput(
+        f"could not load the LoRA adapter at {path} ({type(e).__name__}: {first}): "
+        "retrain it for this model or pass --adapter none"
+    )
 
 
 def apply_adapter(model, path: Path, inplace: bool = False, model_name: str | None = None):
@@ -381,8 +406,16 @@ class LLMReader:
 
     name = "llm"
 
-    def __init__(self, model, tokenizer, info: Any, adapter: str | Path | None = None, max_new_tokens: int = 32,
-                 merge_inplace: bool = False, max_prompt_tokens: int | None = None):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        info: Any,
+        adapter: str | Path | None = None,
+        max_new_tokens: int = 32,
+        merge_inplace: bool = False,
+        max_prompt_tokens: int | None = None,
+    ):
         self.tokenizer = tokenizer
         self.info = info
         self.max_new_tokens = max_new_tokens
@@ -401,8 +434,11 @@ class LLMReader:
             self.max_positions = min(self.max_positions, max_prompt_tokens + max_new_tokens)
         self.last_passages: int | None = None  # passages the last prompt really held (the rest were dropped)
         # the compute dtype is part of what answered: it is chosen per CPU (rag.hardware) and changes speed
-        self.reader = {"model": model_name, "adapter": str(self.adapter) if self.adapter else None,
-                       "dtype": str(next(model.parameters()).dtype).removeprefix("torch.")}
+        self.reader = {
+            "model": model_name,
+            "adapter": str(self.adapter) if self.adapter else None,
+            "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+        }
         self.last_new_tokens = 0  # tokens generated by the last call (for benchmarks)
         self._lock = threading.Lock()
 
@@ -438,8 +474,12 @@ class LLMReader:
         fits(lo)  # renders lo when it was only assumed to fit
         self.last_passages = lo
         if lo < len(ps):
-            logger.warning("only %d of %d passages fit the reader's %d-token context: the rest are dropped",
-                           lo, len(ps), self.max_positions)
+            logger.warning(
+                "only %d of %d passages fit the reader's %d-token context: the rest are dropped",
+                lo,
+                len(ps),
+                self.max_positions,
+            )
         return rendered[lo]
 
     def _passages_that_fit(self, question: str, ps: list[Passage], budget: int) -> int:
@@ -590,7 +630,9 @@ class ExtractiveReader:
             return Answer(text=ABSTAIN, abstained=True, reader=dict(self.reader), raw=raw)
         # The sentence is the answer verbatim: it is not parsed (it may contain "[3]" or "Answer:").
         cites, ok = check_citations(raw, [1], hits)
-        return Answer(text=raw, abstained=False, citations=cites, reader=dict(self.reader), raw=raw, supported=ok)
+        return Answer(
+            text=raw, abstained=False, citations=cites, reader=dict(self.reader), raw=raw, supported=ok
+        )
 
     def answer(self, question: str, hits: list[Hit]) -> Answer:
         t0 = time.perf_counter()
@@ -630,9 +672,17 @@ def make_reader(
 
     if adapter is None or str(adapter).lower() == "none":
         m, tok, info = load_causal_lm(model, dtype=dt, log=log)
-        return LLMReader(m, tok, info, adapter=None, max_new_tokens=max_new_tokens,
-                         max_prompt_tokens=max_prompt_tokens)
+        return LLMReader(
+            m, tok, info, adapter=None, max_new_tokens=max_new_tokens, max_prompt_tokens=max_prompt_tokens
+        )
     # A private copy of the base, so the adapter merges in place: no deep copy of the cached one.
     m, tok, info = load_causal_lm(model, dtype=dt, log=log, cache=False)
-    return LLMReader(m, tok, info, adapter=adapter, max_new_tokens=max_new_tokens, merge_inplace=True,
-                     max_prompt_tokens=max_prompt_tokens)
+    return LLMReader(
+        m,
+        tok,
+        info,
+        adapter=adapter,
+        max_new_tokens=max_new_tokens,
+        merge_inplace=True,
+        max_prompt_tokens=max_prompt_tokens,
+    )

@@ -51,24 +51,39 @@ def main() -> None:
     a = ap.parse_args()
     if not a.run_dir.is_dir():
         sys.exit(f"error: {a.run_dir} is not a folder: pass the eval run folder (RUNS/eval/bundled-...)")
-    qs = {q.id: q for q in sample(load_testset(None).questions, a.limit, a.seed, a.unanswerable)
-          if not q.unanswerable}
+    qs = {
+        q.id: q
+        for q in sample(load_testset(None).questions, a.limit, a.seed, a.unanswerable)
+        if not q.unanswerable
+    }
     fix = f"run rag eval --testset --limit {a.limit} --unanswerable {a.unanswerable} --seed {a.seed}"
     hits = _covering(list(a.run_dir.glob("hits-*.jsonl")), set(qs), "retrieved passages", fix)
-    found = {qid: any(is_gold_hit(Chunk(h["id"], h["doc"], h["text"], h["start"], h["end"]), qs[qid])
-                      for h in hits[qid]["hits"][: a.k]) for qid in qs}
+    found = {
+        qid: any(
+            is_gold_hit(Chunk(h["id"], h["doc"], h["text"], h["start"], h["end"]), qs[qid])
+            for h in hits[qid]["hits"][: a.k]
+        )
+        for qid in qs
+    }
     f1: dict[tuple[str, bool], list[float]] = {}
     for name in (a.system, a.system + "@gold"):
-        p = _covering(list(a.run_dir.glob(f"pred-{_safe(name)}-*.jsonl")), set(qs), f"predictions of {name}",
-                      f"{fix} -s {name}")
+        p = _covering(
+            list(a.run_dir.glob(f"pred-{_safe(name)}-*.jsonl")),
+            set(qs),
+            f"predictions of {name}",
+            f"{fix} -s {name}",
+        )
         for hit in (True, False):
             f1[(name, hit)] = [_f1(p[q], qs[q]) for q in qs if found[q] == hit]
     print(f"{'system':32} {'gold in top ' + str(a.k):>18} {'gold missed':>16}")
     for name in (a.system, a.system + "@gold"):
         print(f"{name:32} {_mean(f1[(name, True)]):>18} {_mean(f1[(name, False)]):>16}")
     lost = {hit: sum(f1[(a.system + "@gold", hit)]) - sum(f1[(a.system, hit)]) for hit in (True, False)}
-    print(f"F1 lost to retrieval misses: {100 * lost[False] / len(qs):.1f}; to reading among distractors: "
-          f"{100 * lost[True] / len(qs):.1f} (of {len(qs)} answerable questions)")
+    print(
+        f"F1 lost to retrieval misses: {100 * lost[False] / len(qs):.1f}; to reading among distractors: "
+        f"{100 * lost[True] / len(qs):.1f} (of {len(qs)} answerable questions)"
+    )
+
 
 if __name__ == "__main__":
     main()

@@ -67,7 +67,7 @@ def test_real_reader_on_three_documents(index, real_models):
     for c in ans.citations:
         h = s.hits[c.n - 1].chunk
         assert (c.source, c.start, c.end) == (h.doc, h.start, h.end)
-        assert DOCS[c.source.rsplit("/", 1)[-1]][c.start:c.end] == h.text  # offsets point into the file
+        assert DOCS[c.source.rsplit("/", 1)[-1]][c.start : c.end] == h.text  # offsets point into the file
     obj = answer_to_json(ans)
     assert isinstance(obj["abstained"], bool) and isinstance(obj["supported"], bool)
     assert obj["timings"]["first_token_s"] <= obj["timings"]["total_s"]
@@ -82,8 +82,20 @@ def test_cli_json_with_real_index(index, real_models, monkeypatch):
         from indexing.build import build_index
 
         build_index([docs], index_dir)
-    r = CliRunner().invoke(app, ["ask", "How long does Mercury take to orbit the Sun?", "--index", str(index_dir),
-                                 "--reader", "extractive", "--json", "-k", "3"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "ask",
+            "How long does Mercury take to orbit the Sun?",
+            "--index",
+            str(index_dir),
+            "--reader",
+            "extractive",
+            "--json",
+            "-k",
+            "3",
+        ],
+    )
     assert r.exit_code == 0, r.output
     obj = json.loads(r.stdout)
     assert obj["answer"] == "Its orbit around the Sun takes 88 Earth days."

@@ -34,8 +34,15 @@ def test_index_then_search_json(docs, rag_home):
     assert r.exit_code == 0, r.output
     stats = json.loads(r.stdout.strip().splitlines()[-1])
     assert stats["files_indexed"] == 2 and stats["files_skipped"] == 1 and stats["chunks"] == 2
-    assert set(stats) == {"files_indexed", "files_unchanged", "files_removed", "files_skipped", "chunks", "seconds",
-                          "chunks_embedded"}
+    assert set(stats) == {
+        "files_indexed",
+        "files_unchanged",
+        "files_removed",
+        "files_skipped",
+        "chunks",
+        "seconds",
+        "chunks_embedded",
+    }
     assert "skipped photo.png" in r.stderr
     assert (rag_home / "index" / "CURRENT").exists()
 

@@ -79,8 +79,10 @@ def _toy_run(tmp_path, n: int, answer):
     from eval.testset import Question, TestSet
     from rag.types import Answer, Chunk, Citation, Hit
 
-    qs = [Question(f"q{i}", f"Who won Super Bowl 50 (variant {i})?", ("Denver Broncos",), False,
-                   context=CTX) for i in range(n)]
+    qs = [
+        Question(f"q{i}", f"Who won Super Bowl 50 (variant {i})?", ("Denver Broncos",), False, context=CTX)
+        for i in range(n)
+    ]
     ts = TestSet(name="toy", files=[str(tmp_path / "toy.jsonl")], sha256="0" * 64, questions=qs)
 
     class Reader:
@@ -89,8 +91,11 @@ def _toy_run(tmp_path, n: int, answer):
 
         def answer(self, question, hits):
             c = hits[0].chunk
-            return Answer(text=answer(self.name, question), abstained=False,
-                          citations=[Citation(1, c.doc, c.start, c.end)])
+            return Answer(
+                text=answer(self.name, question),
+                abstained=False,
+                citations=[Citation(1, c.doc, c.start, c.end)],
+            )
 
     class Retriever:
         def search(self, q, k):
@@ -104,10 +109,19 @@ def test_judge_failures_reach_the_run_metrics(tmp_path, no_network):
 
     garbled = ("(variant 1)?", "(variant 2)?")
     ts, qs, retriever, readers = _toy_run(
-        tmp_path, 5, lambda name, q: "Garbled" if q.endswith(garbled) else "Denver Broncos")
+        tmp_path, 5, lambda name, q: "Garbled" if q.endswith(garbled) else "Denver Broncos"
+    )
     judge = Judge(generate=scripted_judge({"Garbled"}), embed=_embed, name="scripted")
-    res = run_eval(ts, qs, [SystemSpec("fake", "llm", model="fake")], EvalConfig(judge_limit=4, runs=tmp_path),
-                   retriever=retriever, reader_factory=readers, judge=judge, index_key="toy")
+    res = run_eval(
+        ts,
+        qs,
+        [SystemSpec("fake", "llm", model="fake")],
+        EvalConfig(judge_limit=4, runs=tmp_path),
+        retriever=retriever,
+        reader_factory=readers,
+        judge=judge,
+        index_key="toy",
+    )
     m = res.systems[0]["metrics"]
     assert m["judge_n"] == 4  # a seeded subsample of 4 of the 5 questions
     garbled_judged = len({"q1", "q2"} & set(judge_ids(qs, 4, seed=0)))
@@ -133,12 +147,22 @@ def test_judge_system_limits_the_judge_to_the_named_systems(tmp_path, no_network
     systems = [SystemSpec("right", "llm", model="a"), SystemSpec("wrong", "llm", model="b")]
     judge = Judge(generate=generate, embed=_embed, name="scripted")
     cfg = EvalConfig(judge_limit=3, judge_systems=["right"], runs=tmp_path)
-    res = run_eval(ts, qs, systems, cfg, retriever=retriever, reader_factory=readers, judge=judge, index_key="toy")
+    res = run_eval(
+        ts, qs, systems, cfg, retriever=retriever, reader_factory=readers, judge=judge, index_key="toy"
+    )
     m = {s["name"]: s["metrics"] for s in res.systems}
     assert m["right"]["judge_n"] == 3 and m["right"]["faithfulness"] == 1.0
     assert not m["wrong"]["judge_n"] and m["wrong"]["faithfulness"] is None
     assert seen and not any("Carolina" in p.rsplit("-----------------------------", 1)[-1] for p in seen)
 
     with pytest.raises(BadInput, match="--judge-system nobody is not among the evaluated systems"):
-        run_eval(ts, qs, systems, EvalConfig(judge_limit=3, judge_systems=["nobody"], runs=tmp_path),
-                 retriever=retriever, reader_factory=readers, judge=judge, index_key="toy")
+        run_eval(
+            ts,
+            qs,
+            systems,
+            EvalConfig(judge_limit=3, judge_systems=["nobody"], runs=tmp_path),
+            retriever=retriever,
+            reader_factory=readers,
+            judge=judge,
+            index_key="toy",
+        )

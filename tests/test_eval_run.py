@@ -54,8 +54,18 @@ def testset(tmp_path, corpus):
     rows = []
     for qid, q, answers, para in QUESTIONS:
         c = chunks[para]
-        rows.append({"id": qid, "question": q, "answers": answers, "unanswerable": not answers,
-                     "source": "S.txt", "paragraph": para, "start": c.start, "end": c.end})
+        rows.append(
+            {
+                "id": qid,
+                "question": q,
+                "answers": answers,
+                "unanswerable": not answers,
+                "source": "S.txt",
+                "paragraph": para,
+                "start": c.start,
+                "end": c.end,
+            }
+        )
     f = tmp_path / "t.jsonl"
     f.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return load_testset([f], corpus_root=root)
@@ -71,7 +81,9 @@ class WordOverlapRetriever:
     def search(self, query: str, k: int) -> list[Hit]:
         self.calls += 1
         qw = set(re.findall(r"\w+", query.lower()))
-        scored = [(len(qw & set(re.findall(r"\w+", c.text.lower()))), -i, c) for i, c in enumerate(self.chunks)]
+        scored = [
+            (len(qw & set(re.findall(r"\w+", c.text.lower()))), -i, c) for i, c in enumerate(self.chunks)
+        ]
         scored.sort(key=lambda t: (t[0], t[1]), reverse=True)
         return [Hit(c, float(s)) for s, _, c in scored[:k]]
 
@@ -111,8 +123,15 @@ BASE = SystemSpec("extractive", "extractive")
 def test_scores_a_perfect_reader_against_a_wrong_baseline(testset, corpus, tmp_path):
     _, chunks = corpus
     readers = {"llm": KnowingReader(_golds()), "extractive": KnowingReader(_golds(), wrong=True)}
-    res = run_eval(testset, testset.questions, [BASE, LLM], EvalConfig(k=1, runs=tmp_path / "runs", n_boot=300),
-                   retriever=WordOverlapRetriever(chunks), reader_factory=lambda s: readers[s.reader], index_key="toy")
+    res = run_eval(
+        testset,
+        testset.questions,
+        [BASE, LLM],
+        EvalConfig(k=1, runs=tmp_path / "runs", n_boot=300),
+        retriever=WordOverlapRetriever(chunks),
+        reader_factory=lambda s: readers[s.reader],
+        index_key="toy",
+    )
     m = {s["name"]: s["metrics"] for s in res.systems}
     # Gold paragraphs rank first for 6 of the 7 answerable questions, second for "g".
     assert res.retrieval["n"] == 7
@@ -130,7 +149,11 @@ def test_scores_a_perfect_reader_against_a_wrong_baseline(testset, corpus, tmp_p
     assert m["extractive"]["grounding"] == 0.0  # "banana" is in no passage
     comp = {(c["a"], c["b"], c["metric"]): c for c in res.comparisons}
     f1 = comp[("fake-llm", "extractive", "f1")]
-    assert f1["diff"] == pytest.approx(llm["f1"], abs=0.01) and f1["lo"] <= f1["diff"] <= f1["hi"] and f1["n"] == 7
+    assert (
+        f1["diff"] == pytest.approx(llm["f1"], abs=0.01)
+        and f1["lo"] <= f1["diff"] <= f1["hi"]
+        and f1["n"] == 7
+    )
     out = res.as_json()
     assert {"systems", "testset", "seed", "index"} <= set(out)
     assert [set(s) >= {"name", "n", "metrics"} for s in out["systems"]] == [True, True]
@@ -146,8 +169,13 @@ def test_oracle_gives_the_gold_paragraph(testset, corpus, tmp_path):
             seen[question] = [h.chunk.text for h in hits]
             return super().answer(question, hits)
 
-    res = run_eval(testset, testset.questions, [LLM_GOLD], EvalConfig(runs=tmp_path / "runs"),
-                   reader_factory=lambda s: Recorder(_golds()))
+    res = run_eval(
+        testset,
+        testset.questions,
+        [LLM_GOLD],
+        EvalConfig(runs=tmp_path / "runs"),
+        reader_factory=lambda s: Recorder(_golds()),
+    )
     assert seen["What are chloroplasts?"] == [PARAS[2]]
     assert seen["Who sang the anthem at Super Bowl 50?"] == [PARAS[0]]
     m = res.systems[0]["metrics"]
@@ -162,7 +190,9 @@ def test_interrupted_run_resumes_and_rerun_computes_only_what_changed(testset, c
     kw = dict(retriever=retriever, index_key="toy")
 
     with pytest.raises(RuntimeError, match="simulated crash"):
-        run_eval(testset, testset.questions, [LLM], cfg, reader_factory=lambda s: KnowingReader(_golds(), 3), **kw)
+        run_eval(
+            testset, testset.questions, [LLM], cfg, reader_factory=lambda s: KnowingReader(_golds(), 3), **kw
+        )
     preds = list((runs / "eval").glob("*/pred-fake-llm-*.jsonl"))
     assert len(preds) == 1 and len(preds[0].read_text().splitlines()) == 3
     assert not (runs / "experiments.jsonl").exists()  # nothing logged for a crashed run
@@ -196,9 +226,15 @@ def test_experiments_log_schema_jsonl_and_csv(testset, corpus, tmp_path):
     _, chunks = corpus
     runs = tmp_path / "runs"
     for _ in range(2):
-        run_eval(testset, testset.questions, [BASE, LLM], EvalConfig(k=2, runs=runs, seed=7, n_boot=100),
-                 retriever=WordOverlapRetriever(chunks), index_key="toy",
-                 reader_factory=lambda s: KnowingReader(_golds(), wrong=s.reader == "extractive"))
+        run_eval(
+            testset,
+            testset.questions,
+            [BASE, LLM],
+            EvalConfig(k=2, runs=runs, seed=7, n_boot=100),
+            retriever=WordOverlapRetriever(chunks),
+            index_key="toy",
+            reader_factory=lambda s: KnowingReader(_golds(), wrong=s.reader == "extractive"),
+        )
     rows = [json.loads(line) for line in (runs / "experiments.jsonl").read_text().splitlines()]
     assert len(rows) == 4 and all(tuple(r) == LOG_COLUMNS for r in rows)
     assert {r["system"] for r in rows} == {"extractive", "fake-llm"} and rows[0]["seed"] == 7
@@ -218,9 +254,27 @@ def test_cli_eval_json_with_the_extractive_reader(testset, corpus, tmp_path, mon
     _, chunks = corpus
     monkeypatch.setattr(R, "_default_retriever_factory", lambda cfg: WordOverlapRetriever(chunks))
     f = Path(testset.files[0])
-    r = CliRunner().invoke(app, ["eval", "--testset", str(f), "--corpus", str(testset.corpus_root),
-                                 "--systems", "extractive", "--systems", "extractive@gold", "--limit", "5",
-                                 "--seed", "1", "--json", "--runs", str(tmp_path / "runs")])
+    r = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            "--testset",
+            str(f),
+            "--corpus",
+            str(testset.corpus_root),
+            "--systems",
+            "extractive",
+            "--systems",
+            "extractive@gold",
+            "--limit",
+            "5",
+            "--seed",
+            "1",
+            "--json",
+            "--runs",
+            str(tmp_path / "runs"),
+        ],
+    )
     assert r.exit_code == 0, r.output
     data = json.loads(r.stdout)
     assert [s["name"] for s in data["systems"]] == ["extractive", "extractive@gold"]
@@ -243,11 +297,24 @@ def test_batch_retrieval_is_used_when_offered(testset, corpus, tmp_path):
             raise AssertionError("one query at a time while a batch search exists")
 
     r = Batched(chunks)
-    one = run_eval(testset, testset.questions, [LLM], EvalConfig(k=1, runs=tmp_path / "a"), retriever=r,
-                   index_key="toy", reader_factory=lambda s: KnowingReader(_golds()))
-    two = run_eval(testset, testset.questions, [LLM], EvalConfig(k=1, runs=tmp_path / "b"),
-                   retriever=WordOverlapRetriever(chunks), index_key="toy",
-                   reader_factory=lambda s: KnowingReader(_golds()))
+    one = run_eval(
+        testset,
+        testset.questions,
+        [LLM],
+        EvalConfig(k=1, runs=tmp_path / "a"),
+        retriever=r,
+        index_key="toy",
+        reader_factory=lambda s: KnowingReader(_golds()),
+    )
+    two = run_eval(
+        testset,
+        testset.questions,
+        [LLM],
+        EvalConfig(k=1, runs=tmp_path / "b"),
+        retriever=WordOverlapRetriever(chunks),
+        index_key="toy",
+        reader_factory=lambda s: KnowingReader(_golds()),
+    )
     assert r.batches == 1
     assert one.retrieval["mrr_at_10"] == two.retrieval["mrr_at_10"]
     assert one.systems[0]["metrics"]["f1"] == two.systems[0]["metrics"]["f1"]

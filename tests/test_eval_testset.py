@@ -18,13 +18,31 @@ def _jsonl(path: Path, rows: list) -> Path:
 
 
 def test_loads_answerable_and_unanswerable_rows(tmp_path):
-    f = _jsonl(tmp_path / "t.jsonl", [
-        {"id": "a", "question": "Who won?", "answers": ["Denver Broncos", "Broncos"], "source": "S.txt",
-         "paragraph": 0, "start": 0, "end": 20},
-        {"id": "b", "question": "Who lost?", "answers": []},
-        {"id": "c", "question": "Why?", "answers": [], "unanswerable": True, "source": "S.txt", "paragraph": 1,
-         "start": 22, "end": 40},
-    ])
+    f = _jsonl(
+        tmp_path / "t.jsonl",
+        [
+            {
+                "id": "a",
+                "question": "Who won?",
+                "answers": ["Denver Broncos", "Broncos"],
+                "source": "S.txt",
+                "paragraph": 0,
+                "start": 0,
+                "end": 20,
+            },
+            {"id": "b", "question": "Who lost?", "answers": []},
+            {
+                "id": "c",
+                "question": "Why?",
+                "answers": [],
+                "unanswerable": True,
+                "source": "S.txt",
+                "paragraph": 1,
+                "start": 22,
+                "end": 40,
+            },
+        ],
+    )
     ts = load_testset([f])
     assert [q.id for q in ts.questions] == ["a", "b", "c"]
     assert ts.questions[0].answers == ("Denver Broncos", "Broncos") and not ts.questions[0].unanswerable
@@ -39,7 +57,10 @@ def test_loads_answerable_and_unanswerable_rows(tmp_path):
         ('{"id": "x", "question": "Q?", "answers": ["a"]', "not valid JSON"),
         ('{"id": "x", "answers": ["a"]}', "missing 'question'"),
         ('{"id": "x", "question": "Q?", "answers": "a", "start": 5}', "'start' and 'end' go together"),
-        ('{"id": "x", "question": "Q?", "answers": ["a"], "unanswerable": true}', "unanswerable must have no answers"),
+        (
+            '{"id": "x", "question": "Q?", "answers": ["a"], "unanswerable": true}',
+            "unanswerable must have no answers",
+        ),
         ('{"id": "x", "question": "Q?", "answers": [3]}', "list of strings"),
         ('["not", "an", "object"]', "expected a JSON object"),
     ],
@@ -69,10 +90,27 @@ def test_missing_bundled_set_says_how_to_build_it(monkeypatch, tmp_path):
 
 
 def test_squad_json(tmp_path):
-    doc = {"version": "1.1", "data": [{"title": "Super_Bowl_50", "paragraphs": [{
-        "context": "Super Bowl 50 was won by the Denver Broncos.",
-        "qas": [{"id": "q1", "question": "Who won?", "answers": [{"text": "Denver Broncos", "answer_start": 29}]},
-                {"id": "q2", "question": "Who sang?", "answers": [], "is_impossible": True}]}]}]}
+    doc = {
+        "version": "1.1",
+        "data": [
+            {
+                "title": "Super_Bowl_50",
+                "paragraphs": [
+                    {
+                        "context": "Super Bowl 50 was won by the Denver Broncos.",
+                        "qas": [
+                            {
+                                "id": "q1",
+                                "question": "Who won?",
+                                "answers": [{"text": "Denver Broncos", "answer_start": 29}],
+                            },
+                            {"id": "q2", "question": "Who sang?", "answers": [], "is_impossible": True},
+                        ],
+                    }
+                ],
+            }
+        ],
+    }
     f = tmp_path / "dev.json"
     f.write_text(json.dumps(doc))
     ts = load_testset([f])
@@ -89,7 +127,10 @@ def test_gold_context_reads_the_source_span(tmp_path):
     (tmp_path / "S.txt").write_text("First paragraph.\n\nSecond paragraph here.")
     q = Question("a", "?", ("x",), False, source="S.txt", start=18, end=40)
     assert gold_context(q, tmp_path) == "Second paragraph here."
-    assert gold_context(Question("b", "?", ("x",), False, source="Missing.txt", start=0, end=3), tmp_path) is None
+    assert (
+        gold_context(Question("b", "?", ("x",), False, source="Missing.txt", start=0, end=3), tmp_path)
+        is None
+    )
 
 
 def test_sampling_is_seeded_and_keeps_the_mix():

@@ -13,8 +13,10 @@ from finetune.data import DataConfig, build_dataset, load_examples, majority_ans
 from rag.errors import BadInput, DataLeak
 from rag.prompt import ABSTAIN
 
-VOCAB = ("river mountain castle harbor village church market bridge forest island valley tower garden "
-         "station museum library palace temple school factory").split()
+VOCAB = (
+    "river mountain castle harbor village church market bridge forest island valley tower garden "
+    "station museum library palace temple school factory"
+).split()
 
 
 def _rows(n_articles: int = 12, paras: int = 4, qs: int = 5, seed: int = 0) -> list[dict]:
@@ -29,8 +31,15 @@ def _rows(n_articles: int = 12, paras: int = 4, qs: int = 5, seed: int = 0) -> l
             ctx = " ".join(words) + "."
             for q, ans in enumerate(answers):
                 topic = " ".join(rng.sample(VOCAB, 3))
-                rows.append({"id": f"{a}-{p}-{q}", "title": f"Article {a}", "question": f"which {topic} {q}?",
-                             "context": ctx, "answers": [ans, ans, f"the {ans} thing"]})
+                rows.append(
+                    {
+                        "id": f"{a}-{p}-{q}",
+                        "title": f"Article {a}",
+                        "question": f"which {topic} {q}?",
+                        "context": ctx,
+                        "answers": [ans, ans, f"the {ans} thing"],
+                    }
+                )
     return rows
 
 
@@ -50,8 +59,10 @@ def jsonl(tmp_path):
 
 
 def test_gold_less_rate_and_shuffled_positions(jsonl, tmp_path):
-    ds = build_dataset(DataConfig(source=str(jsonl), p_gold=0.8, distractors=3, min_distractors=3,
-                                  val_fraction=0.2), cache_dir=tmp_path / "c")
+    ds = build_dataset(
+        DataConfig(source=str(jsonl), p_gold=0.8, distractors=3, min_distractors=3, val_fraction=0.2),
+        cache_dir=tmp_path / "c",
+    )
     exs = ds.train + ds.val
     assert len(exs) == 12 * 4 * 5
     no_gold = [e for e in exs if e.gold is None]
@@ -69,7 +80,9 @@ def test_gold_less_rate_and_shuffled_positions(jsonl, tmp_path):
 
 
 def test_distractor_count_is_drawn_in_range(jsonl, tmp_path):
-    ds = build_dataset(DataConfig(source=str(jsonl), distractors=4, min_distractors=1), cache_dir=tmp_path / "c")
+    ds = build_dataset(
+        DataConfig(source=str(jsonl), distractors=4, min_distractors=1), cache_dir=tmp_path / "c"
+    )
     counts = Counter(len(e.passages) for e in ds.train if e.gold is not None)
     assert set(counts) == {2, 3, 4, 5}
 
@@ -120,10 +133,19 @@ def test_squad_json_source(tmp_path):
     for r in rows:
         paras = arts.setdefault(r["title"], {})
         paras.setdefault(r["context"], []).append(
-            {"id": r["id"], "question": r["question"],
-             "answers": [{"text": a, "answer_start": r["context"].find(a)} for a in r["answers"]]})
-    squad = {"version": "1.1", "data": [{"title": t, "paragraphs": [{"context": c, "qas": q} for c, q in p.items()]}
-                                        for t, p in arts.items()]}
+            {
+                "id": r["id"],
+                "question": r["question"],
+                "answers": [{"text": a, "answer_start": r["context"].find(a)} for a in r["answers"]],
+            }
+        )
+    squad = {
+        "version": "1.1",
+        "data": [
+            {"title": t, "paragraphs": [{"context": c, "qas": q} for c, q in p.items()]}
+            for t, p in arts.items()
+        ],
+    }
     path = tmp_path / "squad.json"
     path.write_text(json.dumps(squad))
     ds = build_dataset(DataConfig(source=str(path)), cache_dir=tmp_path / "c")

@@ -17,12 +17,15 @@ def test_doctests():
     assert doctest.testmod(hardware).failed == 0
 
 
-@pytest.mark.parametrize("flags, want", [
-    ({"avx2", "fma"}, "float32"),  # AVX2-only (most laptops): bf16 is emulated and ~4x slower
-    ({"avx2", "avx512f", "avx512_bf16"}, "bfloat16"),
-    ({"avx2", "amx_bf16"}, "bfloat16"),
-    (set(), "float32"),  # unknown CPU (no /proc/cpuinfo): the safe choice
-])
+@pytest.mark.parametrize(
+    "flags, want",
+    [
+        ({"avx2", "fma"}, "float32"),  # AVX2-only (most laptops): bf16 is emulated and ~4x slower
+        ({"avx2", "avx512f", "avx512_bf16"}, "bfloat16"),
+        ({"avx2", "amx_bf16"}, "bfloat16"),
+        (set(), "float32"),  # unknown CPU (no /proc/cpuinfo): the safe choice
+    ],
+)
 def test_dtype_by_cpu_flags(flags, want, monkeypatch):
     monkeypatch.delenv("RAG_DTYPE", raising=False)
     assert hardware.choose_dtype(flags) == want
@@ -77,14 +80,23 @@ def test_busy_cores_sees_another_process():
 
 def test_a_busy_machine_gets_passive_waiting():
     """Started beside a hog, a process sets OMP_WAIT_POLICY=PASSIVE before torch loads; never after."""
-    code = ("import os; from rag import hardware; hardware.configure_for_load(0.5); "
-            "print(os.environ.get('OMP_WAIT_POLICY'))")
+    code = (
+        "import os; from rag import hardware; hardware.configure_for_load(0.5); "
+        "print(os.environ.get('OMP_WAIT_POLICY'))"
+    )
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
-        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-        late = subprocess.run([sys.executable, "-c", "import torch; " + code], env=env, capture_output=True,
-                              text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        )
+        late = subprocess.run(
+            [sys.executable, "-c", "import torch; " + code],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
     finally:
         hog.kill()
         hog.wait()

@@ -144,8 +144,9 @@ HOLD_LOCK = textwrap.dedent(
 
 def test_a_second_build_fails_at_once_while_another_writes(docs, tmp_path):
     idx, writing, go = tmp_path / "idx", tmp_path / "writing", tmp_path / "go"
-    script = HOLD_LOCK.format(tests=str(Path(__file__).parent), writing=str(writing), go=str(go), docs=str(docs),
-                              idx=str(idx))
+    script = HOLD_LOCK.format(
+        tests=str(Path(__file__).parent), writing=str(writing), go=str(go), docs=str(docs), idx=str(idx)
+    )
     proc = subprocess.Popen([sys.executable, "-c", script], env={**os.environ})
     try:
         deadline = time.time() + 60
@@ -213,13 +214,36 @@ def test_broken_and_looping_symlinks_are_warnings(docs, tmp_path):
 def _langchain(count, size, overlap):
     from langchain_text_splitters import RecursiveCharacterTextSplitter
 
-    return RecursiveCharacterTextSplitter(separators=SEPARATORS, chunk_size=size, chunk_overlap=overlap,
-                                          length_function=count, keep_separator="end", strip_whitespace=True)
+    return RecursiveCharacterTextSplitter(
+        separators=SEPARATORS,
+        chunk_size=size,
+        chunk_overlap=overlap,
+        length_function=count,
+        keep_separator="end",
+        strip_whitespace=True,
+    )
 
 
 def _fuzz_texts(n: int, seed: int = 0) -> list[str]:
     rng = random.Random(seed)
-    alphabet = ["a", "bb", " ", "   ", "\n", "\n\n", ". ", "? ", "! ", ", ", "; ", "word", "\t", "é", "漢", " \n "]
+    alphabet = [
+        "a",
+        "bb",
+        " ",
+        "   ",
+        "\n",
+        "\n\n",
+        ". ",
+        "? ",
+        "! ",
+        ", ",
+        "; ",
+        "word",
+        "\t",
+        "é",
+        "漢",
+        " \n ",
+    ]
     return ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 300))) for _ in range(n)]
 
 
@@ -231,7 +255,10 @@ def test_splitter_gives_langchains_chunks(size, overlap):
     for name, count in {"words": lambda t: len(t.split()), "chars": len}.items():
         for text in texts if name == "words" else texts[4:]:
             ours = make_splitter(count, size, overlap)
-            assert ours.split_text(text) == _langchain(count, size, overlap).split_text(text), (name, text[:60])
+            assert ours.split_text(text) == _langchain(count, size, overlap).split_text(text), (
+                name,
+                text[:60],
+            )
             assert all(text[c.start : c.end] == c.text for c in chunk_text("d", text, ours))
 
 
@@ -338,8 +365,10 @@ def test_read_only_rag_home(docs, rag_home, monkeypatch):
         return real_mkdir(self, *a, **k)
 
     monkeypatch.setattr(Path, "mkdir", mkdir)
-    assert_one_line_error(index_cli(docs), f"cannot write to {rag_home / 'index'} (Read-only file system): "
-                                           "set RAG_HOME to a writable folder")
+    assert_one_line_error(
+        index_cli(docs),
+        f"cannot write to {rag_home / 'index'} (Read-only file system): set RAG_HOME to a writable folder",
+    )
 
 
 def _fail_bm25(*a, **k):
@@ -357,7 +386,9 @@ def test_disk_full_keeps_the_old_index(docs, rag_home, monkeypatch, target):
     before = (current(idx), generations(idx))
     (docs / "new.txt").write_text("Volcanoes erupt.")
     monkeypatch.setattr(store, target, _fail_bm25)
-    assert_one_line_error(index_cli(docs), f"could not write the index to {idx} (the disk is full): free some")
+    assert_one_line_error(
+        index_cli(docs), f"could not write the index to {idx} (the disk is full): free some"
+    )
     assert (current(idx), generations(idx)) == before  # no half generation left, CURRENT unchanged
     r = cli("search", "smallest planet", "--mode", "bm25", "--json", "-k", "1")
     assert r.exit_code == 0 and json.loads(r.stdout)[0]["source"] == "mercury.md"

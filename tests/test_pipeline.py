@@ -17,8 +17,10 @@ from rag.reader import ExtractiveReader, LLMReader
 from rag.types import Answer, Chunk, Hit
 
 SB50 = "Super Bowl 50 was an American football game. The Denver Broncos won Super Bowl 50."
-HITS = [Hit(Chunk("sb#10-93", "nfl/super_bowl_50.txt", SB50, 10, 10 + len(SB50)), 2.0),
-        Hit(Chunk("m#0-31", "mercury.txt", "Mercury is a chemical element.", 0, 31), 1.0)]
+HITS = [
+    Hit(Chunk("sb#10-93", "nfl/super_bowl_50.txt", SB50, 10, 10 + len(SB50)), 2.0),
+    Hit(Chunk("m#0-31", "mercury.txt", "Mercury is a chemical element.", 0, 31), 1.0),
+]
 
 
 class FakeRetriever:
@@ -115,7 +117,9 @@ def index(tmp_path):
 
 
 def test_cli_ask_json_extractive_over_a_real_index(index):
-    r = runner.invoke(cli.app, ["ask", "Which team won Super Bowl 50?", "--reader", "extractive", "--json", "-k", "2"])
+    r = runner.invoke(
+        cli.app, ["ask", "Which team won Super Bowl 50?", "--reader", "extractive", "--json", "-k", "2"]
+    )
     assert r.exit_code == 0, r.output
     obj = json.loads(r.stdout)
     assert obj["answer"] == "The Denver Broncos won Super Bowl 50."
@@ -143,12 +147,15 @@ def scripted(monkeypatch):
 
 
 def test_cli_ask_json_llm(scripted):
-    r = runner.invoke(cli.app, ["ask", "Who won Super Bowl 50?", "--json", "--model", "tiny", "--adapter", "none"])
+    r = runner.invoke(
+        cli.app, ["ask", "Who won Super Bowl 50?", "--json", "--model", "tiny", "--adapter", "none"]
+    )
     assert r.exit_code == 0, r.output
     obj = json.loads(r.stdout)
     assert obj["answer"] == "Denver Broncos" and obj["abstained"] is False and obj["supported"] is True
-    assert obj["citations"] == [{"n": 1, "source": "nfl/super_bowl_50.txt", "start": 10,
-                                 "end": 10 + len(SB50), "supported": True}]
+    assert obj["citations"] == [
+        {"n": 1, "source": "nfl/super_bowl_50.txt", "start": 10, "end": 10 + len(SB50), "supported": True}
+    ]
     assert obj["reader"] == {"model": "tiny", "adapter": None, "dtype": "float32"}
     assert obj["timings"]["new_tokens"] >= 1
     assert scripted == [("llm", "tiny", "none", 32)]

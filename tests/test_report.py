@@ -36,16 +36,38 @@ def _manifest(folder: Path) -> Path:
     (folder / "adapter_config.json").write_text("{}")
     man = {
         "base": {"preset": "smollm2-135m", "params": "135M"},
-        "data": {"source": "squadshifts", "counts": {"train_examples": 900, "val_examples": 60, "train_abstain": 180},
-                 "config": {"distractors": 4, "min_distractors": 1, "p_gold": 0.8}},
-        "hyperparameters": {"rank": 16, "alpha": 32, "target_modules": "all-linear", "lr": 5e-4, "batch_size": 8},
-        "training": {"steps": 40, "stopped": "max_steps", "best_step": 40, "train_examples": 900,
-                     "train_time_s": 1260.0, "tokens_per_s": 351.2, "padding_fraction": 0.04},
+        "data": {
+            "source": "squadshifts",
+            "counts": {"train_examples": 900, "val_examples": 60, "train_abstain": 180},
+            "config": {"distractors": 4, "min_distractors": 1, "p_gold": 0.8},
+        },
+        "hyperparameters": {
+            "rank": 16,
+            "alpha": 32,
+            "target_modules": "all-linear",
+            "lr": 5e-4,
+            "batch_size": 8,
+        },
+        "training": {
+            "steps": 40,
+            "stopped": "max_steps",
+            "best_step": 40,
+            "train_examples": 900,
+            "train_time_s": 1260.0,
+            "tokens_per_s": 351.2,
+            "padding_fraction": 0.04,
+        },
         "final": {"step": 40, "val_loss": 0.812, "em": 48.0, "f1": 61.5},
         "untuned": {"step": 0, "val_loss": 3.1, "em": 1.0, "f1": 14.0},
-        "evals": [{"step": 0, "val_loss": 3.1, "f1": 14.0}, {"step": 20, "val_loss": 1.2, "f1": 50.0},
-                  {"step": 40, "val_loss": 0.812, "f1": 61.5}],
-        "curves": {"train_loss": [[i, 3.0 / i] for i in range(1, 41)], "val_loss": [[0, 3.1], [20, 1.2], [40, 0.812]]},
+        "evals": [
+            {"step": 0, "val_loss": 3.1, "f1": 14.0},
+            {"step": 20, "val_loss": 1.2, "f1": 50.0},
+            {"step": 40, "val_loss": 0.812, "f1": 61.5},
+        ],
+        "curves": {
+            "train_loss": [[i, 3.0 / i] for i in range(1, 41)],
+            "val_loss": [[0, 3.1], [20, 1.2], [40, 0.812]],
+        },
         "adapter": {"sha256": "ab" * 32},
         "command": "rag finetune --base smollm2-135m --max-steps 40",
     }
@@ -53,26 +75,75 @@ def _manifest(folder: Path) -> Path:
     return folder
 
 
-def _row(system: str, *, run_id: str = "20260101T000000Z-aaaaaa", time: str = "2026-01-01T00:00:00Z",
-         limit: int | None = 40, index: str | None = None, **over) -> dict:
+def _row(
+    system: str,
+    *,
+    run_id: str = "20260101T000000Z-aaaaaa",
+    time: str = "2026-01-01T00:00:00Z",
+    limit: int | None = 40,
+    index: str | None = None,
+    **over,
+) -> dict:
     oracle = system.endswith("@gold")
     llm = not system.startswith("extractive")
     r = {c: None for c in LOG_COLUMNS}
     r.update(
-        log_version=1, run_id=run_id, time=time, git_commit="abc1234", run_dir="/x",
-        command=f"rag eval --testset --limit {limit} --seed 0", testset="bundled", testset_sha256="f" * 64,
-        testset_files=["squad_dev.jsonl", "disfl_qa.jsonl"], n_testset=12665, limit=limit, seed=0, k=5,
-        mode="hybrid", index=index, system=system, reader="llm" if llm else "extractive", oracle=oracle,
-        model="smollm2-135m" if llm else None, params="135M" if llm else None,
-        quantization="Q4_1" if llm else None, system_hash="0" * 12, n=40, n_answerable=33, n_unanswerable=7,
-        em=10.0, f1=20.0, correct_cited=15.15, declined=0.0, abstain_precision=None, abstain_recall=0.0,
-        wrong_abstain_rate=0.0, citation_accuracy=0.7, citation_rate=1.0, grounding=0.9, supported_rate=1.0,
-        judge=None, judge_limit=0, judge_n=0, faithfulness=None, faithfulness_n=0, faithfulness_failed=0,
-        relevancy=None, relevancy_n=0, relevancy_failed=0, recall_at_k=None if oracle else 0.7576,
-        mrr_at_10=None if oracle else 0.61, recall_at_1=None if oracle else 0.5, recall_at_3=None if oracle else 0.7,
-        recall_at_5=None if oracle else 0.7576, recall_at_10=None if oracle else 0.85,
-        retrieval_n=None if oracle else 33, retrieval_p50_s=None if oracle else 0.02,
-        latency_p50_s=0.9 if llm else 0.001, latency_p95_s=1.5 if llm else 0.004, peak_ram_mb=1500.0 if llm else 700.0,
+        log_version=1,
+        run_id=run_id,
+        time=time,
+        git_commit="abc1234",
+        run_dir="/x",
+        command=f"rag eval --testset --limit {limit} --seed 0",
+        testset="bundled",
+        testset_sha256="f" * 64,
+        testset_files=["squad_dev.jsonl", "disfl_qa.jsonl"],
+        n_testset=12665,
+        limit=limit,
+        seed=0,
+        k=5,
+        mode="hybrid",
+        index=index,
+        system=system,
+        reader="llm" if llm else "extractive",
+        oracle=oracle,
+        model="smollm2-135m" if llm else None,
+        params="135M" if llm else None,
+        quantization="Q4_1" if llm else None,
+        system_hash="0" * 12,
+        n=40,
+        n_answerable=33,
+        n_unanswerable=7,
+        em=10.0,
+        f1=20.0,
+        correct_cited=15.15,
+        declined=0.0,
+        abstain_precision=None,
+        abstain_recall=0.0,
+        wrong_abstain_rate=0.0,
+        citation_accuracy=0.7,
+        citation_rate=1.0,
+        grounding=0.9,
+        supported_rate=1.0,
+        judge=None,
+        judge_limit=0,
+        judge_n=0,
+        faithfulness=None,
+        faithfulness_n=0,
+        faithfulness_failed=0,
+        relevancy=None,
+        relevancy_n=0,
+        relevancy_failed=0,
+        recall_at_k=None if oracle else 0.7576,
+        mrr_at_10=None if oracle else 0.61,
+        recall_at_1=None if oracle else 0.5,
+        recall_at_3=None if oracle else 0.7,
+        recall_at_5=None if oracle else 0.7576,
+        recall_at_10=None if oracle else 0.85,
+        retrieval_n=None if oracle else 33,
+        retrieval_p50_s=None if oracle else 0.02,
+        latency_p50_s=0.9 if llm else 0.001,
+        latency_p95_s=1.5 if llm else 0.004,
+        peak_ram_mb=1500.0 if llm else 700.0,
         comparisons=[],
     )
     r.update(over)
@@ -85,18 +156,35 @@ def deck(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("report")
     adapter = _manifest(tmp / "adapters" / "smollm2-135m")
     no_index = str(tmp / "no-index")
-    tuned = dict(adapter=str(adapter), adapter_rank=16, training_time_s=1260.0, adapter_val_em=48.0,
-                 adapter_val_f1=61.5)
+    tuned = dict(
+        adapter=str(adapter),
+        adapter_rank=16,
+        training_time_s=1260.0,
+        adapter_val_em=48.0,
+        adapter_val_f1=61.5,
+    )
     rows = [
         _row("extractive", index=no_index, em=0.0, f1=13.5, correct_cited=6.06),
         _row("smollm2-135m", index=no_index, em=3.03, f1=11.2, correct_cited=3.03),
-        _row("smollm2-135m+tuned", index=no_index, em=45.45, f1=58.71, correct_cited=51.52, declined=71.43,
-             wrong_abstain_rate=0.0606, faithfulness=0.83, judge="qwen2.5-1.5b", judge_n=10, faithfulness_n=10,
-             comparisons=[{"b": "extractive", "metric": "f1", "diff": 45.2, "lo": 36.0, "hi": 54.1, "n": 33},
-                          {"b": "smollm2-135m", "metric": "f1", "diff": 47.5, "lo": 38.2, "hi": 56.0, "n": 33},
-                          {"b": "smollm2-135m", "metric": "faithfulness", "diff": 0.2, "lo": 0.05, "hi": 0.35,
-                           "n": 8}],
-             **tuned),
+        _row(
+            "smollm2-135m+tuned",
+            index=no_index,
+            em=45.45,
+            f1=58.71,
+            correct_cited=51.52,
+            declined=71.43,
+            wrong_abstain_rate=0.0606,
+            faithfulness=0.83,
+            judge="qwen2.5-1.5b",
+            judge_n=10,
+            faithfulness_n=10,
+            comparisons=[
+                {"b": "extractive", "metric": "f1", "diff": 45.2, "lo": 36.0, "hi": 54.1, "n": 33},
+                {"b": "smollm2-135m", "metric": "f1", "diff": 47.5, "lo": 38.2, "hi": 56.0, "n": 33},
+                {"b": "smollm2-135m", "metric": "faithfulness", "diff": 0.2, "lo": 0.05, "hi": 0.35, "n": 8},
+            ],
+            **tuned,
+        ),
         _row("extractive@gold", index=no_index, em=0.0, f1=23.4),
         _row("smollm2-135m+tuned@gold", index=no_index, em=60.6, f1=71.3, latency_p50_s=None, **tuned),
     ]
@@ -120,8 +208,10 @@ def test_slide_titles_follow_the_brief(deck):
 def test_experiments_table_equals_the_log_rows(deck):
     rep, rows = deck
     table = _slide(rep, "Experiments").table
-    assert table.header[EXPERIMENT_COLUMNS.index(next(c for c in EXPERIMENT_COLUMNS if c[0] == "recall@k"))] \
+    assert (
+        table.header[EXPERIMENT_COLUMNS.index(next(c for c in EXPERIMENT_COLUMNS if c[0] == "recall@k"))]
         == "recall@5"
+    )
     by_system = {r[0]: r for r in table.rows}
     assert set(by_system) == {r["system"] for r in rows}  # one slide row per log row, the old run left out
     col = {h: i for i, (h, _) in enumerate(EXPERIMENT_COLUMNS)}
@@ -174,8 +264,10 @@ def test_conclusions_give_the_faithfulness_gap_with_its_ci(deck):
     rep, _ = deck
     bullets = _slide(rep, "Conclusions: what the measurements say").bullets
     assert any("smollm2-135m+tuned 0.83 (n=10)" in b for b in bullets)
-    assert "  Faithfulness, smollm2-135m+tuned vs smollm2-135m: +0.20 [95% CI +0.05, +0.35] on the 8 questions " \
+    assert (
+        "  Faithfulness, smollm2-135m+tuned vs smollm2-135m: +0.20 [95% CI +0.05, +0.35] on the 8 questions "
         "both answered: a real gain." in bullets
+    )
 
 
 def test_conclusions_say_not_measured_without_the_untuned_run():
@@ -199,7 +291,9 @@ def test_benchmarks_missing_say_not_measured(tmp_path):
     assert NM in slide_adapters(f).bullets[0]
     tr = slide_training(f, tmp_path)
     assert tr.image is None and NM in tr.bullets[0]
-    f.benchmarks = {"index": {"chunks": 2414, "speedup_vs_langchain": 1.83, "date": "2026-01-01", "command": "x"}}
+    f.benchmarks = {
+        "index": {"chunks": 2414, "speedup_vs_langchain": 1.83, "date": "2026-01-01", "command": "x"}
+    }
     t = slide_benchmarks(f).table
     assert t.rows == [["index", "chunks", "2,414", "speedup vs langchain", "1.83"]]
 
@@ -237,18 +331,24 @@ def test_a_system_run_only_on_a_smaller_nested_sample_joins_with_its_own_n():
     n_col = [h for h, _ in EXPERIMENT_COLUMNS].index("n")
     assert [row[n_col] for row in experiments_table(sel.rows, sel.setting).rows] == ["1300", "260"]
 
+
 def test_a_gold_paragraph_run_without_retrieval_joins_the_setting_it_was_run_in():
     # `rag eval -s X@gold` alone reads no index (index None); it belongs with the retrieval rows of
     # the same test set, sample and seed, even when it is the newest row in the log.
     head = _row("extractive", run_id="a", time="2026-01-01T00:00:00Z", index="/idx", limit=1300, n=1300)
-    gold = _row("qwen2.5-0.5b+tuned@gold", run_id="b", time="2026-01-02T00:00:00Z", index=None, limit=1300, n=1300)
+    gold = _row(
+        "qwen2.5-0.5b+tuned@gold", run_id="b", time="2026-01-02T00:00:00Z", index=None, limit=1300, n=1300
+    )
     other = _row("extractive", run_id="c", time="2026-01-03T00:00:00Z", index="/other", limit=1300, n=1300)
     sel = select_rows([head, gold])
     assert [r["system"] for r in sel.rows] == ["extractive", "qwen2.5-0.5b+tuned@gold"]
     assert sel.setting["index"] == "/idx" and sel.other_settings == 0
     # with two indexes in the log, the newest retrieval setting wins and the gold run joins it
     sel = select_rows([head, gold, other])
-    assert [(r["system"], r["run_id"]) for r in sel.rows] == [("extractive", "c"), ("qwen2.5-0.5b+tuned@gold", "b")]
+    assert [(r["system"], r["run_id"]) for r in sel.rows] == [
+        ("extractive", "c"),
+        ("qwen2.5-0.5b+tuned@gold", "b"),
+    ]
     assert sel.other_settings == 1
 
 

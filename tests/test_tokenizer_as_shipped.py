@@ -37,18 +37,32 @@ def _tiny_st_capped(folder: Path) -> Path:
     (bert / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
     BertTokenizerFast(vocab_file=str(bert / "vocab.txt")).save_pretrained(bert)
     torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=5 + len(WORDS), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=18)  # a longer input would crash
+    cfg = BertConfig(
+        vocab_size=5 + len(WORDS),
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=18,
+    )  # a longer input would crash
     BertModel(cfg).save_pretrained(bert)
-    st = SentenceTransformer(modules=[stm.Transformer(str(bert), max_seq_length=16), stm.Pooling(32, "mean"),
-                                      stm.Normalize()], device="cpu")
+    st = SentenceTransformer(
+        modules=[stm.Transformer(str(bert), max_seq_length=16), stm.Pooling(32, "mean"), stm.Normalize()],
+        device="cpu",
+    )
     out = folder / "st"
     st.save(str(out))
     tj = out / "tokenizer.json"
     data = json.loads(tj.read_text())
     data["truncation"] = {"direction": "Right", "max_length": CAP, "strategy": "LongestFirst", "stride": 0}
-    data["padding"] = {"strategy": {"Fixed": CAP}, "direction": "Right", "pad_to_multiple_of": None,
-                       "pad_id": 0, "pad_type_id": 0, "pad_token": "[PAD]"}
+    data["padding"] = {
+        "strategy": {"Fixed": CAP},
+        "direction": "Right",
+        "pad_to_multiple_of": None,
+        "pad_id": 0,
+        "pad_type_id": 0,
+        "pad_token": "[PAD]",
+    }
     tj.write_text(json.dumps(data))
     return out
 

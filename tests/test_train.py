@@ -32,11 +32,22 @@ def _examples(n: int, seed: int = 0) -> list[Example]:
         gold = f"The answer word is {ans} and it is here."
         neg = " ".join(rng.choice(WORDS) for _ in range(8)) + "."
         with_gold = i % 5 != 0
-        passages = [Passage("a.txt", neg)] + ([Passage("b.txt", gold)] if with_gold else [Passage("c.txt", neg)])
+        passages = [Passage("a.txt", neg)] + (
+            [Passage("b.txt", gold)] if with_gold else [Passage("c.txt", neg)]
+        )
         rng.shuffle(passages)
         pos = next((k + 1 for k, p in enumerate(passages) if p.text == gold), None)
-        out.append(Example(id=str(i), article=f"art{i % 7}", question=f"which word {i}?", passages=passages,
-                           gold=pos, answers=[ans], answer=ans if pos else None))
+        out.append(
+            Example(
+                id=str(i),
+                article=f"art{i % 7}",
+                question=f"which word {i}?",
+                passages=passages,
+                gold=pos,
+                answers=[ans],
+                answer=ans if pos else None,
+            )
+        )
     return out
 
 
@@ -51,15 +62,27 @@ def tiny():
     tk = Tokenizer(models.BPE())
     tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tk.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<pad>", "<s>", "</s>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<pad>", "<s>", "</s>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     corpus = [render_prompt(None, e.question, e.passages) + " " + e.target for e in _examples(50)]
     tk.train_from_iterator(corpus, trainer)
     tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                      bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
     return cfg, tok
 
 
@@ -70,9 +93,23 @@ def _model(cfg):
     return LlamaForCausalLM(cfg).to(torch.bfloat16)
 
 
-CFG = TrainConfig(base="tiny", rank=4, alpha=8, batch_size=4, micro_tokens=800, max_steps=6, eval_every=3,
-                  eval_examples=3, val_loss_examples=4, save_every=2, max_new_tokens=4, warmup_steps=1,
-                  lr=5e-3, threads=1, patience=0)
+CFG = TrainConfig(
+    base="tiny",
+    rank=4,
+    alpha=8,
+    batch_size=4,
+    micro_tokens=800,
+    max_steps=6,
+    eval_every=3,
+    eval_examples=3,
+    val_loss_examples=4,
+    save_every=2,
+    max_new_tokens=4,
+    warmup_steps=1,
+    lr=5e-3,
+    threads=1,
+    patience=0,
+)
 
 
 def test_prompt_tokens_are_masked(tiny):
@@ -107,8 +144,16 @@ def test_adapter_changes_and_base_does_not(tiny, tmp_path):
     model = _model(cfg)
     base_before = {k: v.clone() for k, v in model.state_dict().items()}
     exs = _examples(24)
-    res = train(CFG, exs[:20], exs[20:], tmp_path / "ad", model=model, tokenizer=tok,
-                data_info={"source": "synthetic", "hash": "h"}, command="pytest")
+    res = train(
+        CFG,
+        exs[:20],
+        exs[20:],
+        tmp_path / "ad",
+        model=model,
+        tokenizer=tok,
+        data_info={"source": "synthetic", "hash": "h"},
+        command="pytest",
+    )
     lora = {n: p for n, p in model.named_parameters() if "lora_B" in n}
     assert lora and all(p.abs().sum() > 0 for p in lora.values())  # lora_B starts at zero: it moved
     checked = 0
@@ -123,7 +168,9 @@ def test_adapter_changes_and_base_does_not(tiny, tmp_path):
     assert man["untuned"]["step"] == 0 and man["final"]["f1"] is not None
     assert res.manifest["training"]["tokens_per_s"] > 0
     assert not (tmp_path / "ad" / "README.md").exists()  # no machine paths in a shippable folder
-    assert json.loads((tmp_path / "ad" / "adapter_config.json").read_text())["base_model_name_or_path"] == "tiny"
+    assert (
+        json.loads((tmp_path / "ad" / "adapter_config.json").read_text())["base_model_name_or_path"] == "tiny"
+    )
     # Plain peft can load it, and the loaded adapter reproduces the trained model's logits.
     x = torch.tensor([encode(tok, exs[0])[0]])
     model.eval()
@@ -146,8 +193,16 @@ def test_resume_continues_from_saved_step_with_same_optimizer_state(tiny, tmp_pa
                 raise KeyboardInterrupt  # as a Ctrl-C would, from inside the loop
 
     with pytest.raises(KeyboardInterrupt):
-        train(CFG, exs[:20], exs[20:], out, model=_model(cfg), tokenizer=tok, data_info={"hash": "h"},
-              callback=stop_at_4)
+        train(
+            CFG,
+            exs[:20],
+            exs[20:],
+            out,
+            model=_model(cfg),
+            tokenizer=tok,
+            data_info={"hash": "h"},
+            callback=stop_at_4,
+        )
     ck = latest_checkpoint(out)
     assert ck is not None and ck.name == "step-000004" and not (out / MANIFEST).exists()
     saved = torch.load(ck / "trainer_state.pt", weights_only=False)
@@ -166,14 +221,25 @@ def test_resume_continues_from_saved_step_with_same_optimizer_state(tiny, tmp_pa
         if ev["event"] == "step":
             resumed_first.append(ev["step"])
 
-    res = train(CFG, exs[:20], exs[20:], out, model=model, tokenizer=tok, data_info={"hash": "h"},
-                resume=True, callback=watch)
+    res = train(
+        CFG,
+        exs[:20],
+        exs[20:],
+        out,
+        model=model,
+        tokenizer=tok,
+        data_info={"hash": "h"},
+        resume=True,
+        callback=watch,
+    )
     assert resumed_first == [5, 6] and res.step == 6
     assert [seg["start_step"] for seg in res.manifest["training"]["segments"]] == [0, 4]
 
     # The interrupted + resumed run ends with the same adapter as one uninterrupted run.
     straight = _model(cfg)
-    train(CFG, exs[:20], exs[20:], tmp_path / "straight", model=straight, tokenizer=tok, data_info={"hash": "h"})
+    train(
+        CFG, exs[:20], exs[20:], tmp_path / "straight", model=straight, tokenizer=tok, data_info={"hash": "h"}
+    )
     a = {n: p for n, p in model.named_parameters() if "lora_" in n}
     b = {n: p for n, p in straight.named_parameters() if "lora_" in n}
     assert a.keys() == b.keys()
@@ -189,8 +255,16 @@ def test_resume_refuses_other_data(tiny, tmp_path):
     c = TrainConfig(**{**CFG.__dict__, "max_steps": 2, "eval_every": 0})
     train(c, exs[:10], exs[10:], tmp_path / "ad", model=_model(cfg), tokenizer=tok, data_info={"hash": "h1"})
     with pytest.raises(BadInput, match="other data"):
-        train(c, exs[:10], exs[10:], tmp_path / "ad", model=_model(cfg), tokenizer=tok,
-              data_info={"hash": "h2"}, resume=True)
+        train(
+            c,
+            exs[:10],
+            exs[10:],
+            tmp_path / "ad",
+            model=_model(cfg),
+            tokenizer=tok,
+            data_info={"hash": "h2"},
+            resume=True,
+        )
 
 
 def test_abstention_target_is_trained(tiny):
@@ -211,15 +285,37 @@ def test_cli_trains_a_local_model_and_the_reader_accepts_the_adapter(tiny, tmp_p
     base = tmp_path / "tiny-llama"
     _model(cfg).save_pretrained(base)
     tok.save_pretrained(base)
-    rows = [{"title": e.article, "question": e.question, "context": p.text, "answers": e.answers}
-            for e in _examples(40) if e.gold for p in [e.passages[e.gold - 1]]]
+    rows = [
+        {"title": e.article, "question": e.question, "context": p.text, "answers": e.answers}
+        for e in _examples(40)
+        if e.gold
+        for p in [e.passages[e.gold - 1]]
+    ]
     data = tmp_path / "qa.jsonl"
     data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     monkeypatch.setattr("rag.sources.eval_passage_hashes", lambda: set())
     out = tmp_path / "adapter"
-    args = ["finetune", "--base", str(base), "--data", str(data), "--out", str(out), "--max-steps", "2",
-            "--eval-every", "2", "--eval-examples", "2", "--val-loss-examples", "2", "--batch-size", "2",
-            "--threads", "1"]
+    args = [
+        "finetune",
+        "--base",
+        str(base),
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--max-steps",
+        "2",
+        "--eval-every",
+        "2",
+        "--eval-examples",
+        "2",
+        "--val-loss-examples",
+        "2",
+        "--batch-size",
+        "2",
+        "--threads",
+        "1",
+    ]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     assert "adapter:" in res.output and "validation:" in res.output

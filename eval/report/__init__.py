@@ -1,8 +1,8 @@
 """`rag report`: the project's deck (report.pptx + report.pdf) built from recorded experiments.
 
-    facts.py   read the experiments log, adapter manifests, index manifest, data files, benchmarks
-    slides.py  Facts -> list[Slide] (+ PNG figures); a number the sources lack prints "not measured"
-    render.py  list[Slide] -> .pptx (python-pptx) and .pdf (matplotlib), from one layout
+facts.py   read the experiments log, adapter manifests, index manifest, data files, benchmarks
+slides.py  Facts -> list[Slide] (+ PNG figures); a number the sources lack prints "not measured"
+render.py  list[Slide] -> .pptx (python-pptx) and .pdf (matplotlib), from one layout
 """
 
 from __future__ import annotations
@@ -31,8 +31,9 @@ class Report:
     facts: Facts
 
 
-def write_report(runs: Path | None = None, out: Path = Path("."), run_id: str | None = None,
-                 repo: Path = REPO_ROOT) -> Report:
+def write_report(
+    runs: Path | None = None, out: Path = Path("."), run_id: str | None = None, repo: Path = REPO_ROOT
+) -> Report:
     """Write out/report.pptx and out/report.pdf from the experiments log in `runs` (default runs_dir()).
 
     BadInput when the log is missing or empty ("run `rag eval` first") or `out` cannot be a folder."""
@@ -54,5 +55,7 @@ def _report_dir(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise BadInput(f"cannot create the report folder {out} ({e.strerror or type(e).__name__}): "
-                       "pass --out FOLDER somewhere writable") from e
+        raise BadInput(
+            f"cannot create the report folder {out} ({e.strerror or type(e).__name__}): "
+            "pass --out FOLDER somewhere writable"
+        ) from e

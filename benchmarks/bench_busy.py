@@ -154,6 +154,8 @@ def main() -> None:
                 "idle": idle["lat"],
                 "busy": busy["lat"],
                 "dtype": idle["dtype"],
+                "omp_wait_policy_idle": idle["hardware"]["omp_wait_policy"],
+                "omp_wait_policy_busy": busy["hardware"]["omp_wait_policy"],
             }
         )
     hw = idle["hardware"]

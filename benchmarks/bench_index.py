@@ -30,12 +30,12 @@ def main() -> None:
 
     import torch
 
+    from assets import models
     from indexing import store
     from indexing.build import build_index
     from indexing.embed import get_embedder
-    from rag import models
     from rag.config import IndexConfig
-    from rag.hardware import cpu_threads
+    from rag.hardware import cpu_threads, describe
 
     work = Path(tempfile.mkdtemp(prefix="rag-bench-index-"))
     corpus = work / "corpus"
@@ -57,7 +57,9 @@ def main() -> None:
     # LangChain baseline on exactly our chunks, same model folder, fp32 as HuggingFaceEmbeddings loads it.
     from langchain_community.vectorstores import FAISS
     from langchain_core.documents import Document
-    from langchain_huggingface import HuggingFaceEmbeddings
+    # langchain-community's class (same sentence-transformers call): langchain-huggingface would pin
+    # huggingface-hub < 2, below what transformers 5 uses, so it is not in the lock.
+    from langchain_community.embeddings import HuggingFaceEmbeddings
 
     idx = store.open_index(work / "index")
     chunks = idx.db.get(list(range(len(idx))))
@@ -87,10 +89,15 @@ def main() -> None:
         "cpus": cpu_threads(),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "load_avg_1m": round(os.getloadavg()[0], 2),
+        "hardware": describe(),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": "python benchmarks/bench_index.py",
     }
     print(f"\nindexing corpus/ ({res['chunks']} chunks, embedder {cfg.embedder}, {res['cpus']} threads)")
+    hw = res["hardware"]
+    print(
+        f"CPU: {hw['cpu']}, {hw['cores']} cores, flags {' '.join(hw['flags'])}; embedder bf16={res['ours_bf16']}"
+    )
     print(f"{'':28} {'seconds':>8} {'chunks/s':>9}")
     print(f"{'ours (full build)':28} {full_s:8.1f} {res['ours_chunks_per_s']:9.1f}")
     print(f"{'LangChain FAISS.from_docs':28} {lc_s:8.1f} {res['langchain_chunks_per_s']:9.1f}")

@@ -6,9 +6,13 @@ plain `generate(prompt) -> str` function (greedy, chat template), and the embedd
 `BaseRagasEmbeddings` over a local encoder. Each sample is scored on its own so a judge output that
 ragas cannot parse is counted (as a failure, with its reason) instead of being averaged away as NaN.
 
-Nothing here reaches the network: RAGAS_DO_NOT_TRACK is forced on before ragas is imported, models
-come from the local model store. (ragas still writes an anonymous id file under the user data dir when it
-builds its analytics events; it sends nothing.)
+Nothing here reaches the network: RAGAS_DO_NOT_TRACK is forced on when a Judge is built, before ragas
+is first imported (importing this module changes nothing); models come from the local model store.
+(ragas still writes an anonymous id file under the user data dir when it builds its analytics events;
+it sends nothing.)
+
+For an eval run, `judge_predictions` scores a seeded subsample of answerable questions (`judge_ids`,
+the same for every system) and saves the scores in the run folder, so a rerun judges only new answers.
 
     >>> judge = Judge(generate=lambda p: '{"statements": []}', embed=lambda ts: [[1.0] for _ in ts])
     >>> judge.score(JudgeSample("Who won?", "Denver", ["Denver won."])).faithfulness_error
@@ -18,18 +22,26 @@ builds its analytics events; it sends nothing.)
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import os
+import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+from eval.runfiles import Appender, read_jsonl, safe_name, short_hash
 from rag.errors import ModelUnavailable
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from eval.run import EvalConfig
+    from eval.systems import SystemSpec
+    from eval.testset import Question
+    from rag.types import Hit
 
-os.environ["RAGAS_DO_NOT_TRACK"] = "true"  # must precede the first ragas import (it is cached)
+log = logging.getLogger(__name__)
 
 # Strongest first: the default judge is the first of these the model store knows (pulled ones preferred).
 JUDGE_PREFERENCE = ("qwen2.5-1.5b", "qwen2.5-0.5b", "gemma3-270m", "smollm2-135m")
@@ -114,6 +126,10 @@ class Judge:
     name: str = "fake"  # judge preset, recorded in the log
     strictness: int = 1  # questions generated per answer for relevancy (greedy: more would repeat)
     _metrics: Any = field(default=None, repr=False)
+
+    def __post_init__(self):
+        # ragas reads this once, at its first import, which only a Judge's scoring triggers
+        os.environ["RAGAS_DO_NOT_TRACK"] = "true"
 
     def _setup(self):
         if self._metrics is None:
@@ -242,3 +258,78 @@ def load_judge(preset: str | None = None, max_new_tokens: int = 384) -> Judge:
     model, tokenizer, _info = models.load_causal_lm(name)
     model.eval()
     return Judge(generate=hf_generate_fn(model, tokenizer, max_new_tokens), embed=local_embed_fn(), name=name)
+
+
+# ---------------------------------------------------------------- the judged part of an eval run
+def judge_ids(questions: Sequence[Question], limit: int, seed: int) -> list[str]:
+    """The seeded subsample of answerable question ids the judge scores (same for every system)."""
+    ids = [q.id for q in questions if not q.unanswerable]
+    random.Random(seed).shuffle(ids)
+    return ids[:limit]
+
+
+def judge_name(judge: Judge | None, preset: str | None) -> str:
+    """The judge a run records: the one passed in, else the preset asked for, else the default."""
+    return getattr(judge, "name", None) or preset or default_judge_preset()
+
+
+def judge_predictions(
+    qs: Sequence[Question],
+    systems: Sequence[SystemSpec],
+    preds: dict[str, dict[str, dict]],
+    contexts: Callable[[SystemSpec, Question], list[Hit] | None],
+    shash: dict[str, str],
+    cfg: EvalConfig,
+    run_dir: Path,
+    name: str,
+    judge: Judge | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> dict[str, dict[str, dict]]:
+    """System name -> question id -> judge scores, for the answered questions among judge_ids.
+
+    Scores are saved in the run folder (judge-<name>.jsonl) keyed by system hash, question and a hash
+    of question, answer and passages, so a rerun judges only new answers; the judge loads only then.
+    """
+    by_id = {q.id: q for q in qs}
+    path = run_dir / f"judge-{safe_name(name)}.jsonl"
+    saved = {} if cfg.fresh else {(r["system_hash"], r["id"], r["key"]): r for r in read_jsonl(path)}
+    judged: dict[str, dict[str, dict]] = {s.name: {} for s in systems}
+    todo = []
+    for s, qid, texts in _to_judge(qs, systems, preds, contexts, cfg):
+        key = short_hash(json.dumps([by_id[qid].question, preds[s.name][qid]["text"], texts]))
+        row = saved.get((shash[s.name], qid, key))
+        if row:
+            judged[s.name][qid] = row
+        else:
+            todo.append((s, qid, key, texts))
+    if not todo:
+        return judged
+    if judge is None:
+        judge = load_judge(name)
+    with Appender(path) as out:
+        for i, (s, qid, key, texts) in enumerate(todo, 1):
+            sc = judge.score(JudgeSample(by_id[qid].question, preds[s.name][qid]["text"], texts))
+            row = {"system_hash": shash[s.name], "system": s.name, "id": qid, "key": key, **sc.as_dict()}
+            out.write(row)
+            judged[s.name][qid] = row
+            if progress:
+                progress(f"judge ({name})", i, len(todo))
+    return judged
+
+
+def _to_judge(qs, systems, preds, contexts, cfg):
+    """(system, question id, passage texts) for each answer the judge should score.
+
+    Abstentions are not judged (there is no claim to check); the passages are those the reader read.
+    """
+    by_id = {q.id: q for q in qs}
+    ids = judge_ids(qs, cfg.judge_limit, cfg.seed)
+    for s in systems:
+        if cfg.judge_systems is not None and s.name not in cfg.judge_systems:
+            continue
+        for qid in ids:
+            p = preds[s.name].get(qid)
+            if p is None or p["abstained"]:
+                continue
+            ctx = contexts(s, by_id[qid]) or []
+            yield s, qid, [h.chunk.text for h in ctx[: p.get("passages", len(ctx))]]

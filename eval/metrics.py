@@ -1,8 +1,9 @@
 """Pure scoring functions: SQuAD v1.1 EM/F1, retrieval, abstention, citations, grounding, bootstrap.
 
-EM/F1 follow the official SQuAD v1.1 script (huggingface/evaluate metrics/squad): lowercase, drop
-punctuation, drop the articles a/an/the, collapse whitespace; EM is equality of the normalized strings,
-F1 the token-overlap F1; both take the max over the gold answers. Functions return 0..1; reports x100.
+EM/F1 are rag.text's, the official SQuAD v1.1 definition (huggingface/evaluate metrics/squad):
+lowercase, drop punctuation, drop the articles a/an/the, collapse whitespace; EM is equality of the
+normalized strings, F1 the token-overlap F1; both take the max over the gold answers. The same functions
+score the reader's validation during fine-tuning. Functions return 0..1; reports x100.
 
 The one number a person understands, defined here once:
   answered correctly with a valid citation = the question is answerable, the system did not abstain,
@@ -11,72 +12,32 @@ The one number a person understands, defined here once:
 F1 >= 0.5 rather than EM because generative readers phrase spans slightly differently ("the Broncos"
 vs "Denver Broncos" is F1 0.67, EM 0); half the tokens shared is the loosest match a reader would
 still call right.
+
+Grounding (the `grounding` column) is rag.text.support, the test the reader itself applies before it
+calls an answer `supported`: the share of the answer's content words (stopwords and lone letters left
+out, plurals folded) found in the union of the passages it cites; 1.0 for an answer without content
+words, 0 for one that cites nothing. `supported_rate` is the same measure thresholded by the reader
+(>= 0.8 of the words, rag.reader.SUPPORT_THRESHOLD), so the two columns measure one thing at two grains.
+It checks words, not meaning: "not the Broncos" is grounded in a passage about the Broncos.
 """
 
 from __future__ import annotations
 
 import math
 import re
-import string
-from collections import Counter
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
+# SQuAD scoring lives in rag.text (fine-tuning validation uses it too); eval.metrics re-exports it.
+from rag.text import em_f1 as em_f1
+from rag.text import exact_match as exact_match
+from rag.text import f1 as f1
+from rag.text import max_over_golds as max_over_golds
+from rag.text import normalize_answer, support
+
 CORRECT_F1 = 0.5  # F1 threshold for "answered correctly" in the headline number
-
-_PUNCT = set(string.punctuation)
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
-
-
-def normalize_answer(s: str) -> str:
-    """Official SQuAD v1.1 normalization.
-
-    >>> normalize_answer("The  Denver Broncos!")
-    'denver broncos'
-    """
-    s = s.lower()
-    s = "".join(ch for ch in s if ch not in _PUNCT)
-    s = _ARTICLES.sub(" ", s)
-    return " ".join(s.split())
-
-
-def exact_match(prediction: str, gold: str) -> float:
-    """1.0 when the normalized strings are equal.
-
-    >>> exact_match("the Broncos.", "Broncos")
-    1.0
-    """
-    return float(normalize_answer(prediction) == normalize_answer(gold))
-
-
-def f1(prediction: str, gold: str) -> float:
-    """Token-overlap F1 of the normalized strings (official definition).
-
-    >>> round(f1("the Denver Broncos", "Broncos"), 3)
-    0.667
-    """
-    p, g = normalize_answer(prediction).split(), normalize_answer(gold).split()
-    same = sum((Counter(p) & Counter(g)).values())
-    if same == 0:
-        return 0.0
-    precision, recall = same / len(p), same / len(g)
-    return 2 * precision * recall / (precision + recall)
-
-
-def max_over_golds(fn, prediction: str, golds: Sequence[str]) -> float:
-    """Best score of `prediction` against any gold answer; 0.0 with no golds."""
-    return max((fn(prediction, g) for g in golds), default=0.0)
-
-
-def em_f1(prediction: str, golds: Sequence[str]) -> tuple[float, float]:
-    """(EM, F1) in 0..1, each maxed over the gold answers.
-
-    >>> em_f1("Denver Broncos", ["Denver Broncos", "The Broncos"])
-    (1.0, 1.0)
-    """
-    return max_over_golds(exact_match, prediction, golds), max_over_golds(f1, prediction, golds)
 
 
 # ---------------------------------------------------------------- retrieval
@@ -180,41 +141,19 @@ def contains_answer(passage: str, golds: Sequence[str]) -> bool:
     return False
 
 
-# Function words that carry no content; an answer's other words must appear in what it cites.
-STOPWORDS = frozenset(
-    """a an the and or but if of at by for with about against between into through during before after
-    above below to from up down in out on off over under again further then once here there when where why
-    how all any both each few more most other some such no nor not only own same so than too very s t can
-    will just don should now is are was were be been being have has had having do does did doing i me my
-    we our you your he him his she her it its they them their what which who whom this that these those
-    am as until while""".split()
-)
-
-
-def content_words(text: str) -> set[str]:
-    """Normalized tokens minus stopwords.
-
-    >>> sorted(content_words("The Denver Broncos won in 2016."))
-    ['2016', 'broncos', 'denver', 'won']
-    """
-    return {w for w in normalize_answer(text).split() if w not in STOPWORDS}
-
-
-def grounding_score(answer: str, cited_passages: Sequence[str]) -> float | None:
-    """Share of the answer's content words found in the passages it cites; None without content words.
+def grounding_score(answer: str, cited_passages: Sequence[str]) -> float:
+    """Share of the answer's content words found in the passages it cites (rag.text.support).
 
     An answer that cites nothing scores 0: nothing backs it.
 
     >>> grounding_score("Denver Broncos in 2016", ["The Denver Broncos won the title."])
     0.6666666666666666
+    >>> grounding_score("the Bronco", ["The Broncos won."]), grounding_score("Denver", [])
+    (1.0, 0.0)
     """
-    words = content_words(answer)
-    if not words:
-        return None
-    found: set[str] = set()
-    for p in cited_passages:
-        found |= content_words(p)
-    return len(words & found) / len(words)
+    if not cited_passages:
+        return 0.0
+    return support(answer, " ".join(cited_passages))
 
 
 def correct_with_citation(f1_score: float, abstained: bool, cites_gold: bool) -> bool:

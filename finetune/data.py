@@ -27,7 +27,6 @@ import json
 import logging
 import random
 import re
-import string
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,6 +34,7 @@ from pathlib import Path
 from rag.config import data_dir
 from rag.errors import BadInput, DataLeak
 from rag.prompt import ABSTAIN, Passage, format_target
+from rag.text import normalize_answer
 
 log = logging.getLogger(__name__)
 
@@ -97,20 +97,6 @@ class Dataset:
 
 
 # ---------------------------------------------------------------- small pure helpers
-_NO_PUNCT = str.maketrans("", "", string.punctuation)
-
-
-def normalize_answer(s: str) -> str:
-    """SQuAD v1.1 normalization: lowercase, drop punctuation and articles, squeeze spaces.
-
-    >>> normalize_answer("The  Denver Broncos!")
-    'denver broncos'
-    """
-    s = s.lower().translate(_NO_PUNCT)
-    s = re.sub(r"\b(a|an|the)\b", " ", s)
-    return " ".join(s.split())
-
-
 def majority_answer(answers: list[str]) -> str:
     """The most frequent answer text, the shortest on ties.
 

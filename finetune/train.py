@@ -35,15 +35,15 @@ import random
 import shutil
 import time
 import warnings
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from finetune.data import Example, normalize_answer
+from finetune.data import Example
 from rag.errors import BadInput
 from rag.hardware import cpu_threads, torch_dtype
 from rag.prompt import parse_output, render_prompt
+from rag.text import em_f1
 
 log = logging.getLogger(__name__)
 
@@ -192,27 +192,6 @@ def _malloc_trim() -> None:
 
 
 # ---------------------------------------------------------------- scoring
-def squad_em_f1(prediction: str, answers: list[str]) -> tuple[float, float]:
-    """SQuAD v1.1 exact match and token F1 (0..1), max over gold answers.
-
-    >>> squad_em_f1("the Denver Broncos", ["Denver Broncos", "Broncos"])
-    (1.0, 1.0)
-    >>> squad_em_f1("Broncos won", ["Denver Broncos"])
-    (0.0, 0.5)
-    """
-    pred = normalize_answer(prediction)
-    em = f1 = 0.0
-    for a in answers:
-        gold = normalize_answer(a)
-        em = max(em, float(pred == gold))
-        p, g = pred.split(), gold.split()
-        common = sum((Counter(p) & Counter(g)).values())
-        if common:
-            prec, rec = common / len(p), common / len(g)
-            f1 = max(f1, 2 * prec * rec / (prec + rec))
-    return em, f1
-
-
 def score_prediction(raw: str, ex: Example) -> dict:
     """Score one generation: gold-less examples count as right only when the reader abstains."""
     parsed = parse_output(raw, n_passages=len(ex.passages))
@@ -221,7 +200,7 @@ def score_prediction(raw: str, ex: Example) -> dict:
         return {"em": ok, "f1": ok, "abstain_ok": ok}
     if parsed.abstained:
         return {"em": 0.0, "f1": 0.0, "false_abstain": 1.0, "cite_ok": 0.0}
-    em, f1 = squad_em_f1(parsed.text, ex.answers)
+    em, f1 = em_f1(parsed.text, ex.answers)
     return {"em": em, "f1": f1, "false_abstain": 0.0, "cite_ok": float(ex.gold in parsed.citations)}
 
 

@@ -711,8 +711,12 @@ def eval_cmd(
     seed: int = typer.Option(
         0, "--seed", help="Seed for --limit sampling, the judge subsample and the bootstrap."
     ),
-    k: int = typer.Option(5, "-k", "--k", help="Passages handed to the reader."),
-    mode: str = typer.Option("hybrid", "--mode", help="Retrieval mode: dense, bm25, hybrid."),
+    k: Optional[int] = typer.Option(
+        None, "-k", "--k", help="Passages handed to the reader (default: [retrieval] k in rag.toml, else 5)."
+    ),
+    mode: Optional[str] = typer.Option(
+        None, "--mode", help="Retrieval mode: dense, bm25, hybrid (default: [retrieval] mode, else hybrid)."
+    ),
     index: Optional[Path] = typer.Option(None, "--index", help="Index folder (default: RAG_HOME/index)."),
     corpus: Optional[Path] = typer.Option(
         None,
@@ -741,16 +745,17 @@ def eval_cmd(
     ),
     fresh: bool = typer.Option(False, "--fresh", help="Recompute everything, ignoring saved predictions."),
 ) -> None:
-    """Score readers against the extractive baseline on a test set; append to the experiments log."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    """Score readers against the extractive baseline on a test set; append to the experiments log.
 
-    from eval.run import EvalConfig, installed_systems, parse_system, run_eval
+    k, mode and the fusion settings default to rag.toml's [retrieval] table, as for `rag ask`."""
+    from eval.run import EvalConfig, installed_systems, parse_system
     from eval.testset import load_testset, sample
+    from rag.config import load_config
 
-    _ = testset  # `--testset` only announces the files (or the bundled set when none follow)
     for noisy in ("ragas", "transformers", "sentence_transformers", "httpx"):
         logging.getLogger(noisy).setLevel(logging.CRITICAL)
     try:
+        rc = load_config().retrieval
         ts = load_testset(files or None, corpus_root=corpus)
         qs = sample(ts.questions, limit, seed, unanswerable)
         specs = [parse_system(s) for s in systems] if systems else installed_systems(oracle=oracle)
@@ -760,8 +765,10 @@ def eval_cmd(
         if judge_limit is None:
             judge_limit = 30 if judge or judge_systems else 0
         cfg = EvalConfig(
-            k=k,
-            mode=mode,
+            k=rc.k if k is None else k,
+            mode=mode or rc.mode,
+            rrf_k=rc.rrf_k,
+            candidates=rc.candidates,
             index_dir=index,
             seed=seed,
             limit=limit,
@@ -772,31 +779,39 @@ def eval_cmd(
             fresh=fresh,
             command=" ".join(["rag", *sys.argv[1:]]),
         )
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=err,
-            transient=True,
-        ) as bar:
-            tasks: dict[str, int] = {}
-
-            def on_progress(phase: str, done: int, total: int) -> None:
-                if phase not in tasks:
-                    tasks[phase] = bar.add_task(phase, total=total)
-                bar.update(tasks[phase], completed=done)
-
-            res = run_eval(ts, qs, specs, cfg, on_progress=on_progress)
+        res = _eval_with_bar(ts, qs, specs, cfg)
     except RagError as e:
         _fail(e)
     except KeyboardInterrupt:
         err.print("interrupted: predictions so far are saved; rerun the same command to resume")
         raise typer.Exit(130) from None
-    data = res.as_json()
     if json_out:
-        print(json.dumps(data, indent=2))
+        print(json.dumps(res.as_json(), indent=2))
         return
+    _eval_print(res, runs)
+
+
+def _eval_with_bar(ts, qs, specs, cfg):
+    """run_eval with one transient rich progress bar per phase (retrieve, answer SYSTEM, judge) on stderr."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from eval.run import run_eval
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err, transient=True) as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                tasks[phase] = bar.add_task(phase, total=total)
+            bar.update(tasks[phase], completed=done)
+
+        return run_eval(ts, qs, specs, cfg, progress=progress)
+
+
+def _eval_print(res, runs: Optional[Path]) -> None:
+    """The tables, the CIs of F1 and faithfulness, the retrieval line, and where everything went."""
+    data = res.as_json()
     for table in _eval_tables(data):
         out.print(table)
     for c in data["comparisons"]:
@@ -809,7 +824,7 @@ def eval_cmd(
     r = data["retrieval"]
     if r:
         out.print(
-            f"  retrieval ({mode}, n={r['n']}): recall@1 {_fmt(r['recall_at_1'], 3)}  @5 "
+            f"  retrieval ({data['mode']}, n={r['n']}): recall@1 {_fmt(r['recall_at_1'], 3)}  @5 "
             f"{_fmt(r['recall_at_5'], 3)}  @10 {_fmt(r['recall_at_10'], 3)}  MRR@10 {_fmt(r['mrr_at_10'], 3)}",
             highlight=False,
         )

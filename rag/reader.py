@@ -10,10 +10,8 @@ Two readers behind one protocol (rag.types.Reader), chosen by name through `make
 Both build their final Answer the same way (`finish`): parse the raw output with rag.prompt (citations
 to passages that were not given are dropped there), attach each citation's source and offsets from the
 hits, and check support: an answer whose content words are absent from the passages it cites is flagged
-`supported=False`.
-
-    >>> content_words("The Denver Broncos won in 2016.")
-    ['denver', 'broncos', 'won', '2016']
+`supported=False`. What "supported" means (content words, plural folding, the share found) is
+rag.text.support, the same function the eval's grounding column uses.
 """
 
 from __future__ import annotations
@@ -31,9 +29,10 @@ from typing import Any
 
 from rag.errors import BadInput
 from rag.prompt import ABSTAIN, Passage, format_passage, parse_output, render_prompt, reserved_tokens
+from rag.text import content_words, stem, support, words
 from rag.types import Answer, Citation, Hit
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 READERS = ("llm", "extractive")
 ADAPTER_MANIFEST = "rag_adapter.json"
@@ -45,59 +44,7 @@ SUPPORT_THRESHOLD = 0.8
 # A single citation is supported when its passage holds at least this share of the content words.
 CITATION_THRESHOLD = 0.5
 
-# ---------------------------------------------------------------- words and support
-
-_STOPWORDS = frozenset(
-    """a an the of in on at to for from by with and or but nor not no is are was were be been being am
-    as that this these those it its it's which who whom whose what when where why how did do does done
-    has have had having i you he she we they them his her their our your my me us there here than then
-    so such into onto over under about after before during while if else also only just very can could
-    would should will shall may might must one ones any some all each both either neither other""".split()
-)
-_WORD = re.compile(r"[a-z0-9]+")
-
-
-def _stem(w: str) -> str:
-    """Crude plural folding so 'Broncos' matches 'Bronco' (and 'classes' matches 'class')."""
-    if len(w) > 4 and w.endswith("es"):
-        return w[:-2]
-    if len(w) > 3 and w.endswith("s") and not w.endswith("ss"):
-        return w[:-1]
-    return w
-
-
-def words(text: str) -> list[str]:
-    """Lowercased alphanumeric tokens.
-
-    >>> words("Denver's 24–10 win!")
-    ['denver', 's', '24', '10', 'win']
-    """
-    return _WORD.findall(text.lower())
-
-
-def content_words(text: str) -> list[str]:
-    """Words that carry meaning: not stopwords, not a lone letter (possessive 's'), in order, no repeats."""
-    seen: list[str] = []
-    for w in words(text):
-        if w in _STOPWORDS or (len(w) == 1 and not w.isdigit()) or w in seen:
-            continue
-        seen.append(w)
-    return seen
-
-
-def support(answer: str, passage: str) -> float:
-    """Share of the answer's content words found in the passage (1.0 when it has none).
-
-    >>> support("Denver Broncos", "The Broncos of Denver won.")
-    1.0
-    >>> support("Carolina Panthers", "The Broncos of Denver won.")
-    0.0
-    """
-    cw = content_words(answer)
-    if not cw:
-        return 1.0
-    have = {_stem(w) for w in words(passage)}
-    return sum(_stem(w) in have for w in cw) / len(cw)
+# ---------------------------------------------------------------- support
 
 
 def check_citations(answer: str, cited: list[int], hits: list[Hit]) -> tuple[list[Citation], bool]:
@@ -121,7 +68,7 @@ def finish(raw: str, hits: list[Hit], reader: dict[str, Any]) -> Answer:
     """The final Answer from a reader's raw output: parsed, citations resolved to sources and checked."""
     parsed = parse_output(raw.lstrip(), n_passages=len(hits))
     if parsed.dropped:
-        logger.info("dropped citations to passages that were not given: %s", parsed.dropped)
+        log.info("dropped citations to passages that were not given: %s", parsed.dropped)
     if parsed.abstained:
         return Answer(
             text=ABSTAIN, abstained=True, citations=[], reader=dict(reader), raw=raw, supported=True
@@ -474,7 +421,7 @@ class LLMReader:
         fits(lo)  # renders lo when it was only assumed to fit
         self.last_passages = lo
         if lo < len(ps):
-            logger.warning(
+            log.warning(
                 "only %d of %d passages fit the reader's %d-token context: the rest are dropped",
                 lo,
                 len(ps),
@@ -589,8 +536,8 @@ def best_sentence(question: str, passage: str, corpus: list[str]) -> tuple[str, 
     >>> best_sentence("Who won Super Bowl 50?", "It rained. The Broncos won Super Bowl 50.", ["x"])
     ('The Broncos won Super Bowl 50.', 4.0)
     """
-    q = {_stem(w) for w in content_words(question)}
-    docs = [{_stem(w) for w in words(d)} for d in corpus]
+    q = {stem(w) for w in content_words(question)}
+    docs = [{stem(w) for w in words(d)} for d in corpus]
     n = len(docs)
 
     def idf(w: str) -> float:
@@ -600,7 +547,7 @@ def best_sentence(question: str, passage: str, corpus: list[str]) -> tuple[str, 
     best, best_key = "", (0.0, 0)
     for a, b in split_sentences(passage):
         sent = passage[a:b]
-        have = {_stem(w) for w in words(sent)}
+        have = {stem(w) for w in words(sent)}
         score = round(sum(idf(w) for w in q if w in have), 6)
         key = (score, -len(sent))
         if score > 0 and (not best or key > best_key):

@@ -16,7 +16,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from eval import metrics as M  # noqa: E402
-from eval.run import _safe, is_gold_hit, read_jsonl  # noqa: E402
+from eval.retrieval import is_gold_hit  # noqa: E402
+from eval.runfiles import read_jsonl, safe_name  # noqa: E402
 from eval.testset import load_testset, sample  # noqa: E402
 from rag.types import Chunk  # noqa: E402
 
@@ -68,7 +69,7 @@ def main() -> None:
     f1: dict[tuple[str, bool], list[float]] = {}
     for name in (a.system, a.system + "@gold"):
         p = _covering(
-            list(a.run_dir.glob(f"pred-{_safe(name)}-*.jsonl")),
+            list(a.run_dir.glob(f"pred-{safe_name(name)}-*.jsonl")),
             set(qs),
             f"predictions of {name}",
             f"{fix} -s {name}",

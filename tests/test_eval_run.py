@@ -248,11 +248,10 @@ def test_experiments_log_schema_jsonl_and_csv(testset, corpus, tmp_path):
 
 
 def test_cli_eval_json_with_the_extractive_reader(testset, corpus, tmp_path, monkeypatch):
-    import eval.run as R
     from rag.cli import app
 
     _, chunks = corpus
-    monkeypatch.setattr(R, "_default_retriever_factory", lambda cfg: WordOverlapRetriever(chunks))
+    monkeypatch.setattr("eval.retrieval.open_default_retriever", lambda cfg: WordOverlapRetriever(chunks))
     f = Path(testset.files[0])
     r = CliRunner().invoke(
         app,
@@ -318,3 +317,78 @@ def test_batch_retrieval_is_used_when_offered(testset, corpus, tmp_path):
     assert r.batches == 1
     assert one.retrieval["mrr_at_10"] == two.retrieval["mrr_at_10"]
     assert one.systems[0]["metrics"]["f1"] == two.systems[0]["metrics"]["f1"]
+
+
+def test_cli_eval_takes_retrieval_defaults_from_rag_toml(testset, corpus, tmp_path, monkeypatch):
+    from rag.cli import app
+
+    _, chunks = corpus
+    opened = []
+    monkeypatch.setattr(
+        "eval.retrieval.open_default_retriever",
+        lambda cfg: opened.append(cfg) or WordOverlapRetriever(chunks),
+    )
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "rag.toml").write_text('[retrieval]\nk = 2\nmode = "bm25"\nrrf_k = 7\n')
+    args = ["eval", str(testset.files[0]), "--corpus", str(testset.corpus_root), "-s", "extractive", "--json"]
+
+    r = CliRunner().invoke(app, [*args, "--runs", str(tmp_path / "a")])
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.stdout)
+    assert (data["k"], data["mode"]) == (2, "bm25")
+    assert (opened[0].k, opened[0].mode, opened[0].rrf_k) == (2, "bm25", 7)
+
+    r = CliRunner().invoke(app, [*args, "--runs", str(tmp_path / "b"), "-k", "3", "--mode", "hybrid"])
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.stdout)
+    assert (data["k"], data["mode"]) == (3, "hybrid")  # flags override rag.toml
+
+
+def test_eval_config_is_frozen():
+    from dataclasses import FrozenInstanceError
+
+    cfg = EvalConfig()
+    with pytest.raises(FrozenInstanceError):
+        cfg.judge = "qwen2.5-1.5b"  # type: ignore[misc]
+
+
+class CappedReader:
+    """A streaming reader (rag.types.StreamingReader) whose prompt held only the first passage, as
+    LLMReader reports through last_passages when the prompt cap drops the rest; it cites passage [2]."""
+
+    name = "capped"
+    last_new_tokens = None
+    last_passages = None
+
+    def stream(self, question, hits):
+        self.last_passages = 1
+        yield "Levi's Stadium [2]"
+
+    def finish(self, question, hits, raw):
+        from rag.reader import finish
+
+        return finish(raw, hits, {"model": "capped"})
+
+    def answer(self, question, hits):
+        raise AssertionError("eval answers through rag.pipeline, which streams a streaming reader")
+
+
+def test_answers_go_through_the_served_pipeline_prompt_cap_included(testset, corpus, tmp_path):
+    _, chunks = corpus
+    res = run_eval(
+        testset,
+        testset.questions,
+        [LLM],
+        EvalConfig(k=2, runs=tmp_path / "runs", n_boot=50),
+        retriever=WordOverlapRetriever(chunks),
+        index_key="toy",
+        reader_factory=lambda s: CappedReader(),
+    )
+    preds = [json.loads(line) for line in next((tmp_path / "runs" / "eval").glob("*/pred-*.jsonl")).open()]
+    assert len(preds) == len(QUESTIONS)
+    # The second passage did not fit the prompt: its citation is dropped (as `rag ask` drops it), so the
+    # answer cites nothing and is unsupported, and only one passage counts as read.
+    assert all(p["passages"] == 1 and p["citations"] == [] and not p["supported"] for p in preds)
+    assert {"retrieve_s", "first_token_s", "generate_s", "total_s"} <= set(preds[0]["timings"])
+    m = res.systems[0]["metrics"]
+    assert m["citation_rate"] == 0.0 and m["grounding"] == 0.0 and m["supported_rate"] == 0.0

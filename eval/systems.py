@@ -1,0 +1,217 @@
+"""Systems under evaluation: names parsed into specs, what each one is, and a hash of what it answers with.
+
+System names (`--systems`): "extractive", a reader preset ("qwen2.5-0.5b"), a preset with its shipped
+adapter ("qwen2.5-0.5b+tuned") or with an adapter folder ("qwen2.5-0.5b+/path/to/adapter"), each
+optionally suffixed "@gold" for the oracle run with the gold paragraph.
+
+A system's hash covers everything that changes its answers (reader, model and its sha256, adapter
+weights, oracle, k, prompt); it names the file its predictions are saved in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rag.config import REPO_ROOT
+from rag.errors import BadInput
+from rag.files import sha256_text
+from rag.prompt import ABSTAIN, INSTRUCTION
+
+log = logging.getLogger(__name__)
+
+SHIPPED_ADAPTERS = REPO_ROOT / "rag" / "adapters"
+PROMPT_VERSION = sha256_text(INSTRUCTION + ABSTAIN)[:8]
+
+
+@dataclass(frozen=True)
+class SystemSpec:
+    name: str  # display name, e.g. "qwen2.5-0.5b+tuned@gold"
+    reader: str  # "extractive" | "llm"
+    model: str | None = None  # model-store preset or folder, for llm readers
+    adapter: str = "none"  # "none" or an adapter folder
+    oracle: bool = False  # True: the gold paragraph is the only passage (no retrieval)
+
+    @property
+    def reader_key(self) -> tuple:
+        """Systems with the same key share one loaded reader."""
+        return (self.reader, self.model, self.adapter)
+
+
+def shipped_adapter(preset: str) -> Path | None:
+    """rag/adapters/<preset>/ when it holds a trained adapter."""
+    d = SHIPPED_ADAPTERS / preset
+    return d if (d / "rag_adapter.json").is_file() and (d / "adapter_config.json").is_file() else None
+
+
+def _reader_presets() -> list[dict]:
+    try:
+        from rag import models
+
+        return [r for r in models.list_presets() if r.get("kind") == "reader"]
+    except ImportError:  # model store not importable (should not happen in an install)
+        return []
+
+
+def parse_system(name: str) -> SystemSpec:
+    """A system name -> SystemSpec, or BadInput listing the valid forms.
+
+    >>> parse_system("extractive@gold")
+    SystemSpec(name='extractive@gold', reader='extractive', model=None, adapter='none', oracle=True)
+    """
+    base, oracle = (name[: -len("@gold")], True) if name.endswith("@gold") else (name, False)
+    if base == "extractive":
+        return SystemSpec(name=name, reader="extractive", oracle=oracle)
+    model, _, adapter = base.partition("+")
+    presets = [r["name"] for r in _reader_presets()]
+    if model not in presets and not Path(model).expanduser().is_dir():
+        raise BadInput(
+            f"unknown system {name!r}: use extractive, a reader preset ({', '.join(presets) or 'none found'}), "
+            "PRESET+tuned, PRESET+ADAPTER_DIR, each optionally with @gold"
+        )
+    if not adapter or adapter == "none":
+        return SystemSpec(name=name, reader="llm", model=model, oracle=oracle)
+    if adapter == "tuned":
+        folder = shipped_adapter(Path(model).name)
+        if folder is None:
+            raise BadInput(
+                f"no shipped adapter for {model} in {SHIPPED_ADAPTERS / Path(model).name}: "
+                f"train one with `rag finetune` and pass {model}+ADAPTER_DIR, or drop {name!r}"
+            )
+        return SystemSpec(name=name, reader="llm", model=model, adapter=str(folder), oracle=oracle)
+    folder = Path(adapter).expanduser()
+    if not (folder / "adapter_config.json").is_file():
+        raise BadInput(
+            f"{folder} is not an adapter folder (no adapter_config.json): "
+            f"pass one written by `rag finetune` in {name!r}"
+        )
+    return SystemSpec(name=name, reader="llm", model=model, adapter=str(folder.resolve()), oracle=oracle)
+
+
+def installed_systems(oracle: bool = True) -> list[SystemSpec]:
+    """Default systems: extractive, every pulled reader preset untuned and (if shipped) tuned; with
+    `oracle`, a "@gold" run of extractive and of each preset's best installed variant."""
+    names = ["extractive"]
+    gold = ["extractive@gold"]
+    for r in _reader_presets():
+        if not r.get("pulled"):
+            continue
+        names.append(r["name"])
+        best = r["name"]
+        if shipped_adapter(r["name"]):
+            best = f"{r['name']}+tuned"
+            names.append(best)
+        gold.append(f"{best}@gold")
+    return [parse_system(n) for n in names + (gold if oracle else [])]
+
+
+def open_reader(spec: SystemSpec):
+    """The reader a system answers with (the same factory `rag ask` uses)."""
+    from rag.reader import make_reader
+
+    if spec.reader == "extractive":
+        return make_reader("extractive")
+    return make_reader("llm", model=spec.model, adapter=spec.adapter)
+
+
+# ---------------------------------------------------------------- what a system is
+def _file_digest(paths: Sequence[Path]) -> str:
+    """sha256 over each file's name and bytes, in order (a file renamed is a different adapter)."""
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(p.name.encode())
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def _adapter_digest(folder: str) -> str | None:
+    if folder == "none":
+        return None
+    d = Path(folder)
+    files = sorted(p for p in d.iterdir() if p.is_file() and p.name.startswith("adapter_"))
+    return _file_digest(files)[:16] if files else None
+
+
+def _model_info(model: str | None) -> dict:
+    if model is None:
+        return {}
+    try:
+        from rag import models
+
+        return models.model_info(model)
+    except Exception as e:  # a model that is not pulled yet still gets a row, with unknowns
+        log.info("no model info for %s: %s", model, e)
+        return {}
+
+
+def _adapter_manifest(folder: str) -> dict:
+    if folder == "none":
+        return {}
+    try:
+        return json.loads((Path(folder) / "rag_adapter.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _first(d: dict, *paths: str) -> Any:
+    """First non-None value at any dotted path.
+
+    >>> _first({"a": {"b": 3}}, "x", "a.b")
+    3
+    """
+    for p in paths:
+        cur: Any = d
+        for part in p.split("."):
+            cur = cur.get(part) if isinstance(cur, dict) else None
+        if cur is not None:
+            return cur
+    return None
+
+
+def system_meta(spec: SystemSpec) -> dict:
+    """What the experiments table shows about a system (None where unknown)."""
+    info = _model_info(spec.model)
+    man = _adapter_manifest(spec.adapter)
+    if spec.reader == "extractive":
+        return {
+            "model": None,
+            "params": None,
+            "quantization": None,
+            "adapter": None,
+            "adapter_rank": None,
+            "training_time_s": None,
+            "adapter_val_em": None,
+            "adapter_val_f1": None,
+        }
+    return {
+        "model": spec.model,
+        "params": info.get("params"),
+        "quantization": info.get("quantization"),
+        "adapter": None if spec.adapter == "none" else spec.adapter,
+        "adapter_rank": _first(man, "hyperparameters.rank", "hyperparameters.r", "rank", "lora.r"),
+        "training_time_s": _first(man, "training.train_time_s", "training.wall_time_s", "training_time_s"),
+        "adapter_val_em": _first(man, "final.em"),
+        "adapter_val_f1": _first(man, "final.f1"),
+    }
+
+
+def system_hash(spec: SystemSpec, k: int) -> str:
+    """Hash of everything that changes a system's answers (12 hex chars)."""
+    info = _model_info(spec.model)
+    key = {
+        "reader": spec.reader,
+        "model": spec.model,
+        "model_sha256": info.get("sha256"),
+        "adapter": _adapter_digest(spec.adapter),
+        "oracle": spec.oracle,
+        "k": None if spec.oracle else k,
+        "prompt": PROMPT_VERSION,
+    }
+    return sha256_text(json.dumps(key, sort_keys=True))[:12]

@@ -1,0 +1,155 @@
+"""Text measures shared by serving, training and evaluation: words, grounding, and SQuAD EM/F1.
+
+Two families, each defined once here (imports nothing of ours):
+
+  words / content_words / stem / support -- is an answer grounded in a passage? The reader flags an
+      answer `supported` from `support` (rag.reader.check_citations) and the eval's `grounding` column is
+      `support` against the cited passages (eval.metrics.grounding_score): one definition, two uses.
+  normalize_answer / exact_match / f1 / em_f1 -- the official SQuAD v1.1 scoring (huggingface/evaluate
+      metrics/squad): lowercase, drop punctuation, drop the articles a/an/the, collapse whitespace; EM is
+      equality of the normalized strings, F1 the token-overlap F1, both maxed over the gold answers.
+
+The two tokenize differently on purpose: SQuAD's normalization glues "24-10" into "2410" and keeps
+"Broncos" apart from "Bronco", as the official script does; grounding splits on anything that is not a
+letter or digit and folds plurals, so an answer is not called ungrounded over a hyphen or an "s".
+
+    >>> content_words("The Denver Broncos won in 2016.")
+    ['denver', 'broncos', 'won', '2016']
+    >>> support("Denver Broncos", "The Bronco of Denver won.")
+    1.0
+    >>> em_f1("the Denver Broncos", ["Denver Broncos", "Broncos"])
+    (1.0, 1.0)
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections import Counter
+from collections.abc import Callable, Sequence
+
+# ---------------------------------------------------------------- words and grounding
+
+# Function words that carry no content: an answer's other words must appear in what it cites.
+STOPWORDS = frozenset(
+    """a an the of in on at to for from by with and or but nor not no is are was were be been being am
+    as that this these those it its it's which who whom whose what when where why how did do does done
+    has have had having i you he she we they them his her their our your my me us there here than then
+    so such into onto over under about after before during while if else also only just very can could
+    would should will shall may might must one ones any some all each both either neither other""".split()
+)
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def stem(w: str) -> str:
+    """Crude plural folding so 'Broncos' matches 'Bronco' (and 'classes' matches 'class').
+
+    >>> stem("broncos"), stem("classes"), stem("class"), stem("bus")
+    ('bronco', 'class', 'class', 'bus')
+    """
+    if len(w) > 4 and w.endswith("es"):
+        return w[:-2]
+    if len(w) > 3 and w.endswith("s") and not w.endswith("ss"):
+        return w[:-1]
+    return w
+
+
+def words(text: str) -> list[str]:
+    """Lowercased alphanumeric tokens.
+
+    >>> words("Denver's 24–10 win!")
+    ['denver', 's', '24', '10', 'win']
+    """
+    return _WORD.findall(text.lower())
+
+
+def content_words(text: str) -> list[str]:
+    """Words that carry meaning: not stopwords, not a lone letter (possessive 's'), in order, no repeats.
+
+    >>> content_words("It was the Broncos' 3rd title, the Broncos' s")
+    ['broncos', '3rd', 'title']
+    """
+    seen: list[str] = []
+    for w in words(text):
+        if w in STOPWORDS or (len(w) == 1 and not w.isdigit()) or w in seen:
+            continue
+        seen.append(w)
+    return seen
+
+
+def support(answer: str, passage: str) -> float:
+    """Share of the answer's content words found in the passage, plurals folded (1.0 when it has none).
+
+    >>> support("Denver Broncos", "The Broncos of Denver won.")
+    1.0
+    >>> support("Denver Broncos in Miami", "The Denver Broncos defeated the Carolina Panthers 24-10.")
+    0.6666666666666666
+    >>> support("Carolina Panthers", "The Broncos of Denver won.")
+    0.0
+    """
+    cw = content_words(answer)
+    if not cw:
+        return 1.0
+    have = {stem(w) for w in words(passage)}
+    return sum(stem(w) in have for w in cw) / len(cw)
+
+
+# ---------------------------------------------------------------- SQuAD v1.1 EM/F1
+_NO_PUNCT = str.maketrans("", "", string.punctuation)
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+
+
+def normalize_answer(s: str) -> str:
+    """Official SQuAD v1.1 normalization: lowercase, drop punctuation and articles, squeeze spaces.
+
+    >>> normalize_answer("The  Denver Broncos!")
+    'denver broncos'
+    >>> normalize_answer("A-ha! U.S. theater")
+    'aha us theater'
+    """
+    s = s.lower().translate(_NO_PUNCT)
+    s = _ARTICLES.sub(" ", s)
+    return " ".join(s.split())
+
+
+def exact_match(prediction: str, gold: str) -> float:
+    """1.0 when the normalized strings are equal.
+
+    >>> exact_match("the Broncos.", "Broncos"), exact_match("Broncos", "Denver Broncos")
+    (1.0, 0.0)
+    """
+    return float(normalize_answer(prediction) == normalize_answer(gold))
+
+
+def f1(prediction: str, gold: str) -> float:
+    """Token-overlap F1 of the normalized strings (official definition: a Counter intersection).
+
+    >>> round(f1("the Denver Broncos", "Broncos"), 3), f1("Broncos won", "Denver Broncos")
+    (0.667, 0.5)
+    """
+    p, g = normalize_answer(prediction).split(), normalize_answer(gold).split()
+    same = sum((Counter(p) & Counter(g)).values())
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(p), same / len(g)
+    return 2 * precision * recall / (precision + recall)
+
+
+def max_over_golds(fn: Callable[[str, str], float], prediction: str, golds: Sequence[str]) -> float:
+    """Best score of `prediction` against any gold answer; 0.0 with no golds.
+
+    >>> max_over_golds(f1, "Broncos", ["Carolina", "Broncos"]), max_over_golds(f1, "Broncos", [])
+    (1.0, 0.0)
+    """
+    return max((fn(prediction, g) for g in golds), default=0.0)
+
+
+def em_f1(prediction: str, golds: Sequence[str]) -> tuple[float, float]:
+    """(EM, F1) in 0..1, each maxed over the gold answers.
+
+    >>> em_f1("Denver Broncos", ["Denver Broncos", "The Broncos"])
+    (1.0, 1.0)
+    >>> em_f1("Broncos won", ["Denver Broncos"])
+    (0.0, 0.5)
+    """
+    return max_over_golds(exact_match, prediction, golds), max_over_golds(f1, prediction, golds)

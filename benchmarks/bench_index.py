@@ -55,11 +55,11 @@ def main() -> None:
     inc_s = time.perf_counter() - t
 
     # LangChain baseline on exactly our chunks, same model folder, fp32 as HuggingFaceEmbeddings loads it.
-    from langchain_community.vectorstores import FAISS
-    from langchain_core.documents import Document
     # langchain-community's class (same sentence-transformers call): langchain-huggingface would pin
     # huggingface-hub < 2, below what transformers 5 uses, so it is not in the lock.
     from langchain_community.embeddings import HuggingFaceEmbeddings
+    from langchain_community.vectorstores import FAISS
+    from langchain_core.documents import Document
 
     idx = store.open_index(work / "index")
     chunks = idx.db.get(list(range(len(idx))))

@@ -14,7 +14,7 @@ import time
 import torch
 from peft import LoraConfig, get_peft_model
 
-from rag.models import load_causal_lm
+from assets.models import load_causal_lm
 
 
 def main() -> None:

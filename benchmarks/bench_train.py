@@ -83,8 +83,8 @@ def run_baseline(args) -> dict:
     from peft import LoraConfig, get_peft_model
     from transformers import Trainer, TrainingArguments
 
+    from assets.models import load_causal_lm
     from finetune.train import encode
-    from rag.models import load_causal_lm
 
     torch.set_num_threads(args.threads)
     exs, _ = _examples(args.steps * 8, args.seed)
@@ -151,9 +151,10 @@ def run_quality(args) -> dict:
     import torch
     from peft import PeftModel
 
+    from assets.adapters import read_manifest
+    from assets.models import load_causal_lm
     from finetune.data import DataConfig, build_dataset
-    from finetune.train import evaluate, read_manifest
-    from rag.models import load_causal_lm
+    from finetune.train import evaluate
 
     torch.set_num_threads(args.threads)
     man = read_manifest(args.quality)

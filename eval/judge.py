@@ -202,7 +202,7 @@ def default_judge_preset() -> str:
     so silently falling back to a weak judge would make the judged columns meaningless.
     """
     try:
-        from rag import models
+        from assets import models
 
         names = {r["name"] for r in models.list_presets()}
     except Exception as e:  # model store unavailable: fall back to the first preference
@@ -236,7 +236,7 @@ def hf_generate_fn(model, tokenizer, max_new_tokens: int = 384) -> Callable[[str
 
 def local_embed_fn(preset: str = EMBEDDER_PRESET) -> Callable[[list[str]], Sequence[Sequence[float]]]:
     """Encoder over the model store's sentence-transformers model (shared with the retriever's)."""
-    from rag import models
+    from assets import models
 
     st = models.load_embedder(preset)
 
@@ -250,7 +250,7 @@ def load_judge(preset: str | None = None, max_new_tokens: int = 384) -> Judge:
     """A Judge over a model-store preset (default: the strongest available) and the local MiniLM."""
     import torch
 
-    from rag import models
+    from assets import models
     from rag.hardware import cpu_threads
 
     torch.set_num_threads(min(2, cpu_threads()))

@@ -45,18 +45,10 @@ def release_models() -> None:
 
     The model store keeps loaded models for the process's lifetime (right for `rag ask`); an eval run
     loads several in turn, and without this each system's peak RAM would include the previous ones.
-    The store has no public hook for it, so its caches are cleared directly.
     """
-    try:
-        from rag import models
-
-        for name in ("_LM_CACHE", "_EMB_CACHE"):
-            cache = getattr(models, name, None)
-            if isinstance(cache, dict):
-                cache.clear()
-    except ImportError:
-        pass
+    from assets import models
     from indexing import embed
 
+    models.unload()
     embed._CACHE.clear()  # the retriever's query embedder, kept per process like the models
     gc.collect()

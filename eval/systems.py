@@ -18,14 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rag.config import REPO_ROOT
+from assets import adapters
 from rag.errors import BadInput
 from rag.files import sha256_text
 from rag.prompt import ABSTAIN, INSTRUCTION
 
 log = logging.getLogger(__name__)
 
-SHIPPED_ADAPTERS = REPO_ROOT / "rag" / "adapters"
 PROMPT_VERSION = sha256_text(INSTRUCTION + ABSTAIN)[:8]
 
 
@@ -43,15 +42,9 @@ class SystemSpec:
         return (self.reader, self.model, self.adapter)
 
 
-def shipped_adapter(preset: str) -> Path | None:
-    """rag/adapters/<preset>/ when it holds a trained adapter."""
-    d = SHIPPED_ADAPTERS / preset
-    return d if (d / "rag_adapter.json").is_file() and (d / "adapter_config.json").is_file() else None
-
-
 def _reader_presets() -> list[dict]:
     try:
-        from rag import models
+        from assets import models
 
         return [r for r in models.list_presets() if r.get("kind") == "reader"]
     except ImportError:  # model store not importable (should not happen in an install)
@@ -77,10 +70,10 @@ def parse_system(name: str) -> SystemSpec:
     if not adapter or adapter == "none":
         return SystemSpec(name=name, reader="llm", model=model, oracle=oracle)
     if adapter == "tuned":
-        folder = shipped_adapter(Path(model).name)
+        folder = adapters.shipped_adapter(Path(model).name)
         if folder is None:
             raise BadInput(
-                f"no shipped adapter for {model} in {SHIPPED_ADAPTERS / Path(model).name}: "
+                f"no shipped adapter for {model} in {adapters.SHIPPED_ADAPTERS / Path(model).name}: "
                 f"train one with `rag finetune` and pass {model}+ADAPTER_DIR, or drop {name!r}"
             )
         return SystemSpec(name=name, reader="llm", model=model, adapter=str(folder), oracle=oracle)
@@ -103,7 +96,7 @@ def installed_systems(oracle: bool = True) -> list[SystemSpec]:
             continue
         names.append(r["name"])
         best = r["name"]
-        if shipped_adapter(r["name"]):
+        if adapters.shipped_adapter(r["name"]):
             best = f"{r['name']}+tuned"
             names.append(best)
         gold.append(f"{best}@gold")
@@ -143,7 +136,7 @@ def _model_info(model: str | None) -> dict:
     if model is None:
         return {}
     try:
-        from rag import models
+        from assets import models
 
         return models.model_info(model)
     except Exception as e:  # a model that is not pulled yet still gets a row, with unknowns
@@ -152,12 +145,8 @@ def _model_info(model: str | None) -> dict:
 
 
 def _adapter_manifest(folder: str) -> dict:
-    if folder == "none":
-        return {}
-    try:
-        return json.loads((Path(folder) / "rag_adapter.json").read_text())
-    except (OSError, ValueError):
-        return {}
+    """The adapter's rag_adapter.json, or {} for no adapter or an unreadable one (its columns stay empty)."""
+    return {} if folder == "none" else adapters.manifest_or_none(folder) or {}
 
 
 def _first(d: dict, *paths: str) -> Any:

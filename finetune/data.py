@@ -154,13 +154,13 @@ def _answers_of(a) -> list[str]:
 
 def _articles_from_source(source: str) -> tuple[list[dict], str]:
     """SQuAD-format articles plus a content hash of what was read."""
-    from rag import sources  # the data helper: bigbench sdist members, cached
+    from assets import bigbench  # the data sets: bigbench sdist members, cached
 
     if source == "squadshifts" or source.startswith("squadshifts:"):
         names = source.split(":", 1)[1].split(",") if ":" in source else list(DEFAULT_SHIFTS)
         articles: list[dict] = []
         for name in names:
-            arts = sources.squadshifts(name.strip())
+            arts = bigbench.squadshifts(name.strip())
             for a in arts:  # titles can repeat across sets: keep articles apart
                 articles.append({**a, "title": f"{name.strip()}/{a.get('title', '')}"})
         h = hashlib.sha256(json.dumps(articles, sort_keys=True).encode()).hexdigest()
@@ -182,7 +182,7 @@ def _articles_from_source(source: str) -> tuple[list[dict], str]:
     if path.suffix == ".jsonl":
         return _articles_from_jsonl(path, text), h
     try:
-        return sources.load_squad_json(path), h
+        return bigbench.load_squad_json(path), h
     except (ValueError, KeyError) as e:
         raise BadInput(f"{path} is not SQuAD JSON ({e}): use SQuAD v1.1 layout or JSONL rows") from e
 
@@ -217,7 +217,7 @@ def _articles_from_jsonl(path: Path, text: str) -> list[dict]:
 
 def _pool_from_articles(articles: list[dict]) -> tuple[_Pool, dict]:
     """Flatten articles, deduplicating paragraphs (by passage hash) and questions."""
-    from rag.sources import passage_hash
+    from assets.bigbench import passage_hash
 
     pool = _Pool()
     seen_para: dict[str, int] = {}
@@ -253,7 +253,7 @@ def _pool_from_articles(articles: list[dict]) -> tuple[_Pool, dict]:
 
 def check_leakage(paragraphs: list[str]) -> None:
     """Raise DataLeak if any paragraph also appears in SQuAD v1.1 dev or Disfl-QA (normalized hash)."""
-    from rag.sources import eval_passage_hashes, passage_hash
+    from assets.bigbench import eval_passage_hashes, passage_hash
 
     held = eval_passage_hashes()
     overlap = sum(1 for p in paragraphs if passage_hash(p) in held)

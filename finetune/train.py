@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import hashlib
 import json
 import logging
 import math
@@ -39,16 +38,16 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from assets import adapters
 from finetune.data import Example
 from rag.errors import BadInput
+from rag.files import sha256_file
 from rag.hardware import cpu_threads, torch_dtype
 from rag.prompt import parse_output, render_prompt
 from rag.text import em_f1
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "rag_adapter.json"
-MANIFEST_VERSION = 1
 CKPT_DIR = "checkpoints"
 
 
@@ -398,7 +397,7 @@ def check_out_dir(out: Path, resume: bool = False, overwrite: bool = False) -> N
         raise BadInput(f"--out {out} is a file: pass a folder for the adapter")
     if resume or overwrite:
         return
-    if (out / MANIFEST).exists() or (out / "adapter_model.safetensors").exists():
+    if (out / adapters.ADAPTER_MANIFEST).exists() or (out / "adapter_model.safetensors").exists():
         raise BadInput(
             f"{out} already holds an adapter: pass --overwrite to replace it, --resume to continue "
             "its training, or another --out"
@@ -411,7 +410,11 @@ def check_out_dir(out: Path, resume: bool = False, overwrite: bool = False) -> N
 
 
 def _restart_hint(out: Path) -> str:
-    saved = f", or keep using the adapter already saved in {out}" if (out / MANIFEST).exists() else ""
+    saved = (
+        f", or keep using the adapter already saved in {out}"
+        if (out / adapters.ADAPTER_MANIFEST).exists()
+        else ""
+    )
     return f"start over without --resume (add --overwrite){saved}"
 
 
@@ -475,14 +478,6 @@ def _save_adapter(model, out: Path, dtype: str, base_name: str | None = None) ->
     shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 # ---------------------------------------------------------------- the loop
 def train(
     cfg: TrainConfig,
@@ -501,7 +496,7 @@ def train(
 ) -> TrainResult:
     """Train a LoRA adapter on `train_examples`, write it with its manifest to `out`, return the result.
 
-    `model`/`tokenizer` default to `rag.models.load_causal_lm(cfg.base)` in the CPU's dtype. `data_info` goes into
+    `model`/`tokenizer` default to `assets.models.load_causal_lm(cfg.base)` in the CPU's dtype. `data_info` goes into
     the manifest as is (source, hash, counts). With `resume`, the newest checkpoint in out/checkpoints
     restores adapter, optimizer, scheduler, RNG and step. Without `resume`, an adapter or checkpoints
     already in `out` are a BadInput unless `overwrite`; then the old checkpoints go once training starts
@@ -521,7 +516,7 @@ def train(
         raise BadInput("no training examples: check --data")
 
     if model is None:
-        from rag.models import load_causal_lm
+        from assets.models import load_causal_lm
 
         # A private copy: peft injects LoRA layers into this model, which must not reach the process cache.
         model, tokenizer, base_info = load_causal_lm(cfg.base, cache=False)
@@ -721,9 +716,9 @@ def train(
     untuned = state.evals[0] if state.evals and state.evals[0]["step"] == 0 else None
     wfile = out / "adapter_model.safetensors"
     manifest = {
-        "format_version": MANIFEST_VERSION,
+        "format_version": adapters.MANIFEST_VERSION,
         "kind": "rag-reader-lora",
-        # rag.reader.check_adapter reads "base" (the reader's model name) and "base_sha256".
+        # assets.adapters.check_base reads "base" (the reader's model name) and "base_sha256".
         "base": base_info.get("name") or cfg.base,
         "base_sha256": base_info.get("sha256"),
         "base_info": {
@@ -766,7 +761,7 @@ def train(
         "curves": {"train_loss": state.train_curve, "val_loss": state.val_curve},
         "adapter": {
             "file": wfile.name,
-            "sha256": _sha256_file(wfile) if wfile.exists() else None,
+            "sha256": sha256_file(wfile) if wfile.exists() else None,
             "bytes": wfile.stat().st_size if wfile.exists() else None,
             "dtype": cfg.save_dtype,
         },
@@ -774,9 +769,7 @@ def train(
         "versions": _versions(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    tmp = out / f".{MANIFEST}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=1))
-    tmp.replace(out / MANIFEST)
+    adapters.write_manifest(out, manifest)
     emit(
         {"event": "done", "step": state.step, "stopped": stopped, "out": str(out), "final": manifest["final"]}
     )
@@ -810,14 +803,3 @@ def _versions() -> dict:
         "peft": peft.__version__,
         "python": platform.python_version(),
     }
-
-
-def read_manifest(adapter_dir: Path) -> dict:
-    """The rag_adapter.json of an adapter folder (BadInput if missing or unreadable)."""
-    path = Path(adapter_dir) / MANIFEST
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError as e:
-        raise BadInput(f"{adapter_dir} has no {MANIFEST}: pass a folder written by `rag finetune`") from e
-    except json.JSONDecodeError as e:
-        raise BadInput(f"{path} is not valid JSON ({e}): retrain or restore the adapter folder") from e

@@ -28,6 +28,7 @@ from indexing import load, store
 from indexing.embed import Embedder, get_embedder
 from rag.config import IndexConfig
 from rag.errors import BadInput, IndexCorrupt, IndexMismatch, RagError, WriteFailed
+from rag.files import sha256_file, write_atomic
 from rag.types import Chunk
 
 log = logging.getLogger(__name__)
@@ -201,7 +202,7 @@ def _build(
         if progress:
             progress("scan", i, len(files))
         try:
-            sha = load.file_hash(path)
+            sha = sha256_file(path)
         except OSError as e:
             stats.files_skipped += 1
             stats.skipped.append((rel, f"unreadable ({e.strerror})"))
@@ -301,7 +302,7 @@ def _build(
             "chunks": next_id,
             "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
-        store.write_atomic(gen / "manifest.json", json.dumps(manifest, indent=1))
+        write_atomic(gen / "manifest.json", json.dumps(manifest, indent=1))
         if old is not None:
             old.db.close()
         store.commit_generation(index_dir, gen)

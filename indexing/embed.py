@@ -45,7 +45,7 @@ def register_embedder(name: str, factory: Callable[[], Embedder]) -> None:
         del _CACHE[key]
 
 
-def get_embedder(name: str, log_fn: Callable[[str], None] | None = None, queries: bool = False) -> Embedder:
+def get_embedder(name: str, say: Callable[[str], None] | None = None, queries: bool = False) -> Embedder:
     """The embedder for a name, loaded once per process.
 
     `queries=True` is for a retriever that only embeds questions: a plain sentence-transformers model
@@ -59,27 +59,27 @@ def get_embedder(name: str, log_fn: Callable[[str], None] | None = None, queries
         else:
             emb = None
             if queries:
-                from rag import models
+                from assets import models
 
-                folder = models.resolve(name, log_fn)
+                folder = models.resolve(name, say)
                 if plain_st_config(folder) is not None:
                     emb = QueryEmbedder(name, folder)
-            _CACHE[key] = emb or SentenceTransformerEmbedder(name, log_fn=log_fn)
+            _CACHE[key] = emb or SentenceTransformerEmbedder(name, say=say)
     return _CACHE[key]
 
 
 class SentenceTransformerEmbedder:
     """A sentence-transformers model on CPU, threads set to the cores we really have."""
 
-    def __init__(self, name: str, log_fn: Callable[[str], None] | None = None, bf16: bool | None = None):
+    def __init__(self, name: str, say: Callable[[str], None] | None = None, bf16: bool | None = None):
         import torch
 
-        from rag import models
+        from assets import models
         from rag.hardware import cpu_threads, has_fast_bf16
 
         torch.set_num_threads(cpu_threads())
         self.name = name
-        self.model = models.load_embedder(name, log=log_fn)
+        self.model = models.load_embedder(name, say=say)
         get_dim = (
             getattr(self.model, "get_embedding_dimension", None)
             or self.model.get_sentence_embedding_dimension

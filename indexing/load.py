@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import codecs
 import fnmatch
-import hashlib
 import json
 import logging
 import os
@@ -38,14 +37,6 @@ class Document:
 
 class Skip(Exception):
     """This file cannot be indexed; the message says why."""
-
-
-def file_hash(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _read_ignore(root: Path) -> list[str]:

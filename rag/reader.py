@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from assets import adapters
 from rag.errors import BadInput
 from rag.prompt import ABSTAIN, Passage, format_passage, parse_output, render_prompt, reserved_tokens
 from rag.text import content_words, stem, support, words
@@ -35,8 +36,6 @@ from rag.types import Answer, Citation, Hit
 log = logging.getLogger(__name__)
 
 READERS = ("llm", "extractive")
-ADAPTER_MANIFEST = "rag_adapter.json"
-SHIPPED_ADAPTERS = Path(__file__).resolve().parent / "adapters"
 
 # An answer is supported when at least this share of its content words occur in its cited passages
 # (1-4 content words: all of them; 5: one may be missing).
@@ -167,56 +166,6 @@ def _info(info: Any, key: str) -> Any:
     return info.get(key) if isinstance(info, dict) else getattr(info, key, None)
 
 
-def resolve_adapter(spec: str | Path | None, model_name: str) -> Path | None:
-    """'default' -> the shipped rag/adapters/<model>/ if present, else None; 'none'/None -> None; else a folder."""
-    if spec is None or str(spec).lower() == "none":
-        return None
-    if str(spec) == "default":
-        shipped = SHIPPED_ADAPTERS / model_name
-        return shipped if (shipped / ADAPTER_MANIFEST).is_file() else None
-    path = Path(spec).expanduser()
-    if not path.is_dir():
-        raise BadInput(
-            f"no adapter folder at {path}: pass a folder written by `rag finetune`, 'default' or 'none'"
-        )
-    return path
-
-
-def read_adapter_manifest(path: Path) -> dict[str, Any]:
-    """The adapter's rag_adapter.json, after checking the folder is a peft adapter."""
-    if not (path / "adapter_config.json").is_file():
-        raise BadInput(
-            f"{path} is not a LoRA adapter folder (no adapter_config.json): "
-            "pass a folder written by `rag finetune` or --adapter none"
-        )
-    try:
-        return json.loads((path / ADAPTER_MANIFEST).read_text())
-    except FileNotFoundError as e:
-        raise BadInput(
-            f"{path} has no {ADAPTER_MANIFEST}, so its base model is unknown: "
-            "retrain it with `rag finetune` or pass --adapter none"
-        ) from e
-    except ValueError as e:
-        raise BadInput(f"{path / ADAPTER_MANIFEST} is not valid JSON ({e}): retrain the adapter") from e
-
-
-def check_adapter(manifest: dict[str, Any], info: Any, path: Path) -> None:
-    """Fail clearly when an adapter was trained on another base model than the one loaded."""
-    model = _info(info, "name")
-    base = manifest.get("base")
-    if base != model:
-        raise BadInput(
-            f"adapter {path} was trained on base model {base!r}, but the reader model is "
-            f"{model!r}: pass --model {base} or --adapter none"
-        )
-    want, have = manifest.get("base_sha256"), _info(info, "sha256")
-    if want and have and want != have:
-        raise BadInput(
-            f"adapter {path} was trained on a different build of {model} (sha256 {want[:12]}... "
-            f"vs {have[:12]}...): re-pull the model with `rag models pull {model}` or retrain the adapter"
-        )
-
-
 # LoRA settings the direct merge below handles; any other adapter goes through peft.
 _SIMPLE_LORA = {"peft_type": "LORA", "use_dora": False, "use_rslora": False, "fan_in_fan_out": False}
 
@@ -272,23 +221,11 @@ def _merge_lora_direct(model, path: Path) -> bool:
     return True
 
 
-def _adapter_base(path: Path) -> str | None:
-    """The base model an adapter folder names (rag_adapter.json, else peft's adapter_config.json)."""
-    for name, key in ((ADAPTER_MANIFEST, "base"), ("adapter_config.json", "base_model_name_or_path")):
-        try:
-            base = json.loads((path / name).read_text()).get(key)
-        except (OSError, ValueError, AttributeError):
-            continue
-        if base:
-            return str(base)
-    return None
-
-
 def _load_error(e: Exception, path: Path, model_name: str | None) -> BadInput:
     """One line for a failed peft load. A wrong base shows up as a size mismatch that torch reports with
     one line per LoRA tensor (337 lines for the Qwen adapter), so only the names are kept."""
     if "size mismatch" in str(e):
-        base, have = _adapter_base(path), model_name or "the loaded model"
+        base, have = adapters.base_of(path), model_name or "the loaded model"
         if base and base != have:
             return BadInput(
                 f"adapter {path} was trained for base {base}, not {have}: "
@@ -367,9 +304,9 @@ class LLMReader:
         self.info = info
         self.max_new_tokens = max_new_tokens
         model_name = str(_info(info, "name") or "model")
-        self.adapter = resolve_adapter(adapter, model_name)
+        self.adapter = adapters.resolve_adapter(adapter, model_name)
         if self.adapter is not None:
-            check_adapter(read_adapter_manifest(self.adapter), info, self.adapter)
+            adapters.check_base(adapters.read_manifest(self.adapter), info, self.adapter)
             model = apply_adapter(model, self.adapter, inplace=merge_inplace, model_name=model_name)
         self.model = model
         self.model.eval()
@@ -609,8 +546,8 @@ def make_reader(
         return ExtractiveReader()
     if name != "llm":
         raise BadInput(f"unknown reader {name!r}: choose one of {', '.join(READERS)}")
+    from assets.models import load_causal_lm
     from rag.hardware import torch_dtype
-    from rag.models import load_causal_lm
 
     try:
         dt = torch_dtype(dtype)
@@ -618,12 +555,12 @@ def make_reader(
         raise BadInput(f"{e}: set [reader] dtype in rag.toml or RAG_DTYPE to one of them") from e
 
     if adapter is None or str(adapter).lower() == "none":
-        m, tok, info = load_causal_lm(model, dtype=dt, log=log)
+        m, tok, info = load_causal_lm(model, dtype=dt, say=log)
         return LLMReader(
             m, tok, info, adapter=None, max_new_tokens=max_new_tokens, max_prompt_tokens=max_prompt_tokens
         )
     # A private copy of the base, so the adapter merges in place: no deep copy of the cached one.
-    m, tok, info = load_causal_lm(model, dtype=dt, log=log, cache=False)
+    m, tok, info = load_causal_lm(model, dtype=dt, say=log, cache=False)
     return LLMReader(
         m,
         tok,

@@ -24,8 +24,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from rag.config import REPO_ROOT
-from rag.sources import (
+from assets.bigbench import (
     SDIST_REQUIREMENT,
     SDIST_SHA256,
     detokenize,
@@ -36,6 +35,7 @@ from rag.sources import (
     passage_hash,
     squad_dev,
 )
+from rag.config import REPO_ROOT
 
 SEP = "\n\n"
 # Disfl-QA rows whose "question" is a spreadsheet error or a placeholder, not a question.
@@ -120,7 +120,7 @@ set, so `rag eval --testset` can score answers against its {n_squad:,} questions
   Questions for Machine Comprehension of Text", EMNLP; CC BY-SA 4.0.
 - Disfl-QA: Gupta, Jolly, Kaur, Ghosh, Bhattacharya and Kumar (2021), "Disfl-QA: A Benchmark Dataset for
   Understanding Disfluencies in Question Answering", Findings of ACL; CC BY 4.0. Its questions are
-  stored space-tokenized; ours are detokenized by `rag.sources.detokenize`.
+  stored space-tokenized; ours are detokenized by `assets.bigbench.detokenize`.
 - All three files come from the BIG-bench package (`{SDIST_REQUIREMENT}` sdist on PyPI, sha256
   {SDIST_SHA256}), whose copies carry BIG-bench's canary string: do not train on this corpus.
 
@@ -138,7 +138,7 @@ def main() -> int:
     ap.add_argument("--check", action="store_true", help="compare with the files on disk; write nothing")
     args = ap.parse_args()
 
-    fetch_bigbench(log=lambda m: print(m, file=sys.stderr))
+    fetch_bigbench(say=lambda m: print(m, file=sys.stderr))
     articles = squad_dev()
     files, spans = build_corpus(articles)
     by_hash: dict[str, tuple[str, int]] = {}

@@ -47,7 +47,7 @@ def _rows(n_articles: int = 12, paras: int = 4, qs: int = 5, seed: int = 0) -> l
 def no_eval_sets(monkeypatch):
     """The leakage guard's reference set, empty unless a test fills it (the real one needs the bigbench sdist)."""
     held: set[str] = set()
-    monkeypatch.setattr("rag.sources.eval_passage_hashes", lambda: held)
+    monkeypatch.setattr("assets.bigbench.eval_passage_hashes", lambda: held)
     return held
 
 
@@ -119,7 +119,7 @@ def test_duplicates_are_dropped(tmp_path):
 
 
 def test_leakage_guard_names_the_overlap(jsonl, tmp_path, no_eval_sets):
-    from rag.sources import passage_hash
+    from assets.bigbench import passage_hash
 
     ctxs = sorted({r["context"] for r in _rows()})
     no_eval_sets.update(passage_hash(c) for c in ctxs[:3])

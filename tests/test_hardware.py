@@ -45,7 +45,7 @@ def test_reader_loads_in_the_cpu_dtype_and_says_so(tmp_path, monkeypatch):
     from test_reader import _config, make_tokenizer
     from transformers import LlamaForCausalLM
 
-    from rag import models
+    from assets import models
     from rag.reader import LLMReader
 
     tok = make_tokenizer()

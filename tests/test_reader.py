@@ -12,6 +12,7 @@ import json
 import pytest
 import torch
 
+from assets import adapters
 from rag import reader as rd
 from rag.errors import BadInput
 from rag.prompt import ABSTAIN, Passage, render_prompt
@@ -298,7 +299,7 @@ def _adapter(tmp_path, base_model, manifest: dict | None, **lora):
     path = tmp_path / "adapter"
     peft_model.save_pretrained(path)
     if manifest is not None:
-        (path / rd.ADAPTER_MANIFEST).write_text(json.dumps(manifest))
+        (path / adapters.ADAPTER_MANIFEST).write_text(json.dumps(manifest))
     return path
 
 
@@ -387,7 +388,7 @@ def test_adapter_build_mismatch_and_missing_manifest(tmp_path, tok, base):
     path = _adapter(tmp_path, copy.deepcopy(base), {"base": "tiny", "base_sha256": "ab" * 32})
     with pytest.raises(BadInput, match="different build"):
         LLMReader(base, tok, {"name": "tiny", "sha256": "cd" * 32}, adapter=path)
-    (path / rd.ADAPTER_MANIFEST).unlink()
+    (path / adapters.ADAPTER_MANIFEST).unlink()
     with pytest.raises(BadInput, match="no rag_adapter.json"):
         LLMReader(base, tok, {"name": "tiny"}, adapter=path)
     with pytest.raises(BadInput, match="no adapter folder"):
@@ -395,14 +396,17 @@ def test_adapter_build_mismatch_and_missing_manifest(tmp_path, tok, base):
 
 
 def test_default_adapter_resolution(tmp_path, monkeypatch):
-    monkeypatch.setattr(rd, "SHIPPED_ADAPTERS", tmp_path)
-    assert rd.resolve_adapter("default", "smollm2-135m") is None  # nothing shipped: base model
+    monkeypatch.setattr(adapters, "SHIPPED_ADAPTERS", tmp_path)
+    assert adapters.resolve_adapter("default", "smollm2-135m") is None  # nothing shipped: base model
     shipped = tmp_path / "smollm2-135m"
     shipped.mkdir()
-    (shipped / rd.ADAPTER_MANIFEST).write_text("{}")
-    assert rd.resolve_adapter("default", "smollm2-135m") == shipped
-    assert rd.resolve_adapter("default", "qwen2.5-0.5b") is None
-    assert rd.resolve_adapter("none", "smollm2-135m") is None
+    (shipped / adapters.ADAPTER_MANIFEST).write_text("{}")
+    assert adapters.resolve_adapter("default", "smollm2-135m") is None  # a manifest without peft's config
+    (shipped / adapters.PEFT_CONFIG).write_text("{}")
+    assert adapters.resolve_adapter("default", "smollm2-135m") == shipped
+    assert adapters.shipped_adapter("smollm2-135m") == shipped  # the lookup rag eval's "+tuned" uses
+    assert adapters.resolve_adapter("default", "qwen2.5-0.5b") is None
+    assert adapters.resolve_adapter("none", "smollm2-135m") is None
 
 
 def test_make_reader_names():

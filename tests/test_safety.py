@@ -13,6 +13,7 @@ import torch
 from test_reader import SB50, _adapter, _config, hit, make_scripted, make_tokenizer
 from typer.testing import CliRunner
 
+from assets import adapters
 from rag import reader as rd
 from rag.errors import BadInput
 from rag.prompt import MAX_NAME, Passage, render_prompt
@@ -174,7 +175,7 @@ def test_adapter_for_a_named_other_base_says_which(other_shape_adapter):
     from transformers import LlamaForCausalLM
 
     tk = make_tokenizer()
-    (other_shape_adapter / rd.ADAPTER_MANIFEST).write_text(json.dumps({"base": "qwen2.5-0.5b"}))
+    (other_shape_adapter / adapters.ADAPTER_MANIFEST).write_text(json.dumps({"base": "qwen2.5-0.5b"}))
     with pytest.raises(BadInput) as e:
         rd.apply_adapter(LlamaForCausalLM(_config(tk)), other_shape_adapter, model_name="smollm2-135m")
     assert str(e.value) == (
@@ -254,7 +255,7 @@ def ft_cli(lm, tmp_path, monkeypatch):
     ]
     data = tmp_path / "qa.jsonl"
     data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    monkeypatch.setattr("rag.sources.eval_passage_hashes", lambda: set())
+    monkeypatch.setattr("assets.bigbench.eval_passage_hashes", lambda: set())
     common = [
         "finetune",
         "--base",

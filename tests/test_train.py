@@ -9,9 +9,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from assets.adapters import ADAPTER_MANIFEST, check_base, read_manifest  # noqa: E402
 from finetune.data import Example  # noqa: E402
 from finetune.train import (  # noqa: E402
-    MANIFEST,
     TrainConfig,
     encode,
     latest_checkpoint,
@@ -163,7 +163,7 @@ def test_adapter_changes_and_base_does_not(tiny, tmp_path):
             assert torch.equal(p, base_before[name.replace(".base_layer", "")]), name
             checked += 1
     assert checked == len(base_before)  # every base weight was compared
-    man = json.loads((tmp_path / "ad" / MANIFEST).read_text())
+    man = json.loads((tmp_path / "ad" / ADAPTER_MANIFEST).read_text())
     assert man["training"]["steps"] == 6 and man["data"]["hash"] == "h" and man["command"] == "pytest"
     assert len(man["curves"]["train_loss"]) == 6 and man["curves"]["val_loss"][0][0] == 0
     assert man["untuned"]["step"] == 0 and man["final"]["f1"] is not None
@@ -205,7 +205,7 @@ def test_resume_continues_from_saved_step_with_same_optimizer_state(tiny, tmp_pa
             callback=stop_at_4,
         )
     ck = latest_checkpoint(out)
-    assert ck is not None and ck.name == "step-000004" and not (out / MANIFEST).exists()
+    assert ck is not None and ck.name == "step-000004" and not (out / ADAPTER_MANIFEST).exists()
     saved = torch.load(ck / "trainer_state.pt", weights_only=False)
     assert saved["step"] == 4 and saved["optimizer"]["state"]
 
@@ -280,7 +280,6 @@ def test_cli_trains_a_local_model_and_the_reader_accepts_the_adapter(tiny, tmp_p
     from typer.testing import CliRunner
 
     from rag.cli import app
-    from rag.reader import check_adapter, read_adapter_manifest
 
     cfg, tok = tiny
     base = tmp_path / "tiny-llama"
@@ -294,7 +293,7 @@ def test_cli_trains_a_local_model_and_the_reader_accepts_the_adapter(tiny, tmp_p
     ]
     data = tmp_path / "qa.jsonl"
     data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    monkeypatch.setattr("rag.sources.eval_passage_hashes", lambda: set())
+    monkeypatch.setattr("assets.bigbench.eval_passage_hashes", lambda: set())
     out = tmp_path / "adapter"
     args = [
         "finetune",
@@ -320,10 +319,10 @@ def test_cli_trains_a_local_model_and_the_reader_accepts_the_adapter(tiny, tmp_p
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     assert "adapter:" in res.output and "validation:" in res.output
-    man = read_adapter_manifest(out)
+    man = read_manifest(out)
     assert man["command"].startswith("rag ") and man["data"]["source"] == str(data)
     assert man["data"]["counts"]["train_examples"] > 0 and man["training"]["steps"] == 2
-    check_adapter(man, {"name": man["base"], "sha256": man["base_sha256"]}, out)  # the reader's own check
+    check_base(man, {"name": man["base"], "sha256": man["base_sha256"]}, out)  # the reader's own check
 
     # Missing data: one line naming the fix, exit 1, no traceback.
     res = CliRunner().invoke(app, ["finetune", "--base", str(base), "--data", str(tmp_path / "nope.jsonl")])

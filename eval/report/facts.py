@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from assets import adapters
 from eval.run import EXPERIMENTS_JSONL, read_jsonl
 from rag.config import REPO_ROOT, default_index_dir, models_dir
 from rag.errors import BadInput
@@ -248,14 +249,12 @@ def _adapter_label(man: dict, folder: Path) -> str:
 def adapter_manifests(rows: list[dict], shipped: Path) -> dict[str, dict]:
     """rag_adapter.json of every adapter the rows used, and of every shipped adapter."""
     folders = [Path(r["adapter"]) for r in rows if r.get("adapter")]
-    folders += sorted(p.parent for p in Path(shipped).glob("*/rag_adapter.json"))
+    folders += sorted(p.parent for p in Path(shipped).glob(f"*/{adapters.ADAPTER_MANIFEST}"))
     out: dict[str, dict] = {}
     seen: set[str] = set()
     for f in folders:
-        path = f / "rag_adapter.json"
-        try:
-            man = json.loads(path.read_text())
-        except (OSError, ValueError):
+        man = adapters.manifest_or_none(f)
+        if man is None:
             continue
         key = str((man.get("adapter") or {}).get("sha256") or f.resolve())
         if key in seen:
@@ -278,7 +277,7 @@ def benchmark_results(folder: Path) -> dict[str, dict]:
 
 def model_facts() -> dict[str, dict]:
     try:
-        from rag.models import PRESETS
+        from assets.presets import PRESETS
     except ImportError:
         return {}
     return {

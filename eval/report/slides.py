@@ -685,7 +685,7 @@ def slide_models(f: Facts) -> Slide:
         table=Table(
             ["model (upstream)", "role", "parameters", "quantization of the source file", "why"], trows
         ),
-        footnote="Parameters and quantization: the experiments log and the model store (rag/models.py).",
+        footnote="Parameters and quantization: the experiments log and the model store (assets/presets.py).",
     )
 
 

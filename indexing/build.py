@@ -104,10 +104,11 @@ def build_index(
     rebuild: bool = False,
     embedder: Embedder | None = None,
     progress: Progress | None = None,
-    warn: Callable[[str], None] | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> BuildStats:
     """Index `paths` into `index_dir`. Everything a user can get wrong (paths, the index folder) is
-    checked before the embedder loads; the whole build holds the index's write lock."""
+    checked before the embedder loads; the whole build holds the index's write lock. `say` gets one
+    line per skipped file."""
     t0 = time.perf_counter()
     paths = [Path(p).expanduser() for p in paths]
     if not paths:
@@ -124,7 +125,7 @@ def build_index(
         raise BadInput(str(e)) from e
     stats.files_skipped = len(stats.skipped)
     if not files:
-        _warn_skipped(stats, warn)
+        _warn_skipped(stats, say)
         raise BadInput(
             f"no files under {', '.join(map(str, paths))}: point `rag index` at a folder with documents"
         )
@@ -140,15 +141,15 @@ def build_index(
             embedder or get_embedder(cfg.embedder),
             stats,
             progress,
-            warn,
+            say,
             t0,
         )
 
 
-def _warn_skipped(stats: BuildStats, warn: Callable[[str], None] | None) -> None:
+def _warn_skipped(stats: BuildStats, say: Callable[[str], None] | None) -> None:
     for rel, reason in stats.skipped:
-        if warn:
-            warn(f"skipped {rel}: {reason}")
+        if say:
+            say(f"skipped {rel}: {reason}")
         log.info("skipped %s: %s", rel, reason)
 
 
@@ -179,25 +180,63 @@ def _build(
     emb: Embedder,
     stats: BuildStats,
     progress: Progress | None,
-    warn: Callable[[str], None] | None,
+    say: Callable[[str], None] | None,
     t0: float,
 ) -> BuildStats:
+    """Diff the files against the current generation, embed what changed, write and commit a new one."""
     settings = chunk_settings(cfg, emb)
-    old = None
-    if not rebuild:
-        try:
-            old = store.open_index(index_dir)
-        except store.IndexMissing:
-            old = None
-        except IndexCorrupt as e:
-            raise IndexCorrupt(f"{e} (or pass --rebuild to `rag index`)") from e
-        if old is not None:
-            _check_compatible(old.manifest, emb, settings, index_dir)
+    old = None if rebuild else _open_current(index_dir, emb, settings)
     old_files: dict = old.manifest["files"] if old else {}
-
     splitter = chunking.make_splitter(emb.count_tokens, settings["chunk_tokens"], settings["chunk_overlap"])
-    keep: list[tuple[str, str]] = []  # (file, sha) unchanged
-    fresh: list[tuple[str, str, list[Chunk]]] = []  # (file, sha, chunks) to embed
+    keep, fresh = _scan(files, old_files, splitter, stats, progress)
+    _warn_skipped(stats, say)
+
+    current = {rel for rel, _ in keep} | {rel for rel, _, _ in fresh}
+    stats.files_removed = sum(1 for rel in old_files if rel not in current)
+    stats.files_unchanged = len(keep)
+    stats.files_indexed = len(fresh)
+    if old is not None and not fresh and not stats.files_removed:
+        stats.chunks = len(old)
+        stats.seconds = time.perf_counter() - t0
+        old.db.close()
+        return stats
+    if not keep and not fresh:
+        raise BadInput(
+            f"nothing indexable under {', '.join(map(str, paths))}: every file was skipped (see warnings)"
+        )
+
+    longest = _check_chunk_sizes(fresh, emb)
+    vecs = _embed_fresh(fresh, old, emb, cfg, stats, progress)
+    stats.chunks = _write_generation(paths, index_dir, cfg, emb, settings, old, keep, fresh, vecs, longest)
+    stats.seconds = time.perf_counter() - t0
+    return stats
+
+
+def _open_current(index_dir: Path, emb: Embedder, settings: dict) -> store.OpenIndex | None:
+    """The current generation to update, or None when there is none; it must match embedder and chunking."""
+    try:
+        old = store.open_index(index_dir)
+    except store.IndexMissing:
+        return None
+    except IndexCorrupt as e:
+        raise IndexCorrupt(f"{e} (or pass --rebuild to `rag index`)") from e
+    _check_compatible(old.manifest, emb, settings, index_dir)
+    return old
+
+
+def _scan(
+    files: list[tuple[Path, str]],
+    old_files: dict,
+    splitter,
+    stats: BuildStats,
+    progress: Progress | None,
+) -> tuple[list[tuple[str, str]], list[tuple[str, str, list[Chunk]]]]:
+    """Hash every file; ([(file, sha)] unchanged since `old_files`, [(file, sha, chunks)] new or changed).
+
+    A file that cannot be read or loaded is counted in `stats` as skipped, with its reason.
+    """
+    keep: list[tuple[str, str]] = []
+    fresh: list[tuple[str, str, list[Chunk]]] = []
     for i, (path, rel) in enumerate(files):
         if progress:
             progress("scan", i, len(files))
@@ -220,27 +259,24 @@ def _build(
         fresh.append((rel, sha, chunks))
     if progress:
         progress("scan", len(files), len(files))
-    _warn_skipped(stats, warn)
+    return keep, fresh
 
-    current = {rel for rel, _ in keep} | {rel for rel, _, _ in fresh}
-    stats.files_removed = sum(1 for rel in old_files if rel not in current)
-    stats.files_unchanged = len(keep)
-    stats.files_indexed = len(fresh)
-    if old is not None and not fresh and not stats.files_removed:
-        stats.chunks = len(old)
-        stats.seconds = time.perf_counter() - t0
-        old.db.close()
-        return stats
-    if not keep and not fresh:
-        raise BadInput(
-            f"nothing indexable under {', '.join(map(str, paths))}: every file was skipped (see warnings)"
-        )
 
-    longest = _check_chunk_sizes(fresh, emb)
+def _embed_fresh(
+    fresh: list[tuple[str, str, list[Chunk]]],
+    old: store.OpenIndex | None,
+    emb: Embedder,
+    cfg: IndexConfig,
+    stats: BuildStats,
+    progress: Progress | None,
+) -> np.ndarray:
+    """One vector per chunk of `fresh`, in order; each distinct new text is embedded once.
 
-    # A changed file usually keeps most of its chunks word for word: reuse their vectors.
+    A changed file usually keeps most of its chunks word for word: their vectors come from the old index.
+    """
     reuse: dict[str, np.ndarray] = {}
     if old is not None:
+        old_files = old.manifest["files"]
         for rel, _, _ in fresh:
             if rel in old_files:
                 reuse.update({c.text: v for c, v in old.db.by_file(rel)})
@@ -254,35 +290,32 @@ def _build(
             progress=(lambda d, n: progress("embed", d, n)) if progress else None,
         )
         reuse.update(zip(todo, new_vecs))
-    vecs = np.stack([reuse[t] for t in texts]) if texts else np.zeros((0, emb.dim), dtype=np.float32)
+    return np.stack([reuse[t] for t in texts]) if texts else np.zeros((0, emb.dim), dtype=np.float32)
 
+
+def _write_generation(
+    paths: list[Path],
+    index_dir: Path,
+    cfg: IndexConfig,
+    emb: Embedder,
+    settings: dict,
+    old: store.OpenIndex | None,
+    keep: list[tuple[str, str]],
+    fresh: list[tuple[str, str, list[Chunk]]],
+    vecs: np.ndarray,
+    longest: dict[str, int],
+) -> int:
+    """Write a new generation (chunk store, FAISS, BM25, manifest) and make it current; returns its chunks.
+
+    Ctrl-C or a failure mid-write drops the half generation, so CURRENT still names the old one.
+    """
     try:
         gen = store.new_generation_dir(index_dir)
     except OSError as e:
         raise _write_failed(index_dir, e) from e
     try:
         db = store.ChunkDB(gen / "chunks.sqlite", create=True)
-        all_vecs: list[np.ndarray] = []
-        files_meta: dict = {}
-        next_id = 0
-        for rel, sha in keep:
-            rows = old.db.by_file(rel)
-            db.add([(next_id + j, c, rel, v) for j, (c, v) in enumerate(rows)])
-            all_vecs.extend(v for _, v in rows)
-            next_id += len(rows)
-            files_meta[rel] = {
-                "sha256": sha,
-                "chunks": len(rows),
-                "max_tokens": old_files[rel].get("max_tokens")
-                or max((emb.count_tokens(c.text) for c, _ in rows), default=0),
-            }
-        k = 0
-        for rel, sha, cs in fresh:
-            db.add([(next_id + j, c, rel, vecs[k + j]) for j, c in enumerate(cs)])
-            all_vecs.extend(vecs[k : k + len(cs)])
-            k += len(cs)
-            next_id += len(cs)
-            files_meta[rel] = {"sha256": sha, "chunks": len(cs), "max_tokens": longest[rel]}
+        all_vecs, files_meta = _fill_chunk_db(db, old, keep, fresh, vecs, longest, emb)
         db.commit()
         texts_all = db.all_texts()
         db.close()
@@ -299,7 +332,7 @@ def _build(
             "dense": "hnsw" if len(matrix) > cfg.hnsw_threshold else "flat",
             "roots": [str(p.resolve()) for p in paths],
             "files": dict(sorted(files_meta.items())),
-            "chunks": next_id,
+            "chunks": len(all_vecs),
             "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         write_atomic(gen / "manifest.json", json.dumps(manifest, indent=1))
@@ -314,25 +347,39 @@ def _build(
         if failed is not None:
             raise failed from e
         raise
-    stats.chunks = next_id
-    stats.seconds = time.perf_counter() - t0
-    return stats
+    return len(all_vecs)
 
 
-def source_path(index_manifest: dict, doc: str) -> str:
-    """Best-effort absolute path of a chunk's document, for display."""
-    rel = doc.split("#", 1)[0]
-    roots = index_manifest.get("roots", [])
-    for r in roots:
-        rp = Path(r)
-        cand = rp / rel if rp.is_dir() else rp
-        if rp.is_file() and rp.name == rel:
-            return str(rp)
-        if cand.exists():
-            return str(cand)
-        if len(roots) > 1 and rel.startswith(rp.name + "/"):
-            return str(rp / rel[len(rp.name) + 1 :])
-    return rel
+def _fill_chunk_db(
+    db: store.ChunkDB,
+    old: store.OpenIndex | None,
+    keep: list[tuple[str, str]],
+    fresh: list[tuple[str, str, list[Chunk]]],
+    vecs: np.ndarray,
+    longest: dict[str, int],
+    emb: Embedder,
+) -> tuple[list[np.ndarray], dict]:
+    """Unchanged files' chunks copied from the old store, then the fresh ones; (vectors in id order, files meta)."""
+    old_files: dict = old.manifest["files"] if old else {}
+    all_vecs: list[np.ndarray] = []
+    files_meta: dict = {}
+    for rel, sha in keep:
+        rows = old.db.by_file(rel)
+        db.add([(len(all_vecs) + j, c, rel, v) for j, (c, v) in enumerate(rows)])
+        all_vecs.extend(v for _, v in rows)
+        files_meta[rel] = {
+            "sha256": sha,
+            "chunks": len(rows),
+            "max_tokens": old_files[rel].get("max_tokens")
+            or max((emb.count_tokens(c.text) for c, _ in rows), default=0),
+        }
+    k = 0
+    for rel, sha, cs in fresh:
+        db.add([(len(all_vecs) + j, c, rel, vecs[k + j]) for j, c in enumerate(cs)])
+        all_vecs.extend(vecs[k : k + len(cs)])
+        k += len(cs)
+        files_meta[rel] = {"sha256": sha, "chunks": len(cs), "max_tokens": longest[rel]}
+    return all_vecs, files_meta
 
 
-__all__ = ["BuildStats", "build_index", "source_path", "RagError"]
+__all__ = ["BuildStats", "build_index", "RagError"]

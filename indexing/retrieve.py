@@ -24,9 +24,19 @@ MODES = ("dense", "bm25", "hybrid")
 ChunkGetter = Callable[[list[int]], list[Chunk]]
 
 
-class DenseRetriever:
-    def __init__(self, index, get: ChunkGetter, embedder):
-        self.faiss_index, self.get, self.embedder = index, get, embedder
+class _Located:
+    """What every retriever here has: the on-disk index it reads, if any, and where a document is."""
+
+    index = None  # the indexing.store.OpenIndex it searches (set by open_retriever); None in memory
+
+    def source_path(self, doc: str) -> str:
+        """Best-effort absolute path of a chunk's document, for display; the stored name without an index."""
+        return self.index.source_path(doc) if self.index is not None else doc
+
+
+class DenseRetriever(_Located):
+    def __init__(self, faiss_index, get: ChunkGetter, embedder):
+        self.faiss_index, self.get, self.embedder = faiss_index, get, embedder
 
     def ranked(self, query: str, n: int) -> list[tuple[int, float]]:
         if self.faiss_index.ntotal == 0:
@@ -49,7 +59,7 @@ class DenseRetriever:
         return [_hits(r, self.get) for r in self.ranked_batch(queries, k)]
 
 
-class BM25Retriever:
+class BM25Retriever(_Located):
     def __init__(self, bm25, get: ChunkGetter, n_docs: int):
         self.bm25, self.get, self.n_docs = bm25, get, n_docs
 
@@ -75,7 +85,7 @@ class BM25Retriever:
         return [_hits(r, self.get) for r in self.ranked_batch(queries, k)]
 
 
-class HybridRetriever:
+class HybridRetriever(_Located):
     """Reciprocal rank fusion of dense and BM25 rankings."""
 
     def __init__(self, dense: DenseRetriever, bm25: BM25Retriever, rrf_k: int = 60, candidates: int = 50):
@@ -126,27 +136,40 @@ def _check_mode(mode: str) -> None:
         raise BadInput(f"unknown retrieval mode '{mode}': choose one of {', '.join(MODES)}")
 
 
-def make_retriever(mode: str, dense: DenseRetriever, bm25: BM25Retriever, cfg: RetrievalConfig):
+def make_retriever(
+    mode: str, dense: DenseRetriever, bm25: BM25Retriever, cfg: RetrievalConfig, index=None
+) -> DenseRetriever | BM25Retriever | HybridRetriever:
+    """The retriever for `mode`; hybrid fuses with cfg.rrf_k over cfg.candidates per ranking."""
     _check_mode(mode)
+    r: DenseRetriever | BM25Retriever | HybridRetriever
     if mode == "dense":
-        return dense
-    if mode == "bm25":
-        return bm25
-    return HybridRetriever(dense, bm25, rrf_k=cfg.rrf_k, candidates=cfg.candidates)
+        r = dense
+    elif mode == "bm25":
+        r = bm25
+    else:
+        r = HybridRetriever(dense, bm25, rrf_k=cfg.rrf_k, candidates=cfg.candidates)
+    r.index = index
+    return r
 
 
 def open_retriever(
     index_dir: Path | None = None,
-    mode: str = "hybrid",
-    cfg: RetrievalConfig = RetrievalConfig(),
+    mode: str | None = None,
+    cfg: RetrievalConfig | None = None,
     embedder=None,
     embedder_name: str | None = None,
-):
+) -> DenseRetriever | BM25Retriever | HybridRetriever:
     """A retriever over an on-disk index. The query embedder is the one the index was built with;
-    asking for another raises IndexMismatch."""
+    asking for another raises IndexMismatch.
+
+    `cfg` is rag.toml's [retrieval] (rrf_k, candidates, and the mode when `mode` is None); its defaults
+    when None.
+    """
     from indexing.embed import get_embedder
     from indexing.store import open_index
 
+    cfg = cfg or RetrievalConfig()
+    mode = mode or cfg.mode
     _check_mode(mode)
     idx = open_index(Path(index_dir) if index_dir else default_index_dir())
     if embedder_name and embedder_name != idx.embedder:
@@ -164,19 +187,18 @@ def open_retriever(
             )
     dense = DenseRetriever(idx.dense, idx.db.get, emb)
     bm25 = BM25Retriever(idx.bm25 if mode != "dense" else None, idx.db.get, len(idx))
-    r = make_retriever(mode, dense, bm25, cfg)
-    r.index = idx  # type: ignore[attr-defined]  # keeps manifest reachable for display
-    return r
+    return make_retriever(mode, dense, bm25, cfg, index=idx)
 
 
 def memory_retriever(
-    chunks: list[Chunk], mode: str = "bm25", embedder=None, cfg: RetrievalConfig = RetrievalConfig()
-):
+    chunks: list[Chunk], mode: str = "bm25", embedder=None, cfg: RetrievalConfig | None = None
+) -> DenseRetriever | BM25Retriever | HybridRetriever:
     """A retriever over chunks held in memory (training-data distractors, tests)."""
     import bm25s
 
     from indexing.store import bm25_tokenize, build_dense
 
+    cfg = cfg or RetrievalConfig()
     _check_mode(mode)
     chunks = list(chunks)
 

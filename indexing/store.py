@@ -301,6 +301,21 @@ class OpenIndex:
     def __len__(self) -> int:
         return int(self.manifest["chunks"])
 
+    def source_path(self, doc: str) -> str:
+        """Best-effort absolute path of a chunk's document under the indexed roots, for display."""
+        rel = doc.split("#", 1)[0]
+        roots = self.manifest.get("roots", [])
+        for r in roots:
+            rp = Path(r)
+            cand = rp / rel if rp.is_dir() else rp
+            if rp.is_file() and rp.name == rel:
+                return str(rp)
+            if cand.exists():
+                return str(cand)
+            if len(roots) > 1 and rel.startswith(rp.name + "/"):
+                return str(rp / rel[len(rp.name) + 1 :])
+        return rel
+
     _bm25: object = None
 
     @property

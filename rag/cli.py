@@ -15,6 +15,8 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from finetune.data import DataConfig
+from finetune.train import TrainConfig
 from rag.errors import RagError
 
 app = typer.Typer(
@@ -29,11 +31,15 @@ err = Console(stderr=True)
 out = Console()
 
 
-def _fail(e: Exception) -> None:
+def _say_error(e: Exception) -> None:
     from rich.markup import escape
 
     # escape: messages quote things like "[retrieval]" that rich would otherwise eat as markup
     err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+
+
+def _fail(e: Exception) -> None:
+    _say_error(e)
     raise typer.Exit(1)
 
 
@@ -150,7 +156,7 @@ def index_cmd(
                 cfg,
                 rebuild=rebuild,
                 progress=progress,
-                warn=lambda m: err.print(f"[yellow]warning:[/] {escape(m)}", highlight=False, soft_wrap=True),
+                say=lambda m: err.print(f"[yellow]warning:[/] {escape(m)}", highlight=False, soft_wrap=True),
             )
     except RagError as e:
         _fail(e)
@@ -166,20 +172,28 @@ def index_cmd(
 @app.command("search")
 def search_cmd(
     query: str = typer.Argument(..., help="What to look for."),
-    k: int = typer.Option(5, "-k", help="How many chunks to return."),
-    mode: str = typer.Option("hybrid", "--mode", help="dense | bm25 | hybrid."),
+    k: Optional[int] = typer.Option(
+        None, "-k", help="How many chunks to return (default: \\[retrieval] k of rag.toml, else 5)."
+    ),
+    mode: Optional[str] = typer.Option(
+        None, "--mode", help="dense | bm25 | hybrid (default: \\[retrieval] mode of rag.toml, else hybrid)."
+    ),
     index: Optional[Path] = typer.Option(None, "--index", help="Index folder [default: $RAG_HOME/index]."),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON list of hits."),
 ) -> None:
     """Show the chunks that best match a query, with their sources and offsets."""
+    from rag.config import load_config
+
     try:
         from indexing.retrieve import open_retriever
 
+        cfg = load_config().retrieval
+        k = cfg.k if k is None else k
         if k < 1:
             raise RagError(f"-k must be at least 1, got {k}")
         if not query.strip():  # every chunk would tie: the "best" five would be arbitrary
             raise RagError('the query is empty: type what to look for, e.g. rag search "smallest planet"')
-        hits = open_retriever(_index_dir(index), mode=mode).search(query, k)
+        hits = open_retriever(_index_dir(index), mode=mode or cfg.mode, cfg=cfg).search(query, k)
     except RagError as e:
         _fail(e)
     rows = [
@@ -208,12 +222,11 @@ def search_cmd(
 
 
 # ---------------------------------------------------------------- ask (owner: reader)
-def _ask_retriever(index: Optional[Path], mode: str):
-    """The retriever `rag ask` uses (a seam for tests)."""
+def _ask_retriever(index: Optional[Path], mode: str, cfg):
+    """The retriever `rag ask` uses (a seam for tests); `cfg` is the [retrieval] config."""
     from indexing.retrieve import open_retriever
-    from rag.config import default_index_dir
 
-    return open_retriever(index.expanduser() if index else default_index_dir(), mode=mode)
+    return open_retriever(_index_dir(index), mode=mode, cfg=cfg)
 
 
 def _ask_reader(
@@ -232,18 +245,20 @@ def _ask_reader(
         model=model,
         adapter=adapter,
         max_new_tokens=max_new_tokens,
-        log=lambda m: err.print(m, highlight=False),
+        say=lambda m: err.print(m, highlight=False),
         dtype=dtype,
         max_prompt_tokens=max_prompt_tokens,
     )
 
 
 def _ask_source_path(retriever, doc: str) -> str:
-    try:
-        from indexing.build import source_path
+    from rag.types import IndexedRetriever
 
-        return source_path(retriever.index.manifest, doc)
-    except Exception:  # display only: a retriever without an on-disk index shows the stored name
+    if not isinstance(retriever, IndexedRetriever):  # it cannot say: show the stored name
+        return doc
+    try:
+        return retriever.source_path(doc)
+    except OSError:  # display only: an unreadable root shows the stored name
         return doc
 
 
@@ -350,7 +365,7 @@ def ask_cmd(
     try:
         cfg = load_config()
         k = cfg.retrieval.k if k is None else k
-        retriever = _ask_retriever(index, mode or cfg.retrieval.mode)
+        retriever = _ask_retriever(index, mode or cfg.retrieval.mode, cfg.retrieval)
         rd = _ask_reader(
             reader or cfg.reader.reader,
             model or cfg.reader.model,
@@ -376,14 +391,14 @@ def ask_cmd(
         try:
             _ask_one(line.strip(), retriever, rd, k, json_out)
         except RagError as e:
-            err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            _say_error(e)
         if not json_out:
             out.print()
 
 
 # ---------------------------------------------------------------- finetune (owner: finetune)
 def _ft_progress():
-    """A callback for finetune.train: a rich bar on a terminal, one plain line per step otherwise (logs)."""
+    """A progress callback for finetune.train: a rich bar on a terminal, else one plain line per step (logs)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     live = err.is_terminal
@@ -406,7 +421,7 @@ def _ft_progress():
         m, s = divmod(int(s), 60)
         return f"{m // 60}:{m % 60:02d}:{s:02d}"
 
-    def cb(ev: dict) -> None:
+    def progress(ev: dict) -> None:
         kind = ev["event"]
         if kind == "start":
             msg = (
@@ -454,7 +469,7 @@ def _ft_progress():
         if bar is not None:
             bar.stop()
 
-    return cb, stop
+    return progress, stop
 
 
 def _ft_num(v) -> str:
@@ -464,69 +479,81 @@ def _ft_num(v) -> str:
 @app.command("finetune")
 def finetune_cmd(
     base: str = typer.Option(
-        "qwen2.5-0.5b",
+        TrainConfig.base,
         "--base",
         help="Base reader: model preset or local folder (smollm2-135m is smaller and faster).",
     ),
     data: str = typer.Option(
-        "squadshifts",
+        DataConfig.source,
         "--data",
         help="squadshifts[:new_wiki,nyt], a SQuAD JSON file, or JSONL {question, context, answers}.",
     ),
     out_dir: Optional[Path] = typer.Option(
         None, "--out", help="Adapter folder \\[default: $RAG_HOME/adapters/<base>]."
     ),
-    max_steps: int = typer.Option(300, "--max-steps", help="Optimizer steps."),
+    max_steps: int = typer.Option(TrainConfig.max_steps, "--max-steps", help="Optimizer steps."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint in --out."),
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Replace the adapter (and checkpoints) already in --out."
     ),
-    rank: int = typer.Option(16, "--rank", help="LoRA rank."),
-    alpha: int = typer.Option(32, "--alpha", help="LoRA alpha."),
+    rank: int = typer.Option(TrainConfig.rank, "--rank", help="LoRA rank."),
+    alpha: int = typer.Option(TrainConfig.alpha, "--alpha", help="LoRA alpha."),
     dropout: float = typer.Option(
-        0.0, "--dropout", help="LoRA dropout (0: its random masks cost ~40% of a CPU step)."
+        TrainConfig.dropout, "--dropout", help="LoRA dropout (0: its random masks cost ~40% of a CPU step)."
     ),
     target_modules: str = typer.Option(
-        "all-linear", "--target-modules", help="all-linear or e.g. q_proj,v_proj."
+        TrainConfig.target_modules, "--target-modules", help="all-linear or e.g. q_proj,v_proj."
     ),
-    lr: float = typer.Option(5e-4, "--lr", help="Peak learning rate."),
-    batch_size: int = typer.Option(8, "--batch-size", help="Examples per optimizer step."),
-    micro_tokens: int = typer.Option(2048, "--micro-tokens", help="Padded tokens per micro-batch."),
-    max_len: int = typer.Option(1536, "--max-len", help="Longer examples are dropped."),
+    lr: float = typer.Option(TrainConfig.lr, "--lr", help="Peak learning rate."),
+    batch_size: int = typer.Option(
+        TrainConfig.batch_size, "--batch-size", help="Examples per optimizer step."
+    ),
+    micro_tokens: int = typer.Option(
+        TrainConfig.micro_tokens, "--micro-tokens", help="Padded tokens per micro-batch."
+    ),
+    max_len: int = typer.Option(TrainConfig.max_len, "--max-len", help="Longer examples are dropped."),
     warmup_steps: int = typer.Option(
-        10, "--warmup-steps", help="Linear warmup steps before the cosine decay."
+        TrainConfig.warmup_steps, "--warmup-steps", help="Linear warmup steps before the cosine decay."
     ),
     eval_every: int = typer.Option(
-        25, "--eval-every", help="Steps between validation runs (0 = only at the end)."
+        TrainConfig.eval_every, "--eval-every", help="Steps between validation runs (0 = only at the end)."
     ),
     eval_examples: int = typer.Option(
-        40, "--eval-examples", help="Validation examples scored by greedy EM/F1."
+        TrainConfig.eval_examples, "--eval-examples", help="Validation examples scored by greedy EM/F1."
     ),
     val_loss_examples: int = typer.Option(
-        64, "--val-loss-examples", help="Validation examples for the loss."
+        TrainConfig.val_loss_examples, "--val-loss-examples", help="Validation examples for the loss."
     ),
     patience: int = typer.Option(
-        4, "--patience", help="Evaluations without improvement before stopping (0 = never)."
+        TrainConfig.patience,
+        "--patience",
+        help="Evaluations without improvement before stopping (0 = never).",
     ),
-    save_every: int = typer.Option(25, "--save-every", help="Steps between checkpoints."),
-    distractors: int = typer.Option(4, "--distractors", help="Most distractor passages per example."),
+    save_every: int = typer.Option(TrainConfig.save_every, "--save-every", help="Steps between checkpoints."),
+    distractors: int = typer.Option(
+        DataConfig.distractors, "--distractors", help="Most distractor passages per example."
+    ),
     min_distractors: int = typer.Option(
-        1, "--min-distractors", help="Fewest distractor passages per example."
+        DataConfig.min_distractors, "--min-distractors", help="Fewest distractor passages per example."
     ),
-    p_gold: float = typer.Option(0.8, "--p-gold", help="Fraction of examples that include the gold passage."),
-    seed: int = typer.Option(0, "--seed", help="Seed for data building and training."),
-    threads: int = typer.Option(0, "--threads", help="Torch threads (0 = the cores this process may use)."),
+    p_gold: float = typer.Option(
+        DataConfig.p_gold, "--p-gold", help="Fraction of examples that include the gold passage."
+    ),
+    seed: int = typer.Option(TrainConfig.seed, "--seed", help="Seed for data building and training."),
+    threads: int = typer.Option(
+        TrainConfig.threads, "--threads", help="Torch threads (0 = the cores this process may use)."
+    ),
 ) -> None:
     """Train a LoRA adapter for the reader on grounded QA (RAFT-style), on CPU; Ctrl-C saves a checkpoint."""
     import shlex
 
-    from finetune.data import DataConfig, build_dataset
-    from finetune.train import TrainConfig, check_out_dir, train
+    from finetune.data import build_dataset
+    from finetune.train import check_out_dir, train
     from rag.config import rag_home
 
     command = " ".join(shlex.quote(a) for a in ["rag", *sys.argv[1:]])
     target = out_dir or rag_home() / "adapters" / Path(base).name
-    cb, stop = _ft_progress()
+    progress, stop = _ft_progress()
     try:
         check_out_dir(target, resume=resume, overwrite=overwrite)  # before minutes of data building
         dcfg = DataConfig(
@@ -570,7 +597,7 @@ def finetune_cmd(
             data_info=data_info,
             resume=resume,
             overwrite=overwrite,
-            callback=cb,
+            progress=progress,
             command=command,
         )
     except RagError as e:
@@ -889,8 +916,5 @@ def main() -> None:
     try:
         app()
     except RagError as e:  # a library error raised outside a command's own handler
-        err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        _say_error(e)
         sys.exit(1)
-
-
-_ = (Path, Optional)  # re-exported for command signatures below

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from rag.errors import BadInput
-from rag.types import Answer, Hit, Reader, Retriever
+from rag.types import Answer, Hit, Reader, Retriever, StreamingReader
 
 
 class AskStream:
@@ -40,23 +40,24 @@ class AskStream:
     def __iter__(self) -> Iterator[str]:
         t1 = time.perf_counter()
         first = None
-        finish = getattr(self.reader, "finish", None)
-        if finish is None:  # a reader without streaming support: one piece
-            ans = self.reader.answer(self.question, self.hits)
+        reader = self.reader
+        streaming = isinstance(reader, StreamingReader)
+        if not streaming:  # a reader without streaming support: one piece
+            ans = reader.answer(self.question, self.hits)
             first = time.perf_counter()
             yield ans.text
         else:
             pieces = []
-            for piece in self.reader.stream(self.question, self.hits):
+            for piece in reader.stream(self.question, self.hits):
                 if first is None:
                     first = time.perf_counter()
                 pieces.append(piece)
                 yield piece
-            used = getattr(self.reader, "last_passages", None)
+            used = reader.last_passages
             if used is not None and used < len(self.hits):
                 # passages that did not fit the prompt were never read: not citable, not listed as sources
                 self.hits = self.hits[:used]
-            ans = finish(self.question, self.hits, "".join(pieces))
+            ans = reader.finish(self.question, self.hits, "".join(pieces))
         end = time.perf_counter()
         extra = {k: v for k, v in (ans.timings or {}).items() if k not in ("generate_s",)}
         ans.timings = {
@@ -66,7 +67,7 @@ class AskStream:
             "total_s": end - self._t0,
             **extra,
         }
-        new_tokens = getattr(self.reader, "last_new_tokens", None)
+        new_tokens = reader.last_new_tokens if streaming else None
         if new_tokens is not None and "new_tokens" not in ans.timings:
             ans.timings["new_tokens"] = new_tokens
         self.answer = ans

@@ -177,8 +177,58 @@ def format_target(answer: str | None, citations: list[int]) -> str:
     return f"{answer.strip()} {marks}".strip()
 
 
-# Lines a rambling model starts after its answer; generation output is cut there.
-_STOP_PREFIXES = ("Question:", "Passages:", "Answer:", "Context:", "\n\n")
+# ---------------------------------------------------------------- where an answer ends
+# The prompt asks for one line: "short answer [n]" or the abstention sentence. A model that goes on
+# starts a new line or a new prompt section. find_stop is the rule the reader's generation loop (and its
+# StoppingCriteria) stops at; truncate_at_stop cuts a finished generation when it is parsed, including
+# ones decoded without that rule (training-time evaluation), so it also drops a repeated "Answer:" label.
+_SECTIONS = ("Question:", "Passages:", "Context:")  # headers a rambling model starts a new turn with
+STOP_STRINGS = ("\n", *_SECTIONS)
+_STOP_PREFIXES = (*_SECTIONS, "Answer:", "\n\n")
+_CITES_THEN = re.compile(r"\[\d{1,3}\](?:\s*\[\d{1,3}\])*(?=\s*[^\s\[])")
+
+
+def find_stop(text: str) -> int | None:
+    """Index where the answer in `text` ends, or None if it may go on. `text` has no leading whitespace.
+
+    Ends: a line break, a new "Question:"-like section, or anything but another citation after the
+    citation marker(s) that close an answer.
+
+    >>> find_stop("Denver Broncos [1]\\nQuestion: who")
+    18
+    >>> find_stop("Denver Broncos [1][2]. They won")
+    21
+    >>> find_stop("Denver Broncos [1]") is None
+    True
+    """
+    cut = None
+    for s in STOP_STRINGS:
+        i = text.find(s, 1)
+        if i != -1 and (cut is None or i < cut):
+            cut = i
+    for m in _CITES_THEN.finditer(text):
+        if text[: m.start()].strip():  # citations after some answer text close the answer
+            if cut is None or m.end() < cut:
+                cut = m.end()
+            break
+    return cut
+
+
+def held_back(text: str) -> int:
+    """How many trailing characters could be the start of a stop string (not yet safe to show).
+
+    >>> held_back("Denver Broncos")
+    0
+    >>> held_back("Denver Broncos Quest")
+    5
+    """
+    best = 0
+    for s in STOP_STRINGS:
+        for n in range(min(len(s) - 1, len(text)), best, -1):
+            if text.endswith(s[:n]):
+                best = n
+                break
+    return best
 
 
 def truncate_at_stop(text: str) -> str:

@@ -29,7 +29,16 @@ from typing import Any
 
 from assets import adapters
 from rag.errors import BadInput
-from rag.prompt import ABSTAIN, Passage, format_passage, parse_output, render_prompt, reserved_tokens
+from rag.prompt import (
+    ABSTAIN,
+    Passage,
+    find_stop,
+    format_passage,
+    held_back,
+    parse_output,
+    render_prompt,
+    reserved_tokens,
+)
 from rag.text import content_words, stem, support, words
 from rag.types import Answer, Citation, Hit
 
@@ -83,53 +92,6 @@ def passages(hits: list[Hit]) -> list[Passage]:
 
 
 # ---------------------------------------------------------------- stopping
-
-# Where an answer ends. The prompt asks for one line: "short answer [n]" or the abstention sentence.
-STOP_STRINGS = ("\n", "Question:", "Passages:", "Context:")
-_CITES_THEN = re.compile(r"\[\d{1,3}\](?:\s*\[\d{1,3}\])*(?=\s*[^\s\[])")
-
-
-def find_stop(text: str) -> int | None:
-    """Index where the answer in `text` ends, or None if it may go on. `text` has no leading whitespace.
-
-    Ends: a line break, a new "Question:"-like section, or anything but another citation after the
-    citation marker(s) that close an answer.
-
-    >>> find_stop("Denver Broncos [1]\\nQuestion: who")
-    18
-    >>> find_stop("Denver Broncos [1][2]. They won")
-    21
-    >>> find_stop("Denver Broncos [1]") is None
-    True
-    """
-    cut = None
-    for s in STOP_STRINGS:
-        i = text.find(s, 1)
-        if i != -1 and (cut is None or i < cut):
-            cut = i
-    for m in _CITES_THEN.finditer(text):
-        if text[: m.start()].strip():  # citations after some answer text close the answer
-            if cut is None or m.end() < cut:
-                cut = m.end()
-            break
-    return cut
-
-
-def _held_back(text: str) -> int:
-    """How many trailing characters could be the start of a stop string (not yet safe to show).
-
-    >>> _held_back("Denver Broncos")
-    0
-    >>> _held_back("Denver Broncos Quest")
-    5
-    """
-    best = 0
-    for s in STOP_STRINGS:
-        for n in range(min(len(s) - 1, len(text)), best, -1):
-            if text.endswith(s[:n]):
-                best = n
-                break
-    return best
 
 
 def _stop_criteria_class():
@@ -409,7 +371,7 @@ class LLMReader:
                         if cut > shown:
                             yield text[shown:cut]
                         return
-                    safe = len(text) - _held_back(text)
+                    safe = len(text) - held_back(text)
                     if safe > shown:
                         yield text[shown:safe]
                         shown = safe
@@ -496,6 +458,8 @@ class ExtractiveReader:
     """Plain-retrieval baseline: the best-matching sentence of the top passage, citing [1]."""
 
     name = "extractive"
+    last_new_tokens = None  # no tokens: it generates nothing
+    last_passages = None  # it reads every passage given
 
     def __init__(self) -> None:
         self.reader = {"model": "extractive", "adapter": None}
@@ -533,7 +497,7 @@ def make_reader(
     model: str | Path = "qwen2.5-0.5b",
     adapter: str | Path | None = "default",
     max_new_tokens: int = 32,
-    log=None,
+    say=None,
     dtype: str | None = None,
     max_prompt_tokens: int | None = 4096,
 ):
@@ -541,6 +505,7 @@ def make_reader(
 
     `max_prompt_tokens` caps the prompt (passages that do not fit are dropped, in rank order).
     `dtype` is the compute dtype: None/'auto' chooses by CPU (rag.hardware), or 'bfloat16' / 'float32'.
+    `say` gets a line when the model has to be pulled first.
     """
     if name == "extractive":
         return ExtractiveReader()
@@ -555,12 +520,12 @@ def make_reader(
         raise BadInput(f"{e}: set [reader] dtype in rag.toml or RAG_DTYPE to one of them") from e
 
     if adapter is None or str(adapter).lower() == "none":
-        m, tok, info = load_causal_lm(model, dtype=dt, say=log)
+        m, tok, info = load_causal_lm(model, dtype=dt, say=say)
         return LLMReader(
             m, tok, info, adapter=None, max_new_tokens=max_new_tokens, max_prompt_tokens=max_prompt_tokens
         )
     # A private copy of the base, so the adapter merges in place: no deep copy of the cached one.
-    m, tok, info = load_causal_lm(model, dtype=dt, say=log, cache=False)
+    m, tok, info = load_causal_lm(model, dtype=dt, say=say, cache=False)
     return LLMReader(
         m,
         tok,

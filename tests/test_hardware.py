@@ -42,7 +42,7 @@ def test_dtype_override(monkeypatch):
 
 def test_reader_loads_in_the_cpu_dtype_and_says_so(tmp_path, monkeypatch):
     """A cached bf16 model is loaded as fp32 on an AVX2-only CPU, and `rag ask --json` names the dtype."""
-    from test_reader import _config, make_tokenizer
+    from fakes import make_tokenizer, tiny_llama_config
     from transformers import LlamaForCausalLM
 
     from assets import models
@@ -50,7 +50,7 @@ def test_reader_loads_in_the_cpu_dtype_and_says_so(tmp_path, monkeypatch):
 
     tok = make_tokenizer()
     folder = tmp_path / "tiny-lm"
-    LlamaForCausalLM(_config(tok)).to(torch.bfloat16).save_pretrained(folder)
+    LlamaForCausalLM(tiny_llama_config(tok)).to(torch.bfloat16).save_pretrained(folder)
     tok.save_pretrained(folder)
     monkeypatch.delenv("RAG_DTYPE", raising=False)
     for flags, want in (({"avx2"}, torch.float32), ({"avx2", "avx512_bf16"}, torch.bfloat16)):

@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from fakes import HashEmbedder
-from test_reader import make_scripted, make_tokenizer
+from fakes import HashEmbedder, make_scripted, make_tokenizer
 from typer.testing import CliRunner
 
 import rag.cli as cli
@@ -36,6 +35,8 @@ class PiecesReader:
     """Streams fixed pieces; finish() is the real LLM parsing path."""
 
     name = "fake"
+    last_new_tokens = None
+    last_passages = None
 
     def __init__(self, pieces):
         self.pieces = pieces
@@ -142,7 +143,7 @@ def scripted(monkeypatch):
         return LLMReader(m, tok, {"name": model}, adapter=None, max_new_tokens=max_new_tokens)
 
     monkeypatch.setattr(cli, "_ask_reader", factory)
-    monkeypatch.setattr(cli, "_ask_retriever", lambda index, mode: FakeRetriever())
+    monkeypatch.setattr(cli, "_ask_retriever", lambda index, mode, cfg: FakeRetriever())
     return calls
 
 
@@ -185,3 +186,28 @@ def test_cli_ask_errors_are_one_line(index):
     assert r.exit_code == 1 and "choose one of llm, extractive" in r.stderr
     r = runner.invoke(cli.app, ["ask", "Who won?", "--reader", "extractive", "--index", str(index / "nope")])
     assert r.exit_code == 1 and "rag index" in r.stderr and "Traceback" not in r.output
+
+
+def test_cli_ask_takes_retrieval_settings_from_rag_toml(scripted, tmp_path, monkeypatch):
+    fake, seen = FakeRetriever(), {}
+
+    def retriever(index, mode, cfg):
+        seen.update(mode=mode, cfg=cfg)
+        return fake
+
+    monkeypatch.setattr(cli, "_ask_retriever", retriever)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "rag.toml").write_text('[retrieval]\nmode = "dense"\nk = 1\nrrf_k = 7\ncandidates = 3\n')
+    r = runner.invoke(cli.app, ["ask", "Who won?", "--json"])
+    assert r.exit_code == 0, r.output
+    assert seen["mode"] == "dense" and (seen["cfg"].rrf_k, seen["cfg"].candidates) == (7, 3)
+    assert fake.calls == [("Who won?", 1)]
+
+
+def test_interactive_error_line_keeps_brackets(scripted, monkeypatch):
+    def fail(*a, **kw):
+        raise BadInput("set [retrieval] k in rag.toml")
+
+    monkeypatch.setattr(cli, "_ask_one", fail)
+    r = runner.invoke(cli.app, ["ask"], input="Who won?\n\n")
+    assert r.exit_code == 0 and "set [retrieval] k in rag.toml" in r.stderr  # rich ate "[retrieval]"

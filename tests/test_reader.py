@@ -7,85 +7,15 @@ abstention are asserted exactly.
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
+from fakes import HG, SB50, hit, make_adapter, make_scripted, make_tokenizer, tiny_llama_config
 
 from assets import adapters
 from rag import reader as rd
 from rag.errors import BadInput
-from rag.prompt import ABSTAIN, Passage, render_prompt
-from rag.reader import ExtractiveReader, LLMReader, best_sentence, find_stop, make_reader
-from rag.types import Chunk, Hit
-
-SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-SB50 = "The Denver Broncos defeated the Carolina Panthers 24-10 to win Super Bowl 50."
-HG = "Mercury is a chemical element. It is liquid at room temperature."
-
-
-def make_tokenizer(chat: bool = True):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tk = Tokenizer(models.BPE())
-    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tk.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=320,
-        special_tokens=SPECIAL,
-        show_progress=False,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    tk.train_from_iterator([SB50, HG, "Question: Answer: Passages: who won [1] documents"], trainer)
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<|im_end|>", pad_token="<|endoftext|>")
-    if chat:
-        tok.chat_template = TEMPLATE
-    return tok
-
-
-def _config(tok):
-    from transformers import LlamaConfig
-
-    return LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-    )
-
-
-def make_scripted(tok, text: str):
-    """A tiny Llama that runs its real forward pass (and KV cache) but always emits `text` greedily."""
-    from transformers import LlamaForCausalLM
-
-    class Scripted(LlamaForCausalLM):
-        def forward(self, input_ids=None, cache=None, **kw):
-            out = super().forward(input_ids=input_ids, cache=cache, **kw)
-            self.calls += 1
-            if cache is None:
-                self.prompt_len = input_ids.shape[1]
-            i = out.cache.get_seq_length() - self.prompt_len
-            nxt = self.script[i] if i < len(self.script) else self.script[-1]
-            logits = torch.full_like(out.logits, -1e4)
-            logits[..., nxt] = 1e4
-            out.logits = logits
-            return out
-
-    torch.manual_seed(0)
-    m = Scripted(_config(tok)).eval()
-    m.script = tok(text, add_special_tokens=False)["input_ids"]
-    m.calls = 0
-    return m
+from rag.prompt import ABSTAIN, Passage, find_stop, render_prompt
+from rag.reader import ExtractiveReader, LLMReader, best_sentence, make_reader
 
 
 @pytest.fixture(scope="module")
@@ -98,16 +28,7 @@ def random_lm(tok):
     from transformers import LlamaForCausalLM
 
     torch.manual_seed(0)
-    return LlamaForCausalLM(_config(tok)).eval()
-
-
-def hit(doc: str, text: str, start: int = 0, score: float = 1.0) -> Hit:
-    return Hit(
-        Chunk(
-            id=f"{doc}#{start}-{start + len(text)}", doc=doc, text=text, start=start, end=start + len(text)
-        ),
-        score,
-    )
+    return LlamaForCausalLM(tiny_llama_config(tok)).eval()
 
 
 HITS = [hit("docs/super_bowl_50.txt", SB50, 120), hit("docs/mercury.txt", HG, 40)]
@@ -288,27 +209,12 @@ def test_extractive_abstains_without_overlap_or_hits():
 # ---------------------------------------------------------------- adapters
 
 
-def _adapter(tmp_path, base_model, manifest: dict | None, **lora):
-    from peft import LoraConfig, get_peft_model
-
-    torch.manual_seed(1)
-    peft_model = get_peft_model(
-        base_model,
-        LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False, **lora),
-    )
-    path = tmp_path / "adapter"
-    peft_model.save_pretrained(path)
-    if manifest is not None:
-        (path / adapters.ADAPTER_MANIFEST).write_text(json.dumps(manifest))
-    return path
-
-
 @pytest.fixture
 def base(tok):
     from transformers import LlamaForCausalLM
 
     torch.manual_seed(0)
-    return LlamaForCausalLM(_config(tok)).eval()
+    return LlamaForCausalLM(tiny_llama_config(tok)).eval()
 
 
 def test_adapter_is_merged_into_a_copy(tmp_path, tok, base):
@@ -317,7 +223,7 @@ def test_adapter_is_merged_into_a_copy(tmp_path, tok, base):
     from transformers import LlamaForCausalLM
 
     before = {k: v.clone() for k, v in base.state_dict().items()}
-    path = _adapter(tmp_path, copy.deepcopy(base), {"base": "tiny", "base_sha256": "ab" * 32})
+    path = make_adapter(tmp_path, copy.deepcopy(base), {"base": "tiny", "base_sha256": "ab" * 32})
     r = LLMReader(base, tok, {"name": "tiny", "sha256": "ab" * 32}, adapter=path)
     assert r.reader == {"model": "tiny", "adapter": str(path), "dtype": "float32"}
     assert type(r.model) is LlamaForCausalLM  # merged: no peft wrapper left at serving time
@@ -341,7 +247,7 @@ def test_in_place_merge_matches_peft(tmp_path, tok, base, monkeypatch, lora):
 
     from peft import PeftModel
 
-    path = _adapter(tmp_path, copy.deepcopy(base), {"base": "tiny"}, **lora)
+    path = make_adapter(tmp_path, copy.deepcopy(base), {"base": "tiny"}, **lora)
     direct = []
     real = rd._merge_lora_direct
     monkeypatch.setattr(rd, "_merge_lora_direct", lambda m, p: direct.append(real(m, p)) or direct[-1])
@@ -366,7 +272,7 @@ def test_in_place_merge_matches_peft(tmp_path, tok, base, monkeypatch, lora):
 def test_adapter_base_mismatch_is_a_clear_error(tmp_path, tok, base):
     import copy
 
-    path = _adapter(tmp_path, copy.deepcopy(base), {"base": "qwen2.5-0.5b"})
+    path = make_adapter(tmp_path, copy.deepcopy(base), {"base": "qwen2.5-0.5b"})
     with pytest.raises(
         BadInput, match=r"trained on base model 'qwen2.5-0.5b'.*--model qwen2.5-0.5b or --adapter none"
     ):
@@ -376,7 +282,7 @@ def test_adapter_base_mismatch_is_a_clear_error(tmp_path, tok, base):
 def test_corrupt_adapter_weights_are_a_clear_error(tmp_path, tok, base):
     import copy
 
-    path = _adapter(tmp_path, copy.deepcopy(base), {"base": "tiny"})
+    path = make_adapter(tmp_path, copy.deepcopy(base), {"base": "tiny"})
     (path / "adapter_model.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(BadInput, match="could not load the LoRA adapter.*--adapter none"):
         LLMReader(base, tok, {"name": "tiny"}, adapter=path)
@@ -385,7 +291,7 @@ def test_corrupt_adapter_weights_are_a_clear_error(tmp_path, tok, base):
 def test_adapter_build_mismatch_and_missing_manifest(tmp_path, tok, base):
     import copy
 
-    path = _adapter(tmp_path, copy.deepcopy(base), {"base": "tiny", "base_sha256": "ab" * 32})
+    path = make_adapter(tmp_path, copy.deepcopy(base), {"base": "tiny", "base_sha256": "ab" * 32})
     with pytest.raises(BadInput, match="different build"):
         LLMReader(base, tok, {"name": "tiny", "sha256": "cd" * 32}, adapter=path)
     (path / adapters.ADAPTER_MANIFEST).unlink()

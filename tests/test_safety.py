@@ -10,7 +10,7 @@ import json
 
 import pytest
 import torch
-from test_reader import SB50, _adapter, _config, hit, make_scripted, make_tokenizer
+from fakes import SB50, hit, make_adapter, make_scripted, make_tokenizer, tiny_llama_config
 from typer.testing import CliRunner
 
 from assets import adapters
@@ -155,10 +155,10 @@ def other_shape_adapter(tmp_path):
     from transformers import LlamaForCausalLM
 
     tk = make_tokenizer()
-    wide = _config(tk)
+    wide = tiny_llama_config(tk)
     wide.hidden_size, wide.intermediate_size = 48, 96
     torch.manual_seed(0)
-    return _adapter(tmp_path, LlamaForCausalLM(wide), {"base": "tiny"})
+    return make_adapter(tmp_path, LlamaForCausalLM(wide), {"base": "tiny"})
 
 
 def test_adapter_with_other_shapes_is_one_line(other_shape_adapter):
@@ -166,7 +166,7 @@ def test_adapter_with_other_shapes_is_one_line(other_shape_adapter):
 
     tk = make_tokenizer()
     with pytest.raises(BadInput) as e:
-        LLMReader(LlamaForCausalLM(_config(tk)), tk, {"name": "tiny"}, adapter=other_shape_adapter)
+        LLMReader(LlamaForCausalLM(tiny_llama_config(tk)), tk, {"name": "tiny"}, adapter=other_shape_adapter)
     msg = str(e.value)
     assert "\n" not in msg and len(msg) < 300 and "--adapter none" in msg and "size mismatch" not in msg
 
@@ -177,7 +177,9 @@ def test_adapter_for_a_named_other_base_says_which(other_shape_adapter):
     tk = make_tokenizer()
     (other_shape_adapter / adapters.ADAPTER_MANIFEST).write_text(json.dumps({"base": "qwen2.5-0.5b"}))
     with pytest.raises(BadInput) as e:
-        rd.apply_adapter(LlamaForCausalLM(_config(tk)), other_shape_adapter, model_name="smollm2-135m")
+        rd.apply_adapter(
+            LlamaForCausalLM(tiny_llama_config(tk)), other_shape_adapter, model_name="smollm2-135m"
+        )
     assert str(e.value) == (
         f"adapter {other_shape_adapter} was trained for base qwen2.5-0.5b, not smollm2-135m: "
         "pass --model qwen2.5-0.5b or --adapter none"
@@ -335,7 +337,7 @@ def test_resume_round_trips_checkpoints_written_by_this_code(lm, tmp_path):
             model=_model(cfg),
             tokenizer=tok,
             data_info={"hash": "h"},
-            callback=stop_at_2,
+            progress=stop_at_2,
         )
     saved = torch.load(latest_checkpoint(out) / "trainer_state.pt", weights_only=True)  # plain data only
     assert saved["step"] == 2 and saved["optimizer"]["state"]

@@ -202,7 +202,7 @@ def test_resume_continues_from_saved_step_with_same_optimizer_state(tiny, tmp_pa
             model=_model(cfg),
             tokenizer=tok,
             data_info={"hash": "h"},
-            callback=stop_at_4,
+            progress=stop_at_4,
         )
     ck = latest_checkpoint(out)
     assert ck is not None and ck.name == "step-000004" and not (out / ADAPTER_MANIFEST).exists()
@@ -231,7 +231,7 @@ def test_resume_continues_from_saved_step_with_same_optimizer_state(tiny, tmp_pa
         tokenizer=tok,
         data_info={"hash": "h"},
         resume=True,
-        callback=watch,
+        progress=watch,
     )
     assert resumed_first == [5, 6] and res.step == 6
     assert [seg["start_step"] for seg in res.manifest["training"]["segments"]] == [0, 4]

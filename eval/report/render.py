@@ -265,7 +265,6 @@ def render_pdf(slides: Sequence[Slide], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.backends.backend_pdf import PdfPages
-    from matplotlib.patches import Rectangle
 
     path = Path(path)
     with matplotlib.rc_context({"pdf.fonttype": 42, "font.family": "DejaVu Sans"}), PdfPages(path) as pdf:
@@ -273,185 +272,212 @@ def render_pdf(slides: Sequence[Slide], path: Path) -> Path:
         info["Title"] = slides[0].title if slides else "report"
         for i, s in enumerate(slides, 1):
             fig = plt.figure(figsize=(W, H))
-            tr = fig.dpi_scale_trans
-
-            def text(
-                x, y_top, s_, size, color="black", bold=False, italic=False, ha="left", _tr=tr, _fig=fig
-            ):
-                _fig.text(
-                    x,
-                    H - y_top,
-                    s_,
-                    transform=_tr,
-                    fontsize=size,
-                    color=color,
-                    ha=ha,
-                    va="top",
-                    fontweight="bold" if bold else "normal",
-                    fontstyle="italic" if italic else "normal",
-                )
-
             for b in layout(s, f"{i} / {len(slides)}").boxes:
-                if b.kind == "title":
-                    text(b.x, b.y, b.lines[0], b.size, NAVY, bold=True)
-                    fig.add_artist(
-                        Rectangle((b.x, H - (b.y + b.h)), b.w, 0.03, transform=tr, color=ACCENT, lw=0)
-                    )
-                elif b.kind in ("subtitle", "footnote", "number"):
-                    color = "#333333" if b.kind == "subtitle" else GREY
-                    for j, ln in enumerate(b.lines):
-                        text(
-                            b.x + (b.w if b.kind == "number" else 0),
-                            b.y + j * line_h(b.size),
-                            ln,
-                            b.size,
-                            color,
-                            ha="right" if b.kind == "number" else "left",
-                        )
-                elif b.kind == "bullets":
-                    y = b.y
-                    for level, lines in b.lines:
-                        indent = 0.3 + 0.35 * level
-                        text(b.x + indent - 0.25, y, "•" if level == 0 else "–", b.size, ACCENT)
-                        for ln in lines:
-                            text(b.x + indent, y, ln, b.size, "black" if level == 0 else "#333333")
-                            y += line_h(b.size)
-                        y += 0.35 * b.size / 72
-                elif b.kind == "table":
-                    y = b.y
-                    for r, (cells, rh) in enumerate(zip(b.cells, b.heights)):
-                        x = b.x
-                        bg = NAVY if r == 0 else (ZEBRA if r % 2 == 0 else "white")
-                        fig.add_artist(Rectangle((x, H - y - rh), b.w, rh, transform=tr, color=bg, lw=0))
-                        for c, lines in enumerate(cells):
-                            cw = b.cols[c]
-                            raw = " ".join(lines)
-                            color = "white" if r == 0 else (GREY if _muted(raw) else "black")
-                            a = s.table.col_align(c) if s.table else "c"
-                            tx, ha = {"l": (x + PAD_X, "left"), "r": (x + cw - PAD_X, "right")}.get(
-                                a, (x + cw / 2, "center")
-                            )
-                            for j, ln in enumerate(lines):
-                                text(
-                                    tx,
-                                    y + PAD_Y + j * line_h(b.size),
-                                    ln,
-                                    b.size,
-                                    color,
-                                    bold=r == 0,
-                                    italic=r > 0 and _muted(raw),
-                                    ha=ha,
-                                )
-                            x += cw
-                        y += rh
-                    fig.add_artist(Rectangle((b.x, H - y), b.w, 0.015, transform=tr, color=NAVY, lw=0))
-                elif b.kind == "image" and s.image is not None:
-                    x, y, w, h = image_fit(s.image, b)
-                    ax = fig.add_axes((x / W, 1 - (y + h) / H, w / W, h / H))
-                    ax.imshow(plt.imread(str(s.image)), interpolation="antialiased")
-                    ax.axis("off")
+                _pdf_box(fig, s, b)
             pdf.savefig(fig)
             plt.close(fig)
     return path
+
+
+def _pdf_text(fig, x, y_top, s_, size, color="black", bold=False, italic=False, ha="left") -> None:
+    """Text on `fig` at (x, y_top) inches from the page's top left."""
+    fig.text(
+        x,
+        H - y_top,
+        s_,
+        transform=fig.dpi_scale_trans,
+        fontsize=size,
+        color=color,
+        ha=ha,
+        va="top",
+        fontweight="bold" if bold else "normal",
+        fontstyle="italic" if italic else "normal",
+    )
+
+
+def _pdf_box(fig, s: Slide, b: Box) -> None:
+    """Draw one laid-out box of `s` onto the page `fig`."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    tr = fig.dpi_scale_trans
+    if b.kind == "title":
+        _pdf_text(fig, b.x, b.y, b.lines[0], b.size, NAVY, bold=True)
+        fig.add_artist(Rectangle((b.x, H - (b.y + b.h)), b.w, 0.03, transform=tr, color=ACCENT, lw=0))
+    elif b.kind in ("subtitle", "footnote", "number"):
+        color = "#333333" if b.kind == "subtitle" else GREY
+        for j, ln in enumerate(b.lines):
+            _pdf_text(
+                fig,
+                b.x + (b.w if b.kind == "number" else 0),
+                b.y + j * line_h(b.size),
+                ln,
+                b.size,
+                color,
+                ha="right" if b.kind == "number" else "left",
+            )
+    elif b.kind == "bullets":
+        y = b.y
+        for level, lines in b.lines:
+            indent = 0.3 + 0.35 * level
+            _pdf_text(fig, b.x + indent - 0.25, y, "•" if level == 0 else "–", b.size, ACCENT)
+            for ln in lines:
+                _pdf_text(fig, b.x + indent, y, ln, b.size, "black" if level == 0 else "#333333")
+                y += line_h(b.size)
+            y += 0.35 * b.size / 72
+    elif b.kind == "table":
+        _pdf_table(fig, s.table, b)
+    elif b.kind == "image" and s.image is not None:
+        x, y, w, h = image_fit(s.image, b)
+        ax = fig.add_axes((x / W, 1 - (y + h) / H, w / W, h / H))
+        ax.imshow(plt.imread(str(s.image)), interpolation="antialiased")
+        ax.axis("off")
+
+
+def _pdf_table(fig, table: Table | None, b: Box) -> None:
+    """A table drawn by hand: banded row backgrounds, then each cell's wrapped lines, then a closing rule."""
+    from matplotlib.patches import Rectangle
+
+    tr = fig.dpi_scale_trans
+    y = b.y
+    for r, (cells, rh) in enumerate(zip(b.cells, b.heights)):
+        x = b.x
+        bg = NAVY if r == 0 else (ZEBRA if r % 2 == 0 else "white")
+        fig.add_artist(Rectangle((x, H - y - rh), b.w, rh, transform=tr, color=bg, lw=0))
+        for c, lines in enumerate(cells):
+            cw = b.cols[c]
+            raw = " ".join(lines)
+            color = "white" if r == 0 else (GREY if _muted(raw) else "black")
+            a = table.col_align(c) if table else "c"
+            tx, ha = {"l": (x + PAD_X, "left"), "r": (x + cw - PAD_X, "right")}.get(a, (x + cw / 2, "center"))
+            for j, ln in enumerate(lines):
+                _pdf_text(
+                    fig,
+                    tx,
+                    y + PAD_Y + j * line_h(b.size),
+                    ln,
+                    b.size,
+                    color,
+                    bold=r == 0,
+                    italic=r > 0 and _muted(raw),
+                    ha=ha,
+                )
+            x += cw
+        y += rh
+    fig.add_artist(Rectangle((b.x, H - y), b.w, 0.015, transform=tr, color=NAVY, lw=0))
 
 
 # ---------------------------------------------------------------- PPTX (python-pptx)
 def render_pptx(slides: Sequence[Slide], path: Path) -> Path:
     """One slide per Slide, on a blank 16:9 layout, boxes where layout() puts them."""
     from pptx import Presentation
-    from pptx.dml.color import RGBColor
-    from pptx.enum.shapes import MSO_SHAPE
-    from pptx.enum.text import MSO_ANCHOR, MSO_AUTO_SIZE, PP_ALIGN
-    from pptx.util import Inches, Pt
-
-    def rgb(hex_: str) -> RGBColor:
-        return RGBColor.from_string(hex_.lstrip("#"))
+    from pptx.util import Inches
 
     prs = Presentation()
     prs.slide_width, prs.slide_height = Inches(W), Inches(H)
     blank = prs.slide_layouts[6]
-
-    def textbox(sl, b: Box, paras: list[tuple[str, dict]], h: float | None = None):
-        tb = sl.shapes.add_textbox(Inches(b.x), Inches(b.y), Inches(b.w), Inches(h or b.h))
-        tf = tb.text_frame
-        tf.word_wrap = True
-        tf.auto_size = MSO_AUTO_SIZE.NONE
-        tf.margin_left = tf.margin_right = tf.margin_top = tf.margin_bottom = 0
-        for j, (t, st) in enumerate(paras):
-            p = tf.paragraphs[0] if j == 0 else tf.add_paragraph()
-            p.alignment = st.get("align", PP_ALIGN.LEFT)
-            if "space" in st:
-                p.space_after = Pt(st["space"])
-            run = p.add_run()
-            run.text = t
-            f = run.font
-            f.size = Pt(st.get("size", b.size))
-            f.bold = st.get("bold", False)
-            f.color.rgb = rgb(st.get("color", "#000000"))
-        return tb
-
     for i, s in enumerate(slides, 1):
         sl = prs.slides.add_slide(blank)
         for b in layout(s, f"{i} / {len(slides)}").boxes:
-            if b.kind == "title":
-                textbox(sl, b, [(b.lines[0], {"bold": True, "color": NAVY})])
-                bar = sl.shapes.add_shape(
-                    MSO_SHAPE.RECTANGLE, Inches(b.x), Inches(b.y + b.h - 0.03), Inches(b.w), Inches(0.03)
-                )
-                bar.fill.solid()
-                bar.fill.fore_color.rgb = rgb(ACCENT)
-                bar.line.fill.background()
-            elif b.kind in ("subtitle", "footnote"):
-                color = "#333333" if b.kind == "subtitle" else GREY
-                textbox(sl, b, [(" ".join(b.lines), {"color": color})], h=b.h + 0.1)
-            elif b.kind == "number":
-                textbox(sl, b, [(b.lines[0], {"color": GREY, "align": PP_ALIGN.RIGHT})])
-            elif b.kind == "bullets":
-                paras = [
-                    (
-                        ("• " if lvl == 0 else "    – ") + " ".join(lines),
-                        {"space": 0.35 * b.size, "color": "#000000" if lvl == 0 else "#333333"},
-                    )
-                    for lvl, lines in b.lines
-                ]
-                textbox(sl, b, paras, h=b.h + 0.1)
-            elif b.kind == "table":
-                assert s.table is not None
-                rows = [s.table.header, *s.table.rows]
-                gf = sl.shapes.add_table(
-                    len(rows), len(b.cols), Inches(b.x), Inches(b.y), Inches(b.w), Inches(b.h)
-                )
-                tbl = gf.table
-                tbl.first_row = True
-                tbl.horz_banding = False
-                for c, cw in enumerate(b.cols):
-                    tbl.columns[c].width = Inches(cw)
-                for r, row in enumerate(rows):
-                    tbl.rows[r].height = Inches(b.heights[r])
-                    for c, v in enumerate(row):
-                        cell = tbl.cell(r, c)
-                        cell.margin_left = cell.margin_right = Inches(PAD_X)
-                        cell.margin_top = cell.margin_bottom = Inches(PAD_Y)
-                        cell.vertical_anchor = MSO_ANCHOR.TOP
-                        cell.fill.solid()
-                        cell.fill.fore_color.rgb = rgb(
-                            NAVY if r == 0 else (ZEBRA if r % 2 == 0 else "#ffffff")
-                        )
-                        p = cell.text_frame.paragraphs[0]
-                        p.alignment = {"l": PP_ALIGN.LEFT, "r": PP_ALIGN.RIGHT}.get(
-                            s.table.col_align(c), PP_ALIGN.CENTER
-                        )
-                        run = p.add_run()
-                        run.text = v
-                        f = run.font
-                        f.size = Pt(b.size)
-                        f.bold = r == 0
-                        f.italic = r > 0 and _muted(v)
-                        f.color.rgb = rgb("#ffffff" if r == 0 else (GREY if _muted(v) else "#000000"))
-            elif b.kind == "image" and s.image is not None:
-                x, y, w, h = image_fit(s.image, b)
-                sl.shapes.add_picture(str(s.image), Inches(x), Inches(y), Inches(w), Inches(h))
+            _pptx_box(sl, s, b)
     path = Path(path)
     prs.core_properties.title = slides[0].title if slides else "report"
     prs.save(str(path))
     return path
+
+
+def _rgb(hex_: str):
+    from pptx.dml.color import RGBColor
+
+    return RGBColor.from_string(hex_.lstrip("#"))
+
+
+def _pptx_box(sl, s: Slide, b: Box) -> None:
+    """Draw one laid-out box of `s` onto the pptx slide `sl`."""
+    from pptx.enum.shapes import MSO_SHAPE
+    from pptx.enum.text import PP_ALIGN
+    from pptx.util import Inches
+
+    if b.kind == "title":
+        _pptx_textbox(sl, b, [(b.lines[0], {"bold": True, "color": NAVY})])
+        bar = sl.shapes.add_shape(
+            MSO_SHAPE.RECTANGLE, Inches(b.x), Inches(b.y + b.h - 0.03), Inches(b.w), Inches(0.03)
+        )
+        bar.fill.solid()
+        bar.fill.fore_color.rgb = _rgb(ACCENT)
+        bar.line.fill.background()
+    elif b.kind in ("subtitle", "footnote"):
+        color = "#333333" if b.kind == "subtitle" else GREY
+        _pptx_textbox(sl, b, [(" ".join(b.lines), {"color": color})], h=b.h + 0.1)
+    elif b.kind == "number":
+        _pptx_textbox(sl, b, [(b.lines[0], {"color": GREY, "align": PP_ALIGN.RIGHT})])
+    elif b.kind == "bullets":
+        paras = [
+            (
+                ("• " if lvl == 0 else "    – ") + " ".join(lines),
+                {"space": 0.35 * b.size, "color": "#000000" if lvl == 0 else "#333333"},
+            )
+            for lvl, lines in b.lines
+        ]
+        _pptx_textbox(sl, b, paras, h=b.h + 0.1)
+    elif b.kind == "table" and s.table is not None:
+        _pptx_table(sl, b, s.table)
+    elif b.kind == "image" and s.image is not None:
+        x, y, w, h = image_fit(s.image, b)
+        sl.shapes.add_picture(str(s.image), Inches(x), Inches(y), Inches(w), Inches(h))
+
+
+def _pptx_textbox(sl, b: Box, paras: list[tuple[str, dict]], h: float | None = None):
+    """A text box at `b` with one paragraph per (text, style); style keys: align, space, size, bold, color."""
+    from pptx.enum.text import MSO_AUTO_SIZE, PP_ALIGN
+    from pptx.util import Inches, Pt
+
+    tb = sl.shapes.add_textbox(Inches(b.x), Inches(b.y), Inches(b.w), Inches(h or b.h))
+    tf = tb.text_frame
+    tf.word_wrap = True
+    tf.auto_size = MSO_AUTO_SIZE.NONE
+    tf.margin_left = tf.margin_right = tf.margin_top = tf.margin_bottom = 0
+    for j, (t, st) in enumerate(paras):
+        p = tf.paragraphs[0] if j == 0 else tf.add_paragraph()
+        p.alignment = st.get("align", PP_ALIGN.LEFT)
+        if "space" in st:
+            p.space_after = Pt(st["space"])
+        run = p.add_run()
+        run.text = t
+        f = run.font
+        f.size = Pt(st.get("size", b.size))
+        f.bold = st.get("bold", False)
+        f.color.rgb = _rgb(st.get("color", "#000000"))
+    return tb
+
+
+def _pptx_table(sl, b: Box, table: Table) -> None:
+    """A native pptx table with the column widths and row heights layout() measured."""
+    from pptx.enum.text import MSO_ANCHOR, PP_ALIGN
+    from pptx.util import Inches, Pt
+
+    rows = [table.header, *table.rows]
+    gf = sl.shapes.add_table(len(rows), len(b.cols), Inches(b.x), Inches(b.y), Inches(b.w), Inches(b.h))
+    tbl = gf.table
+    tbl.first_row = True
+    tbl.horz_banding = False
+    for c, cw in enumerate(b.cols):
+        tbl.columns[c].width = Inches(cw)
+    for r, row in enumerate(rows):
+        tbl.rows[r].height = Inches(b.heights[r])
+        for c, v in enumerate(row):
+            cell = tbl.cell(r, c)
+            cell.margin_left = cell.margin_right = Inches(PAD_X)
+            cell.margin_top = cell.margin_bottom = Inches(PAD_Y)
+            cell.vertical_anchor = MSO_ANCHOR.TOP
+            cell.fill.solid()
+            cell.fill.fore_color.rgb = _rgb(NAVY if r == 0 else (ZEBRA if r % 2 == 0 else "#ffffff"))
+            p = cell.text_frame.paragraphs[0]
+            p.alignment = {"l": PP_ALIGN.LEFT, "r": PP_ALIGN.RIGHT}.get(table.col_align(c), PP_ALIGN.CENTER)
+            run = p.add_run()
+            run.text = v
+            f = run.font
+            f.size = Pt(b.size)
+            f.bold = r == 0
+            f.italic = r > 0 and _muted(v)
+            f.color.rgb = _rgb("#ffffff" if r == 0 else (GREY if _muted(v) else "#000000"))

@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 from eval.report.facts import Facts
 from eval.report.render import Slide, Table
+from rag.config import ReaderConfig
 
 NM = "not measured"
 NA = "–"
@@ -318,12 +319,17 @@ def fig_training(adapters: dict[str, dict], path: Path) -> Path | None:
 
 
 # ---------------------------------------------------------------- slide builders
-MODEL_WHY = {
+_MODEL_WHY = {
     "minilm": "small sentence embedder that runs fast on a CPU; fused with BM25 (hybrid) for exact terms",
-    "smollm2-135m": "smallest instruct model in the offline store: fastest answers; the default reader",
+    "smollm2-135m": "smallest instruct model in the offline store: fastest answers",
     "qwen2.5-0.5b": "stronger instruct reader at a higher latency and memory cost",
     "gemma3-270m": "a base (not instruct) model: does LoRA alone teach the answer format?",
     "qwen2.5-1.5b": "largest model in the store; used only as the faithfulness and relevance judge",
+}
+# which one is the default reader comes from the config, so the deck cannot name the wrong one
+MODEL_WHY = {
+    name: why + ("; the default reader" if name == ReaderConfig.model else "")
+    for name, why in _MODEL_WHY.items()
 }
 TESTSET_INFO = {
     "squad_dev": (

@@ -138,3 +138,186 @@ def make_adapter(tmp_path, base_model, manifest: dict | None, **lora):
     if manifest is not None:
         (path / ADAPTER_MANIFEST).write_text(json.dumps(manifest))
     return path
+
+
+# ---------------------------------------------------------------- a tiny LoRA training setup
+WORDS = "red blue green cat dog bird paris rome oslo river hill king queen city year ship".split()
+
+
+def word_examples(n: int, seed: int = 0):
+    """`n` grounded QA examples about one answer word; every fifth lacks the gold passage (answer: abstain)."""
+    import random
+
+    from finetune.data import Example
+    from rag.prompt import Passage
+
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        ans = rng.choice(WORDS)
+        gold = f"The answer word is {ans} and it is here."
+        neg = " ".join(rng.choice(WORDS) for _ in range(8)) + "."
+        with_gold = i % 5 != 0
+        passages = [Passage("a.txt", neg)] + (
+            [Passage("b.txt", gold)] if with_gold else [Passage("c.txt", neg)]
+        )
+        rng.shuffle(passages)
+        pos = next((k + 1 for k, p in enumerate(passages) if p.text == gold), None)
+        out.append(
+            Example(
+                id=str(i),
+                article=f"art{i % 7}",
+                question=f"which word {i}?",
+                passages=passages,
+                gold=pos,
+                answers=[ans],
+                answer=ans if pos else None,
+            )
+        )
+    return out
+
+
+def tiny_train_lm():
+    """(LlamaConfig, tokenizer): a 2-layer llama config and a byte-level BPE tokenizer trained on the
+    rendered prompts of word_examples(50)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, PreTrainedTokenizerFast
+
+    from rag.prompt import render_prompt
+
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<pad>", "<s>", "</s>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    corpus = [render_prompt(None, e.question, e.passages) + " " + e.target for e in word_examples(50)]
+    tk.train_from_iterator(corpus, trainer)
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
+    return cfg, tok
+
+
+def tiny_train_model(cfg):
+    """A freshly seeded bf16 llama of `cfg` (the same weights every call)."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(0)
+    return LlamaForCausalLM(cfg).to(torch.bfloat16)
+
+
+def tiny_train_config():
+    """A TrainConfig for tiny_train_model: 6 steps of 4 examples, evaluations at 0/3/6, checkpoints every 2."""
+    from finetune.train import TrainConfig
+
+    return TrainConfig(
+        base="tiny",
+        rank=4,
+        alpha=8,
+        batch_size=4,
+        micro_tokens=800,
+        max_steps=6,
+        eval_every=3,
+        eval_examples=3,
+        val_loss_examples=4,
+        save_every=2,
+        max_new_tokens=4,
+        warmup_steps=1,
+        lr=5e-3,
+        threads=1,
+        patience=0,
+    )
+
+
+# ---------------------------------------------------------------- experiments log
+def experiment_row(
+    system: str,
+    *,
+    run_id: str = "20260101T000000Z-aaaaaa",
+    time: str = "2026-01-01T00:00:00Z",
+    limit: int | None = 40,
+    index: str | None = None,
+    **over,
+) -> dict:
+    """A complete experiments-log row for `system` (every LOG_COLUMNS key), overridden by `over`."""
+    from eval.run import LOG_COLUMNS
+
+    oracle = system.endswith("@gold")
+    llm = not system.startswith("extractive")
+    r = {c: None for c in LOG_COLUMNS}
+    r.update(
+        log_version=1,
+        run_id=run_id,
+        time=time,
+        git_commit="abc1234",
+        run_dir="/x",
+        command=f"rag eval --testset --limit {limit} --seed 0",
+        testset="bundled",
+        testset_sha256="f" * 64,
+        testset_files=["squad_dev.jsonl", "disfl_qa.jsonl"],
+        n_testset=12665,
+        limit=limit,
+        seed=0,
+        k=5,
+        mode="hybrid",
+        index=index,
+        system=system,
+        reader="llm" if llm else "extractive",
+        oracle=oracle,
+        model="smollm2-135m" if llm else None,
+        params="135M" if llm else None,
+        quantization="Q4_1" if llm else None,
+        system_hash="0" * 12,
+        n=40,
+        n_answerable=33,
+        n_unanswerable=7,
+        em=10.0,
+        f1=20.0,
+        correct_cited=15.15,
+        declined=0.0,
+        abstain_precision=None,
+        abstain_recall=0.0,
+        wrong_abstain_rate=0.0,
+        citation_accuracy=0.7,
+        citation_rate=1.0,
+        grounding=0.9,
+        supported_rate=1.0,
+        judge=None,
+        judge_limit=0,
+        judge_n=0,
+        faithfulness=None,
+        faithfulness_n=0,
+        faithfulness_failed=0,
+        relevancy=None,
+        relevancy_n=0,
+        relevancy_failed=0,
+        recall_at_k=None if oracle else 0.7576,
+        mrr_at_10=None if oracle else 0.61,
+        recall_at_1=None if oracle else 0.5,
+        recall_at_3=None if oracle else 0.7,
+        recall_at_5=None if oracle else 0.7576,
+        recall_at_10=None if oracle else 0.85,
+        retrieval_n=None if oracle else 33,
+        retrieval_p50_s=None if oracle else 0.02,
+        latency_p50_s=0.9 if llm else 0.001,
+        latency_p95_s=1.5 if llm else 0.004,
+        peak_ram_mb=1500.0 if llm else 700.0,
+        comparisons=[],
+    )
+    r.update(over)
+    assert tuple(r) == LOG_COLUMNS
+    return r

@@ -6,12 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
+from fakes import experiment_row
 from typer.testing import CliRunner
 
 from eval.report import write_report
 from eval.report.facts import load_log, select_rows
 from eval.report.slides import EXPERIMENT_COLUMNS, NA, NM
-from eval.run import LOG_COLUMNS, append_experiments
+from eval.run import append_experiments
 from rag.errors import BadInput
 
 TITLES = [
@@ -75,82 +76,6 @@ def _manifest(folder: Path) -> Path:
     return folder
 
 
-def _row(
-    system: str,
-    *,
-    run_id: str = "20260101T000000Z-aaaaaa",
-    time: str = "2026-01-01T00:00:00Z",
-    limit: int | None = 40,
-    index: str | None = None,
-    **over,
-) -> dict:
-    oracle = system.endswith("@gold")
-    llm = not system.startswith("extractive")
-    r = {c: None for c in LOG_COLUMNS}
-    r.update(
-        log_version=1,
-        run_id=run_id,
-        time=time,
-        git_commit="abc1234",
-        run_dir="/x",
-        command=f"rag eval --testset --limit {limit} --seed 0",
-        testset="bundled",
-        testset_sha256="f" * 64,
-        testset_files=["squad_dev.jsonl", "disfl_qa.jsonl"],
-        n_testset=12665,
-        limit=limit,
-        seed=0,
-        k=5,
-        mode="hybrid",
-        index=index,
-        system=system,
-        reader="llm" if llm else "extractive",
-        oracle=oracle,
-        model="smollm2-135m" if llm else None,
-        params="135M" if llm else None,
-        quantization="Q4_1" if llm else None,
-        system_hash="0" * 12,
-        n=40,
-        n_answerable=33,
-        n_unanswerable=7,
-        em=10.0,
-        f1=20.0,
-        correct_cited=15.15,
-        declined=0.0,
-        abstain_precision=None,
-        abstain_recall=0.0,
-        wrong_abstain_rate=0.0,
-        citation_accuracy=0.7,
-        citation_rate=1.0,
-        grounding=0.9,
-        supported_rate=1.0,
-        judge=None,
-        judge_limit=0,
-        judge_n=0,
-        faithfulness=None,
-        faithfulness_n=0,
-        faithfulness_failed=0,
-        relevancy=None,
-        relevancy_n=0,
-        relevancy_failed=0,
-        recall_at_k=None if oracle else 0.7576,
-        mrr_at_10=None if oracle else 0.61,
-        recall_at_1=None if oracle else 0.5,
-        recall_at_3=None if oracle else 0.7,
-        recall_at_5=None if oracle else 0.7576,
-        recall_at_10=None if oracle else 0.85,
-        retrieval_n=None if oracle else 33,
-        retrieval_p50_s=None if oracle else 0.02,
-        latency_p50_s=0.9 if llm else 0.001,
-        latency_p95_s=1.5 if llm else 0.004,
-        peak_ram_mb=1500.0 if llm else 700.0,
-        comparisons=[],
-    )
-    r.update(over)
-    assert tuple(r) == LOG_COLUMNS
-    return r
-
-
 @pytest.fixture(scope="module")
 def deck(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("report")
@@ -164,9 +89,9 @@ def deck(tmp_path_factory):
         adapter_val_f1=61.5,
     )
     rows = [
-        _row("extractive", index=no_index, em=0.0, f1=13.5, correct_cited=6.06),
-        _row("smollm2-135m", index=no_index, em=3.03, f1=11.2, correct_cited=3.03),
-        _row(
+        experiment_row("extractive", index=no_index, em=0.0, f1=13.5, correct_cited=6.06),
+        experiment_row("smollm2-135m", index=no_index, em=3.03, f1=11.2, correct_cited=3.03),
+        experiment_row(
             "smollm2-135m+tuned",
             index=no_index,
             em=45.45,
@@ -185,12 +110,14 @@ def deck(tmp_path_factory):
             ],
             **tuned,
         ),
-        _row("extractive@gold", index=no_index, em=0.0, f1=23.4),
-        _row("smollm2-135m+tuned@gold", index=no_index, em=60.6, f1=71.3, latency_p50_s=None, **tuned),
+        experiment_row("extractive@gold", index=no_index, em=0.0, f1=23.4),
+        experiment_row(
+            "smollm2-135m+tuned@gold", index=no_index, em=60.6, f1=71.3, latency_p50_s=None, **tuned
+        ),
     ]
     runs = tmp / "runs"
     # an older, smaller run of the same systems: the report must pick the 40-question setting above
-    append_experiments([_row("extractive", run_id="old", limit=10, index=no_index, f1=99.0)], runs)
+    append_experiments([experiment_row("extractive", run_id="old", limit=10, index=no_index, f1=99.0)], runs)
     append_experiments(rows, runs)
     rep = write_report(runs, tmp / "out")
     return rep, rows
@@ -274,8 +201,10 @@ def test_conclusions_say_not_measured_without_the_untuned_run():
     from eval.report.facts import Facts, Selection
     from eval.report.slides import slide_conclusions
 
-    tuned = _row("smollm2-135m+tuned", adapter="/a", adapter_rank=16, n_unanswerable=0, declined=None)
-    ext = _row("extractive", n_unanswerable=0, declined=None)
+    tuned = experiment_row(
+        "smollm2-135m+tuned", adapter="/a", adapter_rank=16, n_unanswerable=0, declined=None
+    )
+    ext = experiment_row("extractive", n_unanswerable=0, declined=None)
     bullets = slide_conclusions(Facts(selection=Selection(rows=[ext, tuned], setting={}))).bullets
     assert any("vs smollm2-135m: not measured" in b for b in bullets)
     assert any(b.startswith("Declining") and NM in b for b in bullets)
@@ -286,7 +215,7 @@ def test_benchmarks_missing_say_not_measured(tmp_path):
     from eval.report.facts import Facts, Selection
     from eval.report.slides import slide_adapters, slide_benchmarks, slide_training
 
-    f = Facts(selection=Selection(rows=[_row("extractive")], setting={}))
+    f = Facts(selection=Selection(rows=[experiment_row("extractive")], setting={}))
     assert NM in slide_benchmarks(f).bullets[0]
     assert NM in slide_adapters(f).bullets[0]
     tr = slide_training(f, tmp_path)
@@ -310,9 +239,9 @@ def test_pdf_has_one_page_per_slide_and_the_title(deck):
 
 
 def test_selection_takes_the_biggest_setting_and_the_newest_row():
-    old = _row("extractive", run_id="r1", time="2026-01-01T00:00:00Z", f1=1.0)
-    new = _row("extractive", run_id="r2", time="2026-01-02T00:00:00Z", f1=2.0)
-    small = _row("extractive", run_id="r3", time="2026-01-03T00:00:00Z", limit=5, f1=3.0)
+    old = experiment_row("extractive", run_id="r1", time="2026-01-01T00:00:00Z", f1=1.0)
+    new = experiment_row("extractive", run_id="r2", time="2026-01-02T00:00:00Z", f1=2.0)
+    small = experiment_row("extractive", run_id="r3", time="2026-01-03T00:00:00Z", limit=5, f1=3.0)
     sel = select_rows([old, new, small])
     assert [r["f1"] for r in sel.rows] == [2.0] and sel.other_settings == 1
     assert select_rows([old, new, small], run_id="r3").rows[0]["f1"] == 3.0
@@ -321,9 +250,11 @@ def test_selection_takes_the_biggest_setting_and_the_newest_row():
 
 
 def test_a_system_run_only_on_a_smaller_nested_sample_joins_with_its_own_n():
-    head = _row("extractive", run_id="big", limit=1300, n=1300)
-    slow = _row("qwen2.5-0.5b+tuned", run_id="small", limit=260, n=260, f1=50.0)
-    other_k = _row("gemma3-270m", run_id="k3", limit=260, n=260, k=3)  # another setting: not mixed in
+    head = experiment_row("extractive", run_id="big", limit=1300, n=1300)
+    slow = experiment_row("qwen2.5-0.5b+tuned", run_id="small", limit=260, n=260, f1=50.0)
+    other_k = experiment_row(
+        "gemma3-270m", run_id="k3", limit=260, n=260, k=3
+    )  # another setting: not mixed in
     sel = select_rows([head, slow, other_k])
     assert [(r["system"], r["n"]) for r in sel.rows] == [("extractive", 1300), ("qwen2.5-0.5b+tuned", 260)]
     from eval.report.slides import experiments_table
@@ -335,11 +266,15 @@ def test_a_system_run_only_on_a_smaller_nested_sample_joins_with_its_own_n():
 def test_a_gold_paragraph_run_without_retrieval_joins_the_setting_it_was_run_in():
     # `rag eval -s X@gold` alone reads no index (index None); it belongs with the retrieval rows of
     # the same test set, sample and seed, even when it is the newest row in the log.
-    head = _row("extractive", run_id="a", time="2026-01-01T00:00:00Z", index="/idx", limit=1300, n=1300)
-    gold = _row(
+    head = experiment_row(
+        "extractive", run_id="a", time="2026-01-01T00:00:00Z", index="/idx", limit=1300, n=1300
+    )
+    gold = experiment_row(
         "qwen2.5-0.5b+tuned@gold", run_id="b", time="2026-01-02T00:00:00Z", index=None, limit=1300, n=1300
     )
-    other = _row("extractive", run_id="c", time="2026-01-03T00:00:00Z", index="/other", limit=1300, n=1300)
+    other = experiment_row(
+        "extractive", run_id="c", time="2026-01-03T00:00:00Z", index="/other", limit=1300, n=1300
+    )
     sel = select_rows([head, gold])
     assert [r["system"] for r in sel.rows] == ["extractive", "qwen2.5-0.5b+tuned@gold"]
     assert sel.setting["index"] == "/idx" and sel.other_settings == 0
@@ -366,7 +301,7 @@ def test_cli_writes_both_files(tmp_path):
     from rag.cli import app
 
     runs = tmp_path / "runs"
-    append_experiments([_row("extractive", index=str(tmp_path / "no-index"))], runs)
+    append_experiments([experiment_row("extractive", index=str(tmp_path / "no-index"))], runs)
     res = CliRunner().invoke(app, ["report", "--runs", str(runs), "--out", str(tmp_path / "deck")])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "deck" / "report.pptx").stat().st_size > 10_000

@@ -10,7 +10,19 @@ import json
 
 import pytest
 import torch
-from fakes import SB50, hit, make_adapter, make_scripted, make_tokenizer, tiny_llama_config
+from fakes import (
+    SB50,
+    experiment_row,
+    hit,
+    make_adapter,
+    make_scripted,
+    make_tokenizer,
+    tiny_llama_config,
+    tiny_train_config,
+    tiny_train_lm,
+    tiny_train_model,
+    word_examples,
+)
 from typer.testing import CliRunner
 
 from assets import adapters
@@ -202,48 +214,19 @@ def _one_line_error(res) -> str:
 
 @pytest.fixture(scope="module")
 def lm():
-    """(config, tokenizer) of a 2-layer llama with a tokenizer trained on the prompt vocabulary, as test_train's."""
-    from test_train import _examples
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, PreTrainedTokenizerFast
-
-    tk = Tokenizer(models.BPE())
-    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tk.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400,
-        special_tokens=["<pad>", "<s>", "</s>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    tk.train_from_iterator(
-        [render_prompt(None, e.question, e.passages) + " " + e.target for e in _examples(50)], trainer
-    )
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
-    cfg = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=0,
-    )
-    return cfg, tok
+    """(config, tokenizer) of a 2-layer llama with a tokenizer trained on the prompt vocabulary."""
+    return tiny_train_lm()
 
 
 @pytest.fixture
 def ft_cli(lm, tmp_path, monkeypatch):
     """`rag finetune` on a tiny local base and a small JSONL: returns a runner taking extra arguments."""
-    from test_train import _examples, _model
 
     from rag.cli import app
 
     cfg, tok = lm
     base = tmp_path / "tiny-llama"
-    _model(cfg).save_pretrained(base)
+    tiny_train_model(cfg).save_pretrained(base)
     tok.save_pretrained(base)
     rows = [
         {
@@ -252,7 +235,7 @@ def ft_cli(lm, tmp_path, monkeypatch):
             "context": e.passages[e.gold - 1].text,
             "answers": e.answers,
         }
-        for e in _examples(40)
+        for e in word_examples(40)
         if e.gold
     ]
     data = tmp_path / "qa.jsonl"
@@ -317,12 +300,12 @@ def test_resume_refuses_a_crafted_trainer_state_without_running_it(ft_cli, tmp_p
 
 
 def test_resume_round_trips_checkpoints_written_by_this_code(lm, tmp_path):
-    from test_train import CFG, _examples, _model
+    CFG = tiny_train_config()
 
     from finetune.train import latest_checkpoint, train
 
     cfg, tok = lm
-    exs, out = _examples(24), tmp_path / "ad"
+    exs, out = word_examples(24), tmp_path / "ad"
 
     def stop_at_2(ev):
         if ev["event"] == "step" and ev["step"] == 2:
@@ -334,7 +317,7 @@ def test_resume_round_trips_checkpoints_written_by_this_code(lm, tmp_path):
             exs[:20],
             exs[20:],
             out,
-            model=_model(cfg),
+            model=tiny_train_model(cfg),
             tokenizer=tok,
             data_info={"hash": "h"},
             progress=stop_at_2,
@@ -342,7 +325,14 @@ def test_resume_round_trips_checkpoints_written_by_this_code(lm, tmp_path):
     saved = torch.load(latest_checkpoint(out) / "trainer_state.pt", weights_only=True)  # plain data only
     assert saved["step"] == 2 and saved["optimizer"]["state"]
     res = train(
-        CFG, exs[:20], exs[20:], out, model=_model(cfg), tokenizer=tok, data_info={"hash": "h"}, resume=True
+        CFG,
+        exs[:20],
+        exs[20:],
+        out,
+        model=tiny_train_model(cfg),
+        tokenizer=tok,
+        data_info={"hash": "h"},
+        resume=True,
     )
     assert res.step == CFG.max_steps and [s["start_step"] for s in res.manifest["training"]["segments"]] == [
         0,
@@ -390,18 +380,18 @@ def test_data_file_that_is_not_utf8_is_one_line(ft_cli, tmp_path, suffix):
 def test_eval_every_0_scores_the_end_of_training_as_final(lm, tmp_path):
     from dataclasses import replace
 
-    from test_train import CFG, _examples, _model
+    CFG = tiny_train_config()
 
     from finetune.train import train
 
     cfg, tok = lm
-    exs = _examples(24)
+    exs = word_examples(24)
     res = train(
         replace(CFG, eval_every=0, max_steps=3),
         exs[:20],
         exs[20:],
         tmp_path / "ad",
-        model=_model(cfg),
+        model=tiny_train_model(cfg),
         tokenizer=tok,
         data_info={"hash": "h"},
     )
@@ -490,13 +480,11 @@ def test_eval_with_a_read_only_runs_folder_is_one_line(tmp_path, monkeypatch):
 
 
 def test_report_out_pointing_at_a_file_is_one_line(tmp_path):
-    from test_report import _row
-
     from eval.run import append_experiments
     from rag.cli import app
 
     runs, target = tmp_path / "runs", tmp_path / "deck.pdf"
-    append_experiments([_row("extractive", index=str(tmp_path / "no-index"))], runs)
+    append_experiments([experiment_row("extractive", index=str(tmp_path / "no-index"))], runs)
     target.write_bytes(b"%PDF keep me")
     line = _one_line_error(CliRunner().invoke(app, ["report", "--runs", str(runs), "--out", str(target)]))
     assert "is a file" in line and "pass a folder" in line

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-import random
 
 import pytest
 
 torch = pytest.importorskip("torch")
 
+from fakes import tiny_train_config, tiny_train_lm, tiny_train_model, word_examples  # noqa: E402
+
 from assets.adapters import ADAPTER_MANIFEST, check_base, read_manifest  # noqa: E402
-from finetune.data import Example  # noqa: E402
 from finetune.train import (  # noqa: E402
     TrainConfig,
     encode,
@@ -18,103 +18,21 @@ from finetune.train import (  # noqa: E402
     micro_batches,
     train,
 )
-from rag.prompt import ABSTAIN, Passage  # noqa: E402
+from rag.prompt import ABSTAIN  # noqa: E402
 from rag.text import em_f1  # noqa: E402
 
-WORDS = "red blue green cat dog bird paris rome oslo river hill king queen city year ship".split()
-
-
-def _examples(n: int, seed: int = 0) -> list[Example]:
-    rng = random.Random(seed)
-    out = []
-    for i in range(n):
-        ans = rng.choice(WORDS)
-        gold = f"The answer word is {ans} and it is here."
-        neg = " ".join(rng.choice(WORDS) for _ in range(8)) + "."
-        with_gold = i % 5 != 0
-        passages = [Passage("a.txt", neg)] + (
-            [Passage("b.txt", gold)] if with_gold else [Passage("c.txt", neg)]
-        )
-        rng.shuffle(passages)
-        pos = next((k + 1 for k, p in enumerate(passages) if p.text == gold), None)
-        out.append(
-            Example(
-                id=str(i),
-                article=f"art{i % 7}",
-                question=f"which word {i}?",
-                passages=passages,
-                gold=pos,
-                answers=[ans],
-                answer=ans if pos else None,
-            )
-        )
-    return out
+CFG = tiny_train_config()
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    """A 2-layer llama and a byte-level BPE tokenizer trained on the prompt vocabulary."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, PreTrainedTokenizerFast
-
-    from finetune.train import render_prompt
-
-    tk = Tokenizer(models.BPE())
-    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tk.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400,
-        special_tokens=["<pad>", "<s>", "</s>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    corpus = [render_prompt(None, e.question, e.passages) + " " + e.target for e in _examples(50)]
-    tk.train_from_iterator(corpus, trainer)
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=0,
-    )
-    return cfg, tok
-
-
-def _model(cfg):
-    from transformers import LlamaForCausalLM
-
-    torch.manual_seed(0)
-    return LlamaForCausalLM(cfg).to(torch.bfloat16)
-
-
-CFG = TrainConfig(
-    base="tiny",
-    rank=4,
-    alpha=8,
-    batch_size=4,
-    micro_tokens=800,
-    max_steps=6,
-    eval_every=3,
-    eval_examples=3,
-    val_loss_examples=4,
-    save_every=2,
-    max_new_tokens=4,
-    warmup_steps=1,
-    lr=5e-3,
-    threads=1,
-    patience=0,
-)
+    """A 2-layer llama config and a byte-level BPE tokenizer trained on the prompt vocabulary."""
+    return tiny_train_lm()
 
 
 def test_prompt_tokens_are_masked(tiny):
     _, tok = tiny
-    ex = _examples(2)[1]
+    ex = word_examples(2)[1]
     ids, labels = encode(tok, ex)
     n_prompt = sum(1 for y in labels if y == -100)
     assert len(ids) == len(labels) and n_prompt > 20
@@ -142,9 +60,9 @@ def test_adapter_changes_and_base_does_not(tiny, tmp_path):
     from peft import PeftModel
 
     cfg, tok = tiny
-    model = _model(cfg)
+    model = tiny_train_model(cfg)
     base_before = {k: v.clone() for k, v in model.state_dict().items()}
-    exs = _examples(24)
+    exs = word_examples(24)
     res = train(
         CFG,
         exs[:20],
@@ -177,13 +95,13 @@ def test_adapter_changes_and_base_does_not(tiny, tmp_path):
     model.eval()
     with torch.no_grad():
         want = model(input_ids=x).logits.float()
-        got = PeftModel.from_pretrained(_model(cfg), tmp_path / "ad")(input_ids=x).logits.float()
+        got = PeftModel.from_pretrained(tiny_train_model(cfg), tmp_path / "ad")(input_ids=x).logits.float()
     assert torch.allclose(want, got, atol=0.15)  # adapter saved in bf16: small rounding only
 
 
 def test_resume_continues_from_saved_step_with_same_optimizer_state(tiny, tmp_path):
     cfg, tok = tiny
-    exs = _examples(24)
+    exs = word_examples(24)
     out = tmp_path / "ad"
     steps: list[int] = []
 
@@ -199,7 +117,7 @@ def test_resume_continues_from_saved_step_with_same_optimizer_state(tiny, tmp_pa
             exs[:20],
             exs[20:],
             out,
-            model=_model(cfg),
+            model=tiny_train_model(cfg),
             tokenizer=tok,
             data_info={"hash": "h"},
             progress=stop_at_4,
@@ -210,7 +128,7 @@ def test_resume_continues_from_saved_step_with_same_optimizer_state(tiny, tmp_pa
     assert saved["step"] == 4 and saved["optimizer"]["state"]
 
     resumed_first: list[dict] = []
-    model = _model(cfg)
+    model = tiny_train_model(cfg)
 
     def watch(ev):
         if ev["event"] == "start":
@@ -237,7 +155,7 @@ def test_resume_continues_from_saved_step_with_same_optimizer_state(tiny, tmp_pa
     assert [seg["start_step"] for seg in res.manifest["training"]["segments"]] == [0, 4]
 
     # The interrupted + resumed run ends with the same adapter as one uninterrupted run.
-    straight = _model(cfg)
+    straight = tiny_train_model(cfg)
     train(
         CFG, exs[:20], exs[20:], tmp_path / "straight", model=straight, tokenizer=tok, data_info={"hash": "h"}
     )
@@ -252,16 +170,24 @@ def test_resume_refuses_other_data(tiny, tmp_path):
     from rag.errors import BadInput
 
     cfg, tok = tiny
-    exs = _examples(12)
+    exs = word_examples(12)
     c = TrainConfig(**{**CFG.__dict__, "max_steps": 2, "eval_every": 0})
-    train(c, exs[:10], exs[10:], tmp_path / "ad", model=_model(cfg), tokenizer=tok, data_info={"hash": "h1"})
+    train(
+        c,
+        exs[:10],
+        exs[10:],
+        tmp_path / "ad",
+        model=tiny_train_model(cfg),
+        tokenizer=tok,
+        data_info={"hash": "h1"},
+    )
     with pytest.raises(BadInput, match="other data"):
         train(
             c,
             exs[:10],
             exs[10:],
             tmp_path / "ad",
-            model=_model(cfg),
+            model=tiny_train_model(cfg),
             tokenizer=tok,
             data_info={"hash": "h2"},
             resume=True,
@@ -270,7 +196,7 @@ def test_resume_refuses_other_data(tiny, tmp_path):
 
 def test_abstention_target_is_trained(tiny):
     _, tok = tiny
-    ex = _examples(1)[0]  # i % 5 == 0: gold-less
+    ex = word_examples(1)[0]  # i % 5 == 0: gold-less
     assert ex.gold is None and ex.target == ABSTAIN
     ids, labels = encode(tok, ex)
     assert tok.decode([y for y in labels if y != -100][:-1]) == ABSTAIN
@@ -283,11 +209,11 @@ def test_cli_trains_a_local_model_and_the_reader_accepts_the_adapter(tiny, tmp_p
 
     cfg, tok = tiny
     base = tmp_path / "tiny-llama"
-    _model(cfg).save_pretrained(base)
+    tiny_train_model(cfg).save_pretrained(base)
     tok.save_pretrained(base)
     rows = [
         {"title": e.article, "question": e.question, "context": p.text, "answers": e.answers}
-        for e in _examples(40)
+        for e in word_examples(40)
         if e.gold
         for p in [e.passages[e.gold - 1]]
     ]

@@ -26,11 +26,13 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from common import cpu_line, write_result  # noqa: E402
 
 # Runs a command and reports its wall time and peak RSS (ru_maxrss of the only child it waited for).
 RSS_WRAPPER = (
@@ -376,11 +378,8 @@ def main() -> None:
         f"\nask latency ({args.n} questions, k={args.k}, <= {args.max_new_tokens} new tokens, "
         f"{args.threads} threads; load avg {load_before[0]:.1f} -> {load_after[0]:.1f})"
     )
-    print(
-        f"CPU: {hw['cpu']}, {hw['cores']} cores, flags {' '.join(hw['flags']) or '-'}"
-        f"{' (ISA capped: ' + hw['emulated_isa'] + ')' if hw['emulated_isa'] else ''}; "
-        f"dtype {', '.join(sorted({str(r.get('dtype')) for r in rows if r.get('dtype')})) or '-'}"
-    )
+    dtypes = ", ".join(sorted({str(r.get("dtype")) for r in rows if r.get("dtype")})) or "-"
+    print(cpu_line(hw, f"; dtype {dtypes}"))
     head = (
         f"{'reader':<14} {'p50 s':>6} {'p95 s':>6} {'1st tok':>7} {'tokens':>6} {'prompt':>6} {'cold s':>6} "
         f"{'RSS MB':>6} {'HF pipe x':>9} {'HF gen x':>8} {'EM':>5} {'F1':>5} {'cite%':>5} {'limit%':>6} {'others':>6}"
@@ -403,33 +402,24 @@ def main() -> None:
         "EM/F1: gold paragraph only, no adapter. "
         "others: cores other processes kept busy during the row (0 = quiet)."
     )
-    result = {
-        "benchmark": "ask",
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-        "hardware": hw,
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "cores_visible": os.cpu_count(),
-            "threads": args.threads,
-            "loadavg_before": load_before,
-            "loadavg_after": load_after,
-            "torch": torch.__version__,
-        },
-        "settings": {
-            "n": args.n,
-            "k": args.k,
-            "max_new_tokens": args.max_new_tokens,
-            "squad": args.squad,
-            "adapter": args.adapter,
-            "mode": "hybrid",
-            "index": str(args.index),
-        },
-        "rows": rows,
+    machine = {
+        "cpu": platform.processor() or platform.machine(),
+        "cores_visible": os.cpu_count(),
+        "threads": args.threads,
+        "loadavg_before": load_before,
+        "loadavg_after": load_after,
+        "torch": torch.__version__,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    settings = {
+        "n": args.n,
+        "k": args.k,
+        "max_new_tokens": args.max_new_tokens,
+        "squad": args.squad,
+        "adapter": args.adapter,
+        "mode": "hybrid",
+        "index": str(args.index),
+    }
+    write_result(args.out, "ask", hw, settings, rows, machine=machine)
 
 
 if __name__ == "__main__":

@@ -26,11 +26,13 @@ import statistics
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from common import cpu_line, write_result  # noqa: E402
 
 ALL = str(os.cpu_count() or 1)
 POLICIES = {
@@ -163,7 +165,7 @@ def main() -> None:
         f"\nwarm `rag ask` ({args.model} + adapter, k={args.k}, {args.n} questions), idle vs beside a "
         f"{args.hog} hog on every core"
     )
-    print(f"CPU: {hw['cpu']}, {hw['cores']} cores, flags {' '.join(hw['flags'])}; dtype {rows[0]['dtype']}")
+    print(cpu_line(hw, f"; dtype {rows[0]['dtype']}"))
     head = f"{'policy':<14} {'threads idle/busy':>17} {'idle p50 s':>10} {'busy p50 s':>10} {'busy/idle':>9}"
     print(head)
     print("-" * len(head))
@@ -172,17 +174,8 @@ def main() -> None:
             f"{r['policy']:<14} {str(r['threads_idle']) + ' / ' + str(r['threads_busy']):>17} "
             f"{r['idle_p50_s']:>10.2f} {r['busy_p50_s']:>10.2f} {r['ratio']:>9.2f}"
         )
-    result = {
-        "benchmark": "busy",
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-        "hardware": hw,
-        "settings": {"n": args.n, "k": args.k, "model": args.model, "hog": args.hog},
-        "rows": rows,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    settings = {"n": args.n, "k": args.k, "model": args.model, "hog": args.hog}
+    write_result(args.out, "busy", hw, settings, rows)
 
 
 if __name__ == "__main__":

@@ -32,11 +32,14 @@ import statistics
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from common import cpu_line, write_result  # noqa: E402
+
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 CAPPED = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
@@ -170,9 +173,7 @@ def main() -> None:
         f"\nreader {args.model} + adapter, warm ask over {args.n} retrieved-passage prompts (k={args.k}); "
         f"F1 on {args.quality} gold-paragraph SQuAD dev questions"
     )
-    print(
-        f"CPU: {hw['cpu']}, {hw['cores']} cores, flags {' '.join(hw['flags'])}, {rows[0]['threads']} threads"
-    )
+    print(cpu_line(hw, f", {rows[0]['threads']} threads"))
     head = (
         f"{'ISA':<14} {'variant':<9} {'answer p50 s':>12} {'prefill p50 s':>13} {'decode ms/tok':>13} "
         f"{'EM':>5} {'F1':>5} {'load s':>6}"
@@ -185,17 +186,8 @@ def main() -> None:
             f"{fmt(r['decode_ms_per_token'], '.0f'):>13} {fmt(r.get('em'), '.1f'):>5} {fmt(r.get('f1'), '.1f'):>5} "
             f"{fmt(r['load_s'], '.1f'):>6}"
         )
-    result = {
-        "benchmark": "dtype",
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-        "hardware": hw,
-        "settings": {"n": args.n, "k": args.k, "quality": args.quality, "model": args.model},
-        "rows": rows,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    settings = {"n": args.n, "k": args.k, "quality": args.quality, "model": args.model}
+    write_result(args.out, "dtype", hw, settings, rows)
 
 
 if __name__ == "__main__":

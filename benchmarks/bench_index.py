@@ -21,6 +21,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from common import cpu_line  # noqa: E402
 
 
 def main() -> None:
@@ -95,9 +98,7 @@ def main() -> None:
     }
     print(f"\nindexing corpus/ ({res['chunks']} chunks, embedder {cfg.embedder}, {res['cpus']} threads)")
     hw = res["hardware"]
-    print(
-        f"CPU: {hw['cpu']}, {hw['cores']} cores, flags {' '.join(hw['flags'])}; embedder bf16={res['ours_bf16']}"
-    )
+    print(cpu_line(hw, f"; embedder bf16={res['ours_bf16']}"))
     print(f"{'':28} {'seconds':>8} {'chunks/s':>9}")
     print(f"{'ours (full build)':28} {full_s:8.1f} {res['ours_chunks_per_s']:9.1f}")
     print(f"{'LangChain FAISS.from_docs':28} {lc_s:8.1f} {res['langchain_chunks_per_s']:9.1f}")

@@ -1,7 +1,10 @@
 """Files -> documents. One loader per file type; anything unreadable is skipped with a reason.
 
-    >>> [d.doc for d in load_file(Path("notes.md"), "notes.md")]   # doctest: +SKIP
-    ['notes.md']
+    >>> import tempfile
+    >>> p = Path(tempfile.mkdtemp()) / "notes.jsonl"
+    >>> _ = p.write_text('{"text": "first"}\\n{"text": "second"}\\n')
+    >>> [(d.doc, d.text) for d in load_file(p, "notes.jsonl")]
+    [('notes.jsonl#1', 'first'), ('notes.jsonl#2', 'second')]
 
 Offsets of chunks are character offsets into `Document.text`: for .txt/.md/.rst that is the file
 itself (decoded by its byte-order mark, else as UTF-8); for .html it is the visible text; for .pdf the

@@ -59,8 +59,12 @@ def _check(obj, minimum: dict[str, int]) -> None:
     """Check every field's type against its annotation, non-empty strings, and the lower bounds in
     `minimum`; raise BadInput naming the field (rag.toml values arrive here unchecked).
 
-    >>> RetrievalConfig(k=0)  # doctest: +SKIP
-    BadInput: k must be at least 1, got 0
+    >>> RetrievalConfig(k=0)
+    Traceback (most recent call last):
+    rag.errors.BadInput: k must be at least 1, got 0
+    >>> RetrievalConfig(k="five")
+    Traceback (most recent call last):
+    rag.errors.BadInput: k must be a whole number, got 'five'
     """
     from rag.errors import BadInput
 

@@ -1,0 +1,34 @@
+"""What every benchmark shares: the CPU line it prints and the JSON it writes.
+
+A figure is only meaningful with the CPU it came from (bf16 is 3-7x faster than fp32 on one kind and
+4x slower on the other), so each table is preceded by `cpu_line()` and each JSON carries `hardware`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+
+def cpu_line(hw: dict, extra: str = "") -> str:
+    """'CPU: AMD EPYC, 2 cores, flags avx2 fma ...' (+ the ISA cap when one is set, + `extra`)."""
+    cap = f" (ISA capped: {hw['emulated_isa']})" if hw.get("emulated_isa") else ""
+    return f"CPU: {hw['cpu']}, {hw['cores']} cores, flags {' '.join(hw['flags']) or '-'}{cap}{extra}"
+
+
+def write_result(out: Path, benchmark: str, hw: dict, settings: dict, rows: list, **more) -> None:
+    """Write benchmarks/results/<name>.json: what ran, on which CPU, with which settings, and the rows."""
+    result = {
+        "benchmark": benchmark,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "hardware": hw,
+        **more,
+        "settings": settings,
+        "rows": rows,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")

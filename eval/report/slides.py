@@ -928,9 +928,26 @@ def _diff_note(r: dict, base: str) -> str:
 def slide_conclusions(f: Facts) -> Slide:
     rows = f.selection.rows
     by = {r["system"]: r for r in rows}
-    out = []
     retrieved = [r for r in rows if not r.get("oracle") and not _bad(r.get("f1"))]
     best = max(retrieved, key=lambda r: r["f1"]) if retrieved else None
+    out = [
+        *_quality_lines(rows, by, best),
+        *_tuning_lines(rows, by),
+        *_retrieval_vs_reading_lines(rows, by),
+        *_cost_lines(best),
+        *_declining_lines(rows),
+        *_judge_lines(rows),
+    ]
+    return Slide(
+        "Conclusions: what the measurements say",
+        bullets=out,
+        footnote=_source_note(f.selection.setting) + "; every number on this slide is read from it.",
+    )
+
+
+def _quality_lines(rows: list[dict], by: dict[str, dict], best: dict | None) -> list[str]:
+    """The best system on retrieved passages, and the LLMs that did not beat the extractive baseline."""
+    out: list[str] = []
     if best is not None:
         out.append(
             f"Best on retrieved passages: {best['system']}, F1 {num(best['f1'])}, EM {num(best.get('em'))}, "
@@ -955,6 +972,12 @@ def slide_conclusions(f: Facts) -> Slide:
                 + ", ".join(f"{r['system']} {num(r['f1'])}{_diff_note(r, base['system'])}" for r in worse)
                 + "."
             )
+    return out
+
+
+def _tuning_lines(rows: list[dict], by: dict[str, dict]) -> list[str]:
+    """Each LoRA-tuned reader against its untuned base, with the paired CI."""
+    out: list[str] = []
     tuned = [r for r in rows if _tuned(r)]
     for r in tuned:
         base = str(r.get("model")) + ("@gold" if r.get("oracle") else "")
@@ -967,6 +990,12 @@ def slide_conclusions(f: Facts) -> Slide:
             out.append(f"LoRA tuning, {r['system']} vs {base}: F1 {ci(c)}: {verdict(c)}.")
     if not tuned:
         out.append("LoRA-tuned readers: not measured in this run (no +tuned system in the log).")
+    return out
+
+
+def _retrieval_vs_reading_lines(rows: list[dict], by: dict[str, dict]) -> list[str]:
+    """F1 on retrieved passages next to F1 with the gold paragraph, per LLM."""
+    out: list[str] = []
     for r in rows:
         g = by.get(f"{r['system']}@gold")
         if not r.get("oracle") and _llm(r) and g and not _bad(r.get("f1")) and not _bad(g.get("f1")):
@@ -974,11 +1003,23 @@ def slide_conclusions(f: Facts) -> Slide:
                 f"Retrieval vs reading, {r['system']}: F1 {num(r['f1'])} retrieved, {num(g['f1'])} with the "
                 f"gold paragraph; recall@{r.get('k')} {num(r.get('recall_at_k'), 2)}."
             )
+    return out
+
+
+def _cost_lines(best: dict | None) -> list[str]:
+    """The best system's latency and memory."""
+    out: list[str] = []
     if best is not None and _llm(best):
         out.append(
             f"Cost of {best['system']}: p50 {secs(best.get('latency_p50_s'))} s per answer, peak RAM "
             f"{num(best.get('peak_ram_mb'), 0)} MB."
         )
+    return out
+
+
+def _declining_lines(rows: list[dict]) -> list[str]:
+    """How well the best decliner declines unanswerable questions."""
+    out: list[str] = []
     ab = [r for r in rows if r.get("n_unanswerable") and not _bad(r.get("declined"))]
     if ab:
         b = max(ab, key=lambda r: r["declined"])
@@ -994,6 +1035,12 @@ def slide_conclusions(f: Facts) -> Slide:
             )
     else:
         out.append("Declining unanswerable questions: not measured (no unanswerable questions in this run).")
+    return out
+
+
+def _judge_lines(rows: list[dict]) -> list[str]:
+    """Judged faithfulness (and its tuned-vs-untuned CI), or grounding when no judge ran."""
+    out: list[str] = []
     judged = [r for r in rows if r.get("judge_n")]
     if judged:
         fails = sum(max(r.get("faithfulness_failed") or 0, r.get("relevancy_failed") or 0) for r in judged)
@@ -1024,11 +1071,7 @@ def slide_conclusions(f: Facts) -> Slide:
             if any(_llm(r) for r in rows)
             else "Faithfulness and answer relevance: not measured in this run (`rag eval --judge PRESET`)."
         )
-    return Slide(
-        "Conclusions: what the measurements say",
-        bullets=out,
-        footnote=_source_note(f.selection.setting) + "; every number on this slide is read from it.",
-    )
+    return out
 
 
 def slide_difficulties(f: Facts) -> Slide:

@@ -9,7 +9,6 @@ holds bf16 whatever the source quantization was.
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -38,8 +37,6 @@ def convert_gguf(gguf: Path, out: Path, say: Say) -> dict[str, Any]:
     # transformers warns that packed GGUF weights run slower in bf16; we never run them packed.
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
-    if not sys.stderr.isatty():  # a tqdm bar in a log file is one long line of carriage returns
-        hf_logging.disable_progress_bar()
     try:
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16)
@@ -50,7 +47,6 @@ def convert_gguf(gguf: Path, out: Path, say: Say) -> dict[str, Any]:
         ) from e
     finally:
         hf_logging.set_verbosity(verbosity)
-        hf_logging.enable_progress_bar()
     # transformers may keep GGUF weights packed behind a quantizer; without it save_pretrained
     # writes plain tensors, and the cache then loads like any model folder.
     model.hf_quantizer = None

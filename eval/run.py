@@ -69,6 +69,10 @@ class EvalConfig:
     mode: str = _RETRIEVAL.mode  # retrieval mode
     rrf_k: int = _RETRIEVAL.rrf_k  # reciprocal rank fusion constant (hybrid mode)
     candidates: int = _RETRIEVAL.candidates  # per-mode candidates fused in hybrid mode
+    rerank: bool = _RETRIEVAL.rerank  # rescore the fused top rerank_candidates with a cross-encoder
+    rerank_candidates: int = _RETRIEVAL.rerank_candidates  # fused hits the reranker rescores
+    reranker: str = _RETRIEVAL.reranker  # reranker preset or ONNX folder
+    rerank_tokens: int = _RETRIEVAL.rerank_tokens  # longest query+passage pair the reranker reads
     index_dir: Path | None = None  # None = the default index
     seed: int = 0  # sampling and judge-subsample seed, recorded
     limit: int | None = None  # recorded only: the caller samples the questions

@@ -163,7 +163,7 @@ def open_retriever(
     asking for another raises IndexMismatch.
 
     `cfg` is rag.toml's [retrieval] (rrf_k, candidates, and the mode when `mode` is None); its defaults
-    when None.
+    when None. With cfg.rerank the retriever is wrapped in indexing.rerank.RerankingRetriever (any mode).
     """
     from indexing.embed import get_embedder
     from indexing.store import open_index
@@ -187,7 +187,19 @@ def open_retriever(
             )
     dense = DenseRetriever(idx.dense, idx.db.get, emb)
     bm25 = BM25Retriever(idx.bm25 if mode != "dense" else None, idx.db.get, len(idx))
-    return make_retriever(mode, dense, bm25, cfg, index=idx)
+    return with_reranker(make_retriever(mode, dense, bm25, cfg, index=idx), cfg)
+
+
+def with_reranker(retriever, cfg: RetrievalConfig, scorer=None):
+    """`retriever` as is, or wrapped to rerank its top cfg.rerank_candidates when cfg.rerank.
+
+    `scorer` (anything with score(query, texts)) replaces the cfg.reranker model, for tests."""
+    if not cfg.rerank:
+        return retriever
+    from indexing.rerank import RerankingRetriever, load_reranker
+
+    scorer = scorer or load_reranker(cfg.reranker, max_tokens=cfg.rerank_tokens)
+    return RerankingRetriever(retriever, scorer, candidates=cfg.rerank_candidates)
 
 
 def memory_retriever(
@@ -220,8 +232,11 @@ def memory_retriever(
             embedder.encode([c.text for c in chunks]) if chunks else np.zeros((0, embedder.dim), np.float32)
         )
         dense_index = build_dense(vecs, hnsw_threshold=10**12)
-    return make_retriever(
-        mode, DenseRetriever(dense_index, get, embedder), BM25Retriever(bm, get, len(chunks)), cfg
+    return with_reranker(
+        make_retriever(
+            mode, DenseRetriever(dense_index, get, embedder), BM25Retriever(bm, get, len(chunks)), cfg
+        ),
+        cfg,
     )
 
 

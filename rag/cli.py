@@ -215,6 +215,11 @@ def search_cmd(
         None, "--mode", help="dense | bm25 | hybrid (default: \\[retrieval] mode of rag.toml, else hybrid)."
     ),
     index: Optional[Path] = typer.Option(None, "--index", help="Index folder [default: $RAG_HOME/index]."),
+    rerank: Optional[bool] = typer.Option(
+        None,
+        "--rerank/--no-rerank",
+        help="Rescore the fused top candidates with the cross-encoder (default: \\[retrieval] rerank, else off).",
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON list of hits."),
 ) -> None:
     """Show the chunks that best match a query, with their sources and offsets."""
@@ -223,7 +228,7 @@ def search_cmd(
     try:
         from indexing.retrieve import open_retriever
 
-        cfg = load_config().retrieval
+        cfg = _with_rerank(load_config().retrieval, rerank)
         k = cfg.k if k is None else k
         if k < 1:
             raise RagError(f"-k must be at least 1, got {k}")
@@ -236,6 +241,7 @@ def search_cmd(
         {
             "rank": i,
             "score": round(h.score, 6),
+            "rerank_score": None if h.rerank_score is None else round(h.rerank_score, 4),
             "source": h.chunk.doc,
             "start": h.chunk.start,
             "end": h.chunk.end,
@@ -251,10 +257,18 @@ def search_cmd(
     for r in rows:
         snippet = r["text"] if len(r["text"]) <= 300 else r["text"][:300] + "..."
         out.print(
-            f"[bold]{r['rank']}.[/] {r['source']} [{r['start']}:{r['end']}]  score {r['score']:.4f}",
+            f"[bold]{r['rank']}.[/] {r['source']} [{r['start']}:{r['end']}]  score {r['score']:.4f}"
+            + ("" if r["rerank_score"] is None else f"  rerank {r['rerank_score']:.2f}"),
             highlight=False,
         )
         out.print(f"   {snippet}", highlight=False, soft_wrap=True)
+
+
+def _with_rerank(cfg, rerank: Optional[bool]):
+    """The [retrieval] config with --rerank/--no-rerank applied (None: rag.toml's choice)."""
+    from dataclasses import replace
+
+    return cfg if rerank is None else replace(cfg, rerank=rerank)
 
 
 # ---------------------------------------------------------------- ask (owner: reader)
@@ -393,6 +407,11 @@ def ask_cmd(
     max_new_tokens: Optional[int] = typer.Option(
         None, "--max-new-tokens", help="Bound on the answer length (default: 32)."
     ),
+    rerank: Optional[bool] = typer.Option(
+        None,
+        "--rerank/--no-rerank",
+        help="Rescore the fused top candidates with the cross-encoder (default: \\[retrieval] rerank, else off).",
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object per answer."),
 ) -> None:
     """Answer a question from the indexed documents, citing the passages it came from."""
@@ -401,7 +420,8 @@ def ask_cmd(
     try:
         cfg = load_config()
         k = cfg.retrieval.k if k is None else k
-        retriever = _ask_retriever(index, mode or cfg.retrieval.mode, cfg.retrieval)
+        rc = _with_rerank(cfg.retrieval, rerank)
+        retriever = _ask_retriever(index, mode or rc.mode, rc)
         rd = _ask_reader(
             reader or cfg.reader.reader,
             model or cfg.reader.model,
@@ -783,6 +803,11 @@ def eval_cmd(
         None, "--mode", help="Retrieval mode: dense, bm25, hybrid (default: [retrieval] mode, else hybrid)."
     ),
     index: Optional[Path] = typer.Option(None, "--index", help="Index folder (default: RAG_HOME/index)."),
+    rerank: Optional[bool] = typer.Option(
+        None,
+        "--rerank/--no-rerank",
+        help="Rescore the fused top candidates with the cross-encoder (default: \\[retrieval] rerank, else off).",
+    ),
     corpus: Optional[Path] = typer.Option(
         None,
         "--corpus",
@@ -820,7 +845,7 @@ def eval_cmd(
     for noisy in ("ragas", "transformers", "sentence_transformers", "httpx"):
         logging.getLogger(noisy).setLevel(logging.CRITICAL)
     try:
-        rc = load_config().retrieval
+        rc = _with_rerank(load_config().retrieval, rerank)
         ts = load_testset(files or None, corpus_root=corpus)
         qs = sample(ts.questions, limit, seed, unanswerable)
         specs = [parse_system(s) for s in systems] if systems else installed_systems(oracle=oracle)
@@ -834,6 +859,10 @@ def eval_cmd(
             mode=mode or rc.mode,
             rrf_k=rc.rrf_k,
             candidates=rc.candidates,
+            rerank=rc.rerank,
+            rerank_candidates=rc.rerank_candidates,
+            reranker=rc.reranker,
+            rerank_tokens=rc.rerank_tokens,
             index_dir=index,
             seed=seed,
             limit=limit,

@@ -98,9 +98,15 @@ class RetrievalConfig:
     k: int = 5  # passages handed to the reader
     rrf_k: int = 60  # reciprocal rank fusion constant
     candidates: int = 50  # per-mode candidates fused in hybrid mode
+    rerank: bool = (
+        False  # rescore the fused top rerank_candidates with a cross-encoder (off until benchmarked)
+    )
+    rerank_candidates: int = 20  # fused hits the reranker rescores (then the best k are kept)
+    reranker: str = "minilm-reranker"  # reranker preset or ONNX folder (model.onnx + tokenizer.json)
+    rerank_tokens: int = 256  # longest query+passage pair the reranker reads, in its tokens (passage cut)
 
     def __post_init__(self):
-        _check(self, {"k": 1, "rrf_k": 1, "candidates": 1})
+        _check(self, {"k": 1, "rrf_k": 1, "candidates": 1, "rerank_candidates": 1, "rerank_tokens": 8})
 
 
 @dataclass(frozen=True)

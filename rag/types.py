@@ -19,6 +19,7 @@ class Chunk:
 class Hit:
     chunk: Chunk
     score: float  # higher is better; scale depends on the retrieval mode
+    rerank_score: float | None = None  # the cross-encoder's logit when reranked (then the order); else None
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,8 @@ def test_index_then_search_json(docs, rag_home):
     assert r.exit_code == 0, r.output
     hits = json.loads(r.stdout)
     assert hits[0]["source"] == "mercury.md" and hits[0]["rank"] == 1
-    assert set(hits[0]) == {"rank", "score", "source", "start", "end", "text"}
+    assert set(hits[0]) == {"rank", "score", "rerank_score", "source", "start", "end", "text"}
+    assert hits[0]["rerank_score"] is None  # reranking is off by default
 
     r = runner.invoke(app, ["index", str(docs), "--embedder", "fake-hash", "--json"])
     assert json.loads(r.stdout.strip().splitlines()[-1])["files_unchanged"] == 2

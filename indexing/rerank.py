@@ -1,0 +1,174 @@
+"""A cross-encoder reranker: the fused top-N hits rescored by a model that reads query and passage together.
+
+    r = RerankingRetriever(open_retriever(...), load_reranker("minilm-reranker"), candidates=20)
+    r.search("Which NFL team represented the AFC at Super Bowl 50?", k=5)
+    # -> the 5 best of the fused top 20, each Hit(chunk, score=fused score, rerank_score=logit)
+
+The model is an int8 ONNX BERT (ms-marco-MiniLM-L-12-v2) run with onnxruntime and `tokenizers`; no
+transformers. Its tokenizer.json pads every input to 512 tokens, so padding and truncation are switched
+off and done here: each pair is cut to `max_tokens` (the passage loses its tail first), a batch is
+padded to its longest pair, and the model gets the real attention mask. With an all-ones mask the
+scores were wrong and 25x slower (../shared/NOTES.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any, Protocol, Sequence
+
+import numpy as np
+
+from rag.errors import ModelUnavailable
+from rag.types import Hit
+
+log = logging.getLogger(__name__)
+
+FILES = ("model.onnx", "tokenizer.json")
+
+
+class Scorer(Protocol):
+    def score(self, query: str, texts: Sequence[str]) -> list[float]: ...
+
+
+def _missing(name: str, path: Path, why: str) -> ModelUnavailable:
+    from assets.presets import PRESETS
+
+    fix = (
+        f"run `rag models pull {name} --force`"
+        if name in PRESETS
+        else "pass a folder holding model.onnx and tokenizer.json, or the minilm-reranker preset"
+    )
+    return ModelUnavailable(f"reranker {name} at {path}: {why}: {fix}")
+
+
+def pad_batch(rows: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pad token rows to the longest; returns (ids, attention mask), both int64.
+
+    >>> ids, mask = pad_batch([[5, 6, 7], [8]])
+    >>> ids.tolist(), mask.tolist()
+    ([[5, 6, 7], [8, 0, 0]], [[1, 1, 1], [1, 0, 0]])
+    """
+    width = max((len(r) for r in rows), default=0)
+    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.int64)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = r
+        mask[i, : len(r)] = 1
+    return ids, mask
+
+
+class Reranker:
+    """A cross-encoder over an ONNX folder (model.onnx + tokenizer.json); higher scores are better."""
+
+    def __init__(self, folder: Path, name: str = "reranker", max_tokens: int = 256, batch_size: int = 32):
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        from rag.hardware import cpu_threads
+
+        folder = Path(folder)
+        self.name, self.max_tokens, self.batch_size = name, max_tokens, batch_size
+        for f in FILES:
+            if not (folder / f).is_file():
+                raise _missing(name, folder, f"{f} is missing")
+        try:
+            self.tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        except Exception as e:  # tokenizers raises a bare Exception on a bad file
+            raise _missing(name, folder, f"tokenizer.json does not load ({e})") from e
+        self.tok.no_padding()
+        self.tok.no_truncation()
+        self.pad_id = self.tok.token_to_id("[PAD]") or 0
+        self.specials = self.tok.num_special_tokens_to_add(is_pair=True)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = cpu_threads()
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self.session = ort.InferenceSession(
+                str(folder / "model.onnx"), opts, providers=["CPUExecutionProvider"]
+            )
+        except Exception as e:  # onnxruntime's errors share no useful base class
+            raise _missing(name, folder, f"model.onnx does not load ({type(e).__name__})") from e
+        self.inputs = [i.name for i in self.session.get_inputs()]
+
+    def encode_pairs(self, query: str, texts: Sequence[str]) -> list[Any]:
+        """One tokenizers.Encoding per (query, text), at most max_tokens long with the special tokens.
+
+        The query keeps up to half the budget; the passage gets the rest and loses its tail."""
+        budget = max(2, self.max_tokens - self.specials)
+        q = self.tok.encode(query, add_special_tokens=False)
+        q.truncate(min(len(q), budget // 2))
+        out = []
+        for p in self.tok.encode_batch(list(texts), add_special_tokens=False):
+            qq = self.tok.encode(query, add_special_tokens=False)  # truncate() mutates: one per pair
+            qq.truncate(len(q))
+            p.truncate(budget - len(q))
+            out.append(self.tok.post_process(qq, p))
+        return out
+
+    def _run(self, encs: Sequence[Any]) -> list[float]:
+        ids, mask = pad_batch([e.ids for e in encs], self.pad_id)
+        types, _ = pad_batch([e.type_ids for e in encs], 0)
+        feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+        (logits,) = self.session.run(["logits"], {n: feed[n] for n in self.inputs})
+        return [float(x) for x in np.asarray(logits).reshape(len(encs), -1)[:, 0]]
+
+    def score(self, query: str, texts: Sequence[str]) -> list[float]:
+        """One relevance logit per text, in the given order (batched by batch_size)."""
+        encs = self.encode_pairs(query, texts)
+        scores: list[float] = []
+        for i in range(0, len(encs), self.batch_size):
+            scores += self._run(encs[i : i + self.batch_size])
+        return scores
+
+
+def rerank(scorer: Scorer, query: str, hits: Sequence[Hit], top_k: int) -> list[Hit]:
+    """The top_k of `hits` by the scorer; each keeps its fused `score` and gains `rerank_score`.
+
+    Ties keep the fused order (the sort is stable)."""
+    if not hits:
+        return []
+    scores = scorer.score(query, [h.chunk.text for h in hits])
+    order = sorted(range(len(hits)), key=lambda i: -scores[i])[:top_k]
+    return [dataclasses.replace(hits[i], rerank_score=float(scores[i])) for i in order]
+
+
+class RerankingRetriever:
+    """Any retriever, with its top `candidates` hits rescored by a cross-encoder (needs no vectors)."""
+
+    def __init__(self, inner: Any, scorer: Scorer, candidates: int = 20):
+        self.inner, self.scorer, self.candidates = inner, scorer, candidates
+
+    def search(self, query: str, k: int) -> list[Hit]:
+        return rerank(self.scorer, query, self.inner.search(query, max(k, self.candidates)), k)
+
+    def search_batch(self, queries: list[str], k: int) -> list[list[Hit]]:
+        n = max(k, self.candidates)
+        if hasattr(self.inner, "search_batch"):
+            fused = self.inner.search_batch(queries, n)
+        else:
+            fused = [self.inner.search(q, n) for q in queries]
+        return [rerank(self.scorer, q, hits, k) for q, hits in zip(queries, fused)]
+
+    def __getattr__(self, name: str) -> Any:  # index, source_path, get, mode-specific helpers
+        return getattr(self.inner, name)
+
+
+_CACHE: dict[tuple[str, int], Reranker] = {}
+
+
+def load_reranker(name: str = "minilm-reranker", max_tokens: int = 256, say=None) -> Reranker:
+    """A Reranker for a preset or an ONNX folder; pulled on first use, loaded once per process."""
+    from assets.models import resolve
+    from assets.presets import PRESETS
+
+    key = (name, max_tokens)
+    if key not in _CACHE:
+        # an ONNX folder has no config.json, so a local one is taken as is rather than through resolve()
+        folder = resolve(name, say) if name in PRESETS else Path(name).expanduser()
+        if not folder.is_dir():
+            raise _missing(name, folder, "no such preset or folder")
+        _CACHE[key] = Reranker(folder, name=name, max_tokens=max_tokens)
+    return _CACHE[key]

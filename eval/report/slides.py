@@ -866,6 +866,7 @@ BENCH_KEYS = {
         "reindex_speedup",
         "peak_rss_mb",
     ],
+    "rerank": ["summary.rerank_recall@1", "summary.rerank_p50_ms"],
     "retrieval": [
         "questions",
         "chunks",

@@ -176,7 +176,7 @@ def main() -> None:
     print(cpu_line(hw, f", {rows[0]['threads']} threads"))
     head = (
         f"{'ISA':<14} {'variant':<9} {'answer p50 s':>12} {'prefill p50 s':>13} {'decode ms/tok':>13} "
-        f"{'EM':>5} {'F1':>5} {'load s':>6}"
+        f"{'EM':>5} {'F1':>5} {'load s':>6} {'thr':>3}"
     )
     print(head)
     print("-" * len(head))
@@ -184,7 +184,7 @@ def main() -> None:
         print(
             f"{r['isa']:<14} {r['variant']:<9} {fmt(r['answer_p50_s']):>12} {fmt(r['prefill_p50_s']):>13} "
             f"{fmt(r['decode_ms_per_token'], '.0f'):>13} {fmt(r.get('em'), '.1f'):>5} {fmt(r.get('f1'), '.1f'):>5} "
-            f"{fmt(r['load_s'], '.1f'):>6}"
+            f"{fmt(r['load_s'], '.1f'):>6} {r['threads']:>3}"
         )
     settings = {"n": args.n, "k": args.k, "quality": args.quality, "model": args.model}
     write_result(args.out, "dtype", hw, settings, rows)

@@ -175,7 +175,12 @@ def main() -> None:
             f"{r['idle_p50_s']:>10.2f} {r['busy_p50_s']:>10.2f} {r['ratio']:>9.2f}"
         )
     settings = {"n": args.n, "k": args.k, "model": args.model, "hog": args.hog}
-    write_result(args.out, "busy", hw, settings, rows)
+    summary = {
+        f"{r['policy']} busy/idle": round(r["ratio"], 2)
+        for r in rows
+        if r["policy"] in ("fixed-all", "adaptive")
+    }
+    write_result(args.out, "busy", hw, settings, rows, summary=summary)
 
 
 if __name__ == "__main__":

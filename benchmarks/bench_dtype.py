@@ -142,6 +142,15 @@ def run(variant: str, capped: bool, quality: int, args) -> dict:
     return row
 
 
+def dtype_summary(rows: list[dict]) -> dict:
+    """answer p50 per ISA and variant, e.g. {"native bfloat16 answer s": 1.73, ...} (the report shows these)."""
+    return {
+        f"{r['isa'].split()[0]} {r['variant']} answer s": round(r["answer_p50_s"], 2)
+        for r in rows
+        if r["variant"] in ("bfloat16", "float32")
+    }
+
+
 def fmt(x, spec=".2f") -> str:
     return "-" if x is None else format(x, spec)
 
@@ -187,7 +196,7 @@ def main() -> None:
             f"{fmt(r['load_s'], '.1f'):>6} {r['threads']:>3}"
         )
     settings = {"n": args.n, "k": args.k, "quality": args.quality, "model": args.model}
-    write_result(args.out, "dtype", hw, settings, rows)
+    write_result(args.out, "dtype", hw, settings, rows, summary=dtype_summary(rows))
 
 
 if __name__ == "__main__":

@@ -18,8 +18,13 @@ def cpu_line(hw: dict, extra: str = "") -> str:
     return f"CPU: {hw['cpu']}, {hw['cores']} cores, flags {' '.join(hw['flags']) or '-'}{cap}{extra}"
 
 
-def write_result(out: Path, benchmark: str, hw: dict, settings: dict, rows: list, **more) -> None:
-    """Write benchmarks/results/<name>.json: what ran, on which CPU, with which settings, and the rows."""
+def write_result(
+    out: Path, benchmark: str, hw: dict, settings: dict, rows: list, summary: dict | None = None, **more
+) -> None:
+    """Write benchmarks/results/<name>.json: what ran, on which CPU, with which settings, and the rows.
+
+    `summary` holds the few headline numbers (taken from `rows`) that the report's benchmark slide shows.
+    """
     result = {
         "benchmark": benchmark,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -27,6 +32,7 @@ def write_result(out: Path, benchmark: str, hw: dict, settings: dict, rows: list
         "hardware": hw,
         **more,
         "settings": settings,
+        "summary": summary or {},
         "rows": rows,
     }
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -867,6 +867,7 @@ BENCH_KEYS = {
         "peak_rss_mb",
     ],
     "rerank": ["summary.rerank_recall@1", "summary.rerank_p50_ms"],
+    "train": ["speedup"],
     "retrieval": [
         "questions",
         "chunks",
@@ -886,7 +887,12 @@ def _bench_rows(b: dict) -> list[list[str]]:
     rows = []
     for name, d in b.items():
         nums = dict(_numbers(d))
-        keys = [k for k in BENCH_KEYS.get(name, []) if k in nums] or list(nums)
+        # a benchmark without chosen keys shows its own `summary` block; settings alone are not results
+        keys = [k for k in BENCH_KEYS.get(name, []) if k in nums] or [
+            k for k in nums if k.startswith("summary.")
+        ]
+        if not keys:
+            continue
         pairs = [(k, nums[k]) for k in keys[:BENCH_PER_FILE]]
         for i in range(0, len(pairs), 2):
             row = [name if i == 0 else ""]

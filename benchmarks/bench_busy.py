@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from common import cpu_line, write_result  # noqa: E402
+from common import cpu_line, run_worker, write_result  # noqa: E402
 
 ALL = str(os.cpu_count() or 1)
 POLICIES = {
@@ -56,7 +56,8 @@ def worker(args) -> None:
     # before torch loads, as rag's CLI does (the older policies keep OpenMP's default wait policy)
     busy = hardware.busy_cores() if os.environ.get("BENCH_NO_ADAPT") else hardware.configure_for_load()
     if os.environ.get("BENCH_FREE_CORES"):
-        os.environ["RAG_THREADS"] = str(hardware.threads_for(hardware.cores(), busy))
+        # the free cores (a core counts as free when less than half of it is busy), at least one
+        os.environ["RAG_THREADS"] = str(max(1, hardware.cores() - int(busy + 0.5)))
     from bench_ask import load_questions
 
     from indexing.retrieve import open_retriever
@@ -90,30 +91,16 @@ def worker(args) -> None:
     )
 
 
-def run_worker(policy: str, args) -> dict:
+def run_policy(policy: str, args) -> dict:
     env = {
         k: v
         for k, v in os.environ.items()
         if k not in ("RAG_THREADS", "OMP_WAIT_POLICY", "BENCH_FREE_CORES", "BENCH_NO_ADAPT")
     }
     env.update(POLICIES[policy])
-    cmd = [
-        sys.executable,
-        __file__,
-        "--worker",
-        "--n",
-        str(args.n),
-        "--k",
-        str(args.k),
-        "--model",
-        args.model,
-    ]
-    if args.index:
-        cmd += ["--index", str(args.index)]
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if p.returncode != 0:
-        raise SystemExit(f"worker for {policy} failed: {p.stderr[-800:]}")
-    return json.loads(p.stdout.strip().splitlines()[-1])
+    flags = ["--n", str(args.n), "--k", str(args.k), "--model", args.model]
+    flags += ["--index", str(args.index)] if args.index else []
+    return run_worker(__file__, flags, env, policy)
 
 
 def main() -> None:
@@ -132,7 +119,7 @@ def main() -> None:
     rows = []
     for policy in args.policies:
         print(f"[bench_busy] {policy}: idle ...", file=sys.stderr, flush=True)
-        idle = run_worker(policy, args)
+        idle = run_policy(policy, args)
         print(f"[bench_busy] {policy}: beside a {args.hog} hog ...", file=sys.stderr, flush=True)
         hog = subprocess.Popen(
             [sys.executable, "-c", HOGS[args.hog]],
@@ -140,7 +127,7 @@ def main() -> None:
         )
         time.sleep(3)  # let the hog get going before the worker measures the load
         try:
-            busy = run_worker(policy, args)
+            busy = run_policy(policy, args)
         finally:
             hog.kill()
             hog.wait()

@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -38,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from common import cpu_line, write_result  # noqa: E402
+from common import cpu_line, run_worker, write_result  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
@@ -117,27 +116,9 @@ def run(variant: str, capped: bool, quality: int, args) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in CAPPED}
     if capped:
         env.update(CAPPED)
-    cmd = [
-        sys.executable,
-        __file__,
-        "--worker",
-        "--variant",
-        variant,
-        "--n",
-        str(args.n),
-        "--k",
-        str(args.k),
-        "--quality",
-        str(quality),
-        "--model",
-        args.model,
-    ]
-    if args.index:
-        cmd += ["--index", str(args.index)]
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if p.returncode != 0:
-        raise SystemExit(f"{variant} ({'AVX2-capped' if capped else 'native'}) failed: {p.stderr[-1500:]}")
-    row = json.loads(p.stdout.strip().splitlines()[-1])
+    flags = ["--variant", variant, "--n", str(args.n), "--k", str(args.k), "--quality", str(quality)]
+    flags += ["--model", args.model] + (["--index", str(args.index)] if args.index else [])
+    row = run_worker(__file__, flags, env, f"{variant} ({'AVX2-capped' if capped else 'native'})")
     row["isa"] = "AVX2 (capped)" if capped else "native"
     return row
 

@@ -7,9 +7,19 @@ A figure is only meaningful with the CPU it came from (bf16 is 3-7x faster than 
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+
+
+def run_worker(script: str, flags: list[str], env: dict, what: str) -> dict:
+    """Run `script --worker FLAGS` in a fresh process (thread and ISA settings are fixed when torch
+    starts) and return the JSON object on the last line it prints."""
+    p = subprocess.run([sys.executable, script, "--worker", *flags], env=env, capture_output=True, text=True)
+    if p.returncode != 0:
+        raise SystemExit(f"worker for {what} failed: {p.stderr[-1500:]}")
+    return json.loads(p.stdout.strip().splitlines()[-1])
 
 
 def cpu_line(hw: dict, extra: str = "") -> str:

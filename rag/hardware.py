@@ -17,8 +17,6 @@ OMP_WAIT_POLICY already set is left alone.
 
     >>> choose_dtype({"avx2", "avx512_bf16"}), choose_dtype({"avx2"}), choose_dtype({"avx2"}, "bfloat16")
     ('bfloat16', 'float32', 'bfloat16')
-    >>> threads_for(cores=2, busy=0.1), threads_for(cores=2, busy=1.0), threads_for(cores=4, busy=3.9)
-    (2, 1, 1)
 """
 
 from __future__ import annotations
@@ -121,14 +119,6 @@ def busy_cores(window_s: float = 0.1) -> float:
     online = os.cpu_count() or 1
     others = share * online - (own_b - own_a) / max(time.perf_counter() - t0, 1e-3)
     return max(0.0, others)
-
-
-def threads_for(cores: int, busy: float) -> int:
-    """Threads worth running when `busy` of `cores` are taken by others: the free cores, at least 1.
-
-    A core counts as free when less than half of it is busy.
-    """
-    return max(1, min(cores, cores - int(busy + 0.5)))
 
 
 _STARTED_BUSY: float | None = None  # cores others kept busy when configure_for_load() looked

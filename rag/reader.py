@@ -305,6 +305,11 @@ class LLMReader:
                 rendered[n] = encode_prompt(tok, render_prompt(tok, question, ps[:n]))
             return len(rendered[n]) <= budget
 
+        # The usual case (k=5, ~950 tokens): the whole prompt fits, one tokenization. Only tried when the
+        # text is small enough that rendering it all cannot be the 380k-token render this avoids.
+        if sum(len(p.text.encode()) for p in ps) <= 4 * budget and fits(len(ps)):
+            self.last_passages = len(ps)
+            return rendered[len(ps)]
         # lo fits (or is 1: a single passage is always given, as before), hi does not or is past the end.
         guess = self._passages_that_fit(question, ps, budget)
         if fits(guess):

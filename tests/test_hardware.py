@@ -61,12 +61,13 @@ def test_reader_loads_in_the_cpu_dtype_and_says_so(tmp_path, monkeypatch):
         assert LLMReader(model, tk, info, adapter=None).reader["dtype"] == info["dtype"]
 
 
-def test_threads_follow_free_cores():
-    assert hardware.threads_for(cores=2, busy=0.0) == 2
-    assert hardware.threads_for(cores=2, busy=0.4) == 2
-    assert hardware.threads_for(cores=2, busy=0.9) == 1
-    assert hardware.threads_for(cores=2, busy=5.0) == 1  # never zero
-    assert hardware.threads_for(cores=8, busy=2.2) == 6
+def test_threads_are_every_core_unless_overridden(monkeypatch):
+    hardware.cpu_threads.cache_clear()
+    monkeypatch.delenv("RAG_THREADS", raising=False)
+    try:
+        assert hardware.cpu_threads() == hardware.cores()
+    finally:
+        hardware.cpu_threads.cache_clear()
 
 
 def test_busy_cores_sees_another_process():

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from fakes import HashEmbedder
+from fakes import HashEmbedder, tiny_st
 
 from indexing import load, store
 from indexing.build import build_index
@@ -336,31 +336,7 @@ def test_batch_search_equals_single_search(docs, tmp_path):
 
 # ---------------------------------------------------------------- query embedder without sentence-transformers
 def _tiny_st(folder: Path, pooling: str = "mean") -> Path:
-    """A tiny random BERT saved as a sentence-transformers model (transformer -> pooling -> normalize)."""
-    import torch
-    from sentence_transformers import SentenceTransformer
-    from sentence_transformers import models as stm
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    words = "the a of team won super bowl denver broncos which nfl represented afc at 50 who".split()
-    bert = folder / "bert"
-    bert.mkdir(parents=True)
-    (bert / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
-    BertTokenizerFast(vocab_file=str(bert / "vocab.txt")).save_pretrained(bert)
-    torch.manual_seed(0)
-    cfg = BertConfig(
-        vocab_size=5 + len(words),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-    )
-    BertModel(cfg).save_pretrained(bert)
-    t = stm.Transformer(str(bert), max_seq_length=16)
-    st = SentenceTransformer(modules=[t, stm.Pooling(32, pooling), stm.Normalize()], device="cpu")
-    st.save(str(folder / "st"))
-    return folder / "st"
+    return tiny_st(folder, pooling=pooling)
 
 
 @pytest.mark.parametrize("bf16", [False, True])

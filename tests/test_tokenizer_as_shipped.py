@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 import pytest
-from fakes import HashEmbedder
+from fakes import ST_WORDS, HashEmbedder, tiny_st
 
 from indexing import build
 from indexing.build import build_index
@@ -22,54 +22,14 @@ from rag.errors import RagError
 
 REPO = Path(__file__).resolve().parent.parent
 CAP = 8  # what the tiny tokenizer file truncates and pads to, like the wheel's 128
-WORDS = "the a of team won super bowl denver broncos which nfl represented afc at 50 who".split()
-
-
-def _tiny_st_capped(folder: Path) -> Path:
-    """A tiny BERT sentence-transformers model: 16-token limit, 18 positions, tokenizer.json capped at 8."""
-    import torch
-    from sentence_transformers import SentenceTransformer
-    from sentence_transformers import models as stm
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    bert = folder / "bert"
-    bert.mkdir(parents=True)
-    (bert / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
-    BertTokenizerFast(vocab_file=str(bert / "vocab.txt")).save_pretrained(bert)
-    torch.manual_seed(0)
-    cfg = BertConfig(
-        vocab_size=5 + len(WORDS),
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=18,
-    )  # a longer input would crash
-    BertModel(cfg).save_pretrained(bert)
-    st = SentenceTransformer(
-        modules=[stm.Transformer(str(bert), max_seq_length=16), stm.Pooling(32, "mean"), stm.Normalize()],
-        device="cpu",
-    )
-    out = folder / "st"
-    st.save(str(out))
-    tj = out / "tokenizer.json"
-    data = json.loads(tj.read_text())
-    data["truncation"] = {"direction": "Right", "max_length": CAP, "strategy": "LongestFirst", "stride": 0}
-    data["padding"] = {
-        "strategy": {"Fixed": CAP},
-        "direction": "Right",
-        "pad_to_multiple_of": None,
-        "pad_id": 0,
-        "pad_type_id": 0,
-        "pad_token": "[PAD]",
-    }
-    tj.write_text(json.dumps(data))
-    return out
+WORDS = ST_WORDS
 
 
 @pytest.fixture
 def capped(tmp_path) -> SentenceTransformerEmbedder:
-    return SentenceTransformerEmbedder(str(_tiny_st_capped(tmp_path)), bf16=False)
+    # a 16-token limit, 18 positions (a longer input would crash), tokenizer.json capped at 8
+    folder = tiny_st(tmp_path, max_seq_length=16, positions=18, layers=1, capped_at=CAP)
+    return SentenceTransformerEmbedder(str(folder), bf16=False)
 
 
 def test_counts_are_not_capped_by_the_tokenizer_file(capped):

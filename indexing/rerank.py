@@ -20,78 +20,25 @@ from typing import Any, Protocol, Sequence
 
 import numpy as np
 
-from rag.errors import ModelUnavailable
+from indexing.onnx import feed, missing, open_model
 from rag.types import Hit
 
 log = logging.getLogger(__name__)
-
-FILES = ("model.onnx", "tokenizer.json")
 
 
 class Scorer(Protocol):
     def score(self, query: str, texts: Sequence[str]) -> list[float]: ...
 
 
-def _missing(name: str, path: Path, why: str) -> ModelUnavailable:
-    from assets.presets import PRESETS
-
-    fix = (
-        f"run `rag models pull {name} --force`"
-        if name in PRESETS
-        else "pass a folder holding model.onnx and tokenizer.json, or the minilm-reranker preset"
-    )
-    return ModelUnavailable(f"reranker {name} at {path}: {why}: {fix}")
-
-
-def pad_batch(rows: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Right-pad token rows to the longest; returns (ids, attention mask), both int64.
-
-    >>> ids, mask = pad_batch([[5, 6, 7], [8]])
-    >>> ids.tolist(), mask.tolist()
-    ([[5, 6, 7], [8, 0, 0]], [[1, 1, 1], [1, 0, 0]])
-    """
-    width = max((len(r) for r in rows), default=0)
-    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
-    mask = np.zeros((len(rows), width), dtype=np.int64)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = r
-        mask[i, : len(r)] = 1
-    return ids, mask
-
-
 class Reranker:
     """A cross-encoder over an ONNX folder (model.onnx + tokenizer.json); higher scores are better."""
 
     def __init__(self, folder: Path, name: str = "reranker", max_tokens: int = 256, batch_size: int = 32):
-        import onnxruntime as ort
-        from tokenizers import Tokenizer
-
-        from rag.hardware import cpu_threads
-
         folder = Path(folder)
         self.name, self.max_tokens, self.batch_size = name, max_tokens, batch_size
-        for f in FILES:
-            if not (folder / f).is_file():
-                raise _missing(name, folder, f"{f} is missing")
-        try:
-            self.tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
-        except Exception as e:  # tokenizers raises a bare Exception on a bad file
-            raise _missing(name, folder, f"tokenizer.json does not load ({e})") from e
-        self.tok.no_padding()
-        self.tok.no_truncation()
+        self.tok, self.session, self.inputs = open_model(folder, "reranker", name, "minilm-reranker")
         self.pad_id = self.tok.token_to_id("[PAD]") or 0
         self.specials = self.tok.num_special_tokens_to_add(is_pair=True)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = cpu_threads()
-        opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        try:
-            self.session = ort.InferenceSession(
-                str(folder / "model.onnx"), opts, providers=["CPUExecutionProvider"]
-            )
-        except Exception as e:  # onnxruntime's errors share no useful base class
-            raise _missing(name, folder, f"model.onnx does not load ({type(e).__name__})") from e
-        self.inputs = [i.name for i in self.session.get_inputs()]
 
     def encode_pairs(self, query: str, texts: Sequence[str]) -> list[Any]:
         """One tokenizers.Encoding per (query, text), at most max_tokens long with the special tokens.
@@ -109,10 +56,7 @@ class Reranker:
         return out
 
     def _run(self, encs: Sequence[Any]) -> list[float]:
-        ids, mask = pad_batch([e.ids for e in encs], self.pad_id)
-        types, _ = pad_batch([e.type_ids for e in encs], 0)
-        feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-        (logits,) = self.session.run(["logits"], {n: feed[n] for n in self.inputs})
+        (logits,) = self.session.run(["logits"], feed(encs, self.pad_id, self.inputs))
         return [float(x) for x in np.asarray(logits).reshape(len(encs), -1)[:, 0]]
 
     def score(self, query: str, texts: Sequence[str]) -> list[float]:
@@ -169,6 +113,6 @@ def load_reranker(name: str = "minilm-reranker", max_tokens: int = 256, say=None
         # an ONNX folder has no config.json, so a local one is taken as is rather than through resolve()
         folder = resolve(name, say) if name in PRESETS else Path(name).expanduser()
         if not folder.is_dir():
-            raise _missing(name, folder, "no such preset or folder")
+            raise missing("reranker", name, folder, "no such preset or folder", "minilm-reranker")
         _CACHE[key] = Reranker(folder, name=name, max_tokens=max_tokens)
     return _CACHE[key]

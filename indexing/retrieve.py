@@ -15,6 +15,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from indexing.onnx import encode_queries
 from rag.config import RetrievalConfig, default_index_dir
 from rag.errors import BadInput, IndexMismatch
 from rag.types import Chunk, Hit
@@ -41,7 +42,7 @@ class DenseRetriever(_Located):
     def ranked(self, query: str, n: int) -> list[tuple[int, float]]:
         if self.faiss_index.ntotal == 0:
             return []
-        q = self.embedder.encode([query]).astype(np.float32)
+        q = encode_queries(self.embedder, [query]).astype(np.float32)
         scores, ids = self.faiss_index.search(q, min(n, self.faiss_index.ntotal))
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
 
@@ -51,7 +52,7 @@ class DenseRetriever(_Located):
     def ranked_batch(self, queries: list[str], n: int) -> list[list[tuple[int, float]]]:
         if self.faiss_index.ntotal == 0:
             return [[] for _ in queries]
-        q = self.embedder.encode(queries, batch_size=64).astype(np.float32)
+        q = encode_queries(self.embedder, queries).astype(np.float32)
         scores, ids = self.faiss_index.search(q, min(n, self.faiss_index.ntotal))
         return [[(int(i), float(s)) for i, s in zip(ii, ss) if i >= 0] for ii, ss in zip(ids, scores)]
 

@@ -156,7 +156,7 @@ def preset_names() -> str:
     """The preset names as one comma-separated string, for error messages.
 
     >>> preset_names().split(", ")[:3]
-    ['minilm', 'minilm-reranker', 'smollm2-135m']
+    ['minilm', 'bge-small', 'minilm-reranker']
     """
     return ", ".join(PRESETS)
 

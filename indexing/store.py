@@ -223,6 +223,20 @@ class ChunkDB:
         }
         return [by_id[i] for i in ids if i in by_id]
 
+    def by_id(self, chunk_id: str) -> Chunk | None:
+        """The chunk whose id (`<doc>:<start>-<end>`, as get() builds it) is `chunk_id`, else None.
+
+        A lookup in the store, never a path: an id that names a file outside the index finds nothing.
+        """
+        m = re.fullmatch(r"(.+):([0-9]{1,18})-([0-9]{1,18})", chunk_id, re.DOTALL)  # SQLite ints: 63 bits
+        if m is None:
+            return None
+        row = self.conn.execute(
+            "SELECT doc, start, end, text FROM chunks WHERE doc=? AND start=? AND end=? LIMIT 1",
+            (m[1], int(m[2]), int(m[3])),
+        ).fetchone()
+        return None if row is None else Chunk(id=chunk_id, doc=row[0], text=row[3], start=row[1], end=row[2])
+
     def by_file(self, file: str) -> list[tuple[Chunk, np.ndarray]]:
         rows = self.conn.execute(
             "SELECT doc, start, end, text, vec FROM chunks WHERE file=? ORDER BY id", (file,)

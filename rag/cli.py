@@ -237,18 +237,9 @@ def search_cmd(
         hits = open_retriever(_index_dir(index), mode=mode or cfg.mode, cfg=cfg).search(query, k)
     except RagError as e:
         _fail(e)
-    rows = [
-        {
-            "rank": i,
-            "score": round(h.score, 6),
-            "rerank_score": None if h.rerank_score is None else round(h.rerank_score, 4),
-            "source": h.chunk.doc,
-            "start": h.chunk.start,
-            "end": h.chunk.end,
-            "text": h.chunk.text,
-        }
-        for i, h in enumerate(hits, 1)
-    ]
+    from rag.pipeline import hits_to_json
+
+    rows = hits_to_json(hits)
     if json_out:
         print(json.dumps(rows, ensure_ascii=False))
         return
@@ -385,33 +376,47 @@ def _ask_one(question: str, retriever, reader, k: int, json_out: bool) -> None:
     _ask_print_sources(stream, retriever)
 
 
+# The flags `rag ask` and `rag serve` share: which reader answers, over which retrieval.
+_READER_OPT = typer.Option(None, "--reader", help="llm | extractive (default: llm).")
+_MODEL_OPT = typer.Option(
+    None, "--model", help="Reader model preset or folder (default: qwen2.5-0.5b, with its shipped adapter)."
+)
+_ADAPTER_OPT = typer.Option(
+    None, "--adapter", help="LoRA adapter folder, 'none', or 'default' (the shipped one if any; the default)."
+)
+_INDEX_OPT = typer.Option(None, "--index", help="Index folder (default: $RAG_HOME/index).")
+_MODE_OPT = typer.Option(None, "--mode", help="Retrieval: hybrid | dense | bm25 (default: hybrid).")
+_MAX_NEW_TOKENS_OPT = typer.Option(None, "--max-new-tokens", help="Bound on the answer length (default: 32).")
+_RERANK_OPT = typer.Option(
+    None,
+    "--rerank/--no-rerank",
+    help="Rescore the fused top candidates with the cross-encoder (default: \\[retrieval] rerank, else off).",
+)
+
+
+def _reader_from(rc, reader: Optional[str], model: Optional[str], adapter: Optional[str], max_new_tokens):
+    """The reader of `rag ask` and `rag serve`: their flags over rag.toml's [reader] (`rc`)."""
+    return _ask_reader(
+        reader or rc.reader,
+        model or rc.model,
+        adapter or rc.adapter,
+        max_new_tokens or rc.max_new_tokens,
+        dtype=rc.dtype,
+        max_prompt_tokens=rc.max_prompt_tokens,
+    )
+
+
 @app.command("ask")
 def ask_cmd(
     question: Optional[str] = typer.Argument(None, help="The question; leave out for an interactive prompt."),
     k: Optional[int] = typer.Option(None, "-k", help="Passages given to the reader (default: 5)."),
-    reader: Optional[str] = typer.Option(None, "--reader", help="llm | extractive (default: llm)."),
-    model: Optional[str] = typer.Option(
-        None,
-        "--model",
-        help="Reader model preset or folder (default: qwen2.5-0.5b, with its shipped adapter).",
-    ),
-    adapter: Optional[str] = typer.Option(
-        None,
-        "--adapter",
-        help="LoRA adapter folder, 'none', or 'default' (the shipped one if any; the default).",
-    ),
-    index: Optional[Path] = typer.Option(None, "--index", help="Index folder (default: $RAG_HOME/index)."),
-    mode: Optional[str] = typer.Option(
-        None, "--mode", help="Retrieval: hybrid | dense | bm25 (default: hybrid)."
-    ),
-    max_new_tokens: Optional[int] = typer.Option(
-        None, "--max-new-tokens", help="Bound on the answer length (default: 32)."
-    ),
-    rerank: Optional[bool] = typer.Option(
-        None,
-        "--rerank/--no-rerank",
-        help="Rescore the fused top candidates with the cross-encoder (default: \\[retrieval] rerank, else off).",
-    ),
+    reader: Optional[str] = _READER_OPT,
+    model: Optional[str] = _MODEL_OPT,
+    adapter: Optional[str] = _ADAPTER_OPT,
+    index: Optional[Path] = _INDEX_OPT,
+    mode: Optional[str] = _MODE_OPT,
+    max_new_tokens: Optional[int] = _MAX_NEW_TOKENS_OPT,
+    rerank: Optional[bool] = _RERANK_OPT,
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object per answer."),
 ) -> None:
     """Answer a question from the indexed documents, citing the passages it came from."""
@@ -422,14 +427,7 @@ def ask_cmd(
         k = cfg.retrieval.k if k is None else k
         rc = _with_rerank(cfg.retrieval, rerank)
         retriever = _ask_retriever(index, mode or rc.mode, rc)
-        rd = _ask_reader(
-            reader or cfg.reader.reader,
-            model or cfg.reader.model,
-            adapter or cfg.reader.adapter,
-            max_new_tokens or cfg.reader.max_new_tokens,
-            dtype=cfg.reader.dtype,
-            max_prompt_tokens=cfg.reader.max_prompt_tokens,
-        )
+        rd = _reader_from(cfg.reader, reader, model, adapter, max_new_tokens)
         if question is not None:
             _ask_one(question, retriever, rd, k, json_out)
             return
@@ -450,6 +448,53 @@ def ask_cmd(
             _say_error(e)
         if not json_out:
             out.print()
+
+
+# ---------------------------------------------------------------- serve (owner: server)
+@app.command("serve")
+def serve_cmd(
+    index: Optional[Path] = _INDEX_OPT,
+    host: str = typer.Option(
+        "127.0.0.1", "--host", help="Address to listen on; other than loopback, it needs --token."
+    ),
+    port: int = typer.Option(8000, "--port", help="Port (0: a free one, printed at start)."),
+    token: Optional[str] = typer.Option(
+        None,
+        "--token",
+        envvar="RAG_TOKEN",
+        show_envvar=True,
+        help="Secret every API call must send as `Authorization: Bearer ...` (RAG_TOKEN keeps it out of `ps`).",
+    ),
+    queue: int = typer.Option(32, "--queue", help="Questions that may wait for the reader; more get 503."),
+    reader: Optional[str] = _READER_OPT,
+    model: Optional[str] = _MODEL_OPT,
+    adapter: Optional[str] = _ADAPTER_OPT,
+    mode: Optional[str] = _MODE_OPT,
+    max_new_tokens: Optional[int] = _MAX_NEW_TOKENS_OPT,
+    rerank: Optional[bool] = _RERANK_OPT,
+) -> None:
+    """Serve the HTTP API and a page at http://HOST:PORT/, with the index and the reader loaded once."""
+    from rag.config import load_config
+    from rag.server import ServeConfig, bind, check_bind, create_app, serve, url_of
+
+    try:
+        scfg = ServeConfig(host=host, port=port, token=token or None, queue=queue)
+        check_bind(scfg)
+        sock = bind(host, port)  # a port in use fails now, not after the models load
+        cfg = load_config()
+        rc = _with_rerank(cfg.retrieval, rerank)
+        rd = _reader_from(cfg.reader, reader, model, adapter, max_new_tokens)
+        from rag.reader import ExtractiveReader
+
+        readers = {rd.name: rd}
+        readers.setdefault("extractive", ExtractiveReader())  # the no-LLM baseline costs nothing beside it
+        app = create_app(
+            lambda m: _ask_retriever(index, m, rc), readers, scfg, mode=mode or rc.mode, k=cfg.retrieval.k
+        )
+    except RagError as e:
+        _fail(e)
+    err.print(f"serving on {url_of(sock)} (API docs at /docs); Ctrl-C stops it", highlight=False)
+    serve(app, sock)
 
 
 # ---------------------------------------------------------------- finetune (owner: finetune)

@@ -103,7 +103,25 @@ def answer_to_json(ans: Answer, question: str | None = None) -> dict[str, Any]:
             "timings": {k: round(v, 4) if isinstance(v, float) else v for k, v in ans.timings.items()},
         }
     )
+    if ans.decision:
+        obj["decision"] = {k: round(v, 4) if isinstance(v, float) else v for k, v in ans.decision.items()}
     return obj
+
+
+def hits_to_json(hits: list[Hit]) -> list[dict[str, Any]]:
+    """The `rag search --json` list: rank, scores, source, offsets and text of each hit."""
+    return [
+        {
+            "rank": i,
+            "score": round(h.score, 6),
+            "rerank_score": None if h.rerank_score is None else round(h.rerank_score, 4),
+            "source": h.chunk.doc,
+            "start": h.chunk.start,
+            "end": h.chunk.end,
+            "text": h.chunk.text,
+        }
+        for i, h in enumerate(hits, 1)
+    ]
 
 
 def snippet(text: str, answer: str | None = None, width: int = 160) -> str:

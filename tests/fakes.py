@@ -85,13 +85,17 @@ def tiny_llama_config(tok):
     )
 
 
-def make_scripted(tok, text: str):
-    """A tiny Llama that runs its real forward pass (and KV cache) but always emits `text` greedily."""
+def make_scripted(tok, text: str, delay: float = 0.0):
+    """A tiny Llama that runs its real forward pass (and KV cache) but always emits `text` greedily;
+    `delay` seconds of sleep per forward pass stand in for a real model's decoding time."""
+    import time
+
     import torch
     from transformers import LlamaForCausalLM
 
     class Scripted(LlamaForCausalLM):
         def forward(self, input_ids=None, cache=None, **kw):
+            time.sleep(delay)
             out = super().forward(input_ids=input_ids, cache=cache, **kw)
             self.calls += 1
             if cache is None:
@@ -108,6 +112,186 @@ def make_scripted(tok, text: str):
     m.script = tok(text, add_special_tokens=False)["input_ids"]
     m.calls = 0
     return m
+
+
+def scripted_reader(tok, text: str, delay: float = 0.0, model: str = "tiny"):
+    """The real LLMReader over make_scripted(tok, text, delay): streams `text` token by token."""
+    from rag.reader import LLMReader
+
+    return LLMReader(make_scripted(tok, text, delay), tok, {"name": model}, adapter=None)
+
+
+class ByQuestion:
+    """A streaming reader that hands each question to the first reader whose keyword it contains
+    (else `default`): lets one fake server both answer and decline."""
+
+    name = "llm"
+
+    def __init__(self, default, rules: dict):
+        self.default, self.rules, self._last = default, rules, default
+        self.reader = default.reader
+
+    def _pick(self, question: str):
+        q = question.lower()
+        return next((r for word, r in self.rules.items() if word in q), self.default)
+
+    @property
+    def last_new_tokens(self):
+        return self._last.last_new_tokens
+
+    @property
+    def last_passages(self):
+        return self._last.last_passages
+
+    def stream(self, question, hits):
+        self._last = self._pick(question)
+        yield from self._last.stream(question, hits)
+
+    def finish(self, question, hits, raw):
+        return self._pick(question).finish(question, hits, raw)
+
+    def answer(self, question, hits):
+        return self._pick(question).answer(question, hits)
+
+
+def serve_reader(delay: float = 0.0):
+    """The fake reader of the server tests: "Denver Broncos [1]", and the abstention for any question
+    about mercury, each from a scripted tiny LLM through the real LLMReader."""
+    from rag.prompt import ABSTAIN
+
+    tok = make_tokenizer()
+    answer = scripted_reader(tok, "Denver Broncos [1]\nQuestion: who lost?", delay)
+    decline = scripted_reader(tok, ABSTAIN + "\nQuestion: why?", delay)
+    return ByQuestion(answer, {"mercury": decline})
+
+
+class SlowEchoReader:
+    """A streaming reader with no model: answers a question with its last word repeated `repeat` times
+    and cites [1], one word per piece after `prefill` seconds, `delay` seconds per piece. It records
+    how many streams ran at once and the pieces it produced (to see a cancelled stream stop)."""
+
+    name = "llm"
+    last_passages = None
+
+    def __init__(self, delay: float = 0.01, repeat: int = 3, prefill: float = 0.0):
+        import threading
+
+        self.delay, self.repeat, self.prefill = delay, repeat, prefill
+        self.reader = {"model": "echo", "adapter": None}
+        self.active = self.max_active = self.pieces = 0
+        self.busy: list[tuple[float, float]] = []  # (start, end) of each stream, perf_counter
+        self.last_new_tokens = 0
+        self._lock = threading.Lock()
+
+    def stream(self, question, hits):
+        import time
+
+        word = question.split()[-1].strip("?.!")
+        with self._lock:
+            self.active += 1
+            self.max_active = max(self.max_active, self.active)
+        t0, n = time.perf_counter(), 0
+        try:
+            time.sleep(self.prefill)
+            for piece in [word] + [" " + word] * (self.repeat - 1) + [" [1]"]:
+                time.sleep(self.delay)
+                n += 1
+                self.pieces += 1
+                yield piece
+        finally:
+            self.last_new_tokens = n
+            with self._lock:
+                self.active -= 1
+            self.busy.append((t0, time.perf_counter()))
+
+    def finish(self, question, hits, raw):
+        from rag.reader import finish
+
+        return finish(raw, hits, self.reader)
+
+    def answer(self, question, hits):
+        return self.finish(question, hits, "".join(self.stream(question, hits)))
+
+
+# A document carrying markup that must reach a page as text, never run: the page test checks window.pwned.
+INJECTED = '<script>window.pwned = 1</script><img src=x onerror="window.pwned = 2">'
+SERVE_DOCS = {
+    "super_bowl_50.txt": "Super Bowl 50 was an American football game. The Denver Broncos defeated the "
+    f"Carolina Panthers 24-10 to win Super Bowl 50. {INJECTED}",
+    "mercury.txt": "Mercury is a chemical element. It is liquid at room temperature.",
+    "moon.txt": "The Moon orbits the Earth. Apollo 11 landed on it in 1969.",
+}
+
+
+def serve_index(root):
+    """(docs folder, index folder): SERVE_DOCS indexed under `root` with the fake-hash embedder."""
+    from pathlib import Path
+
+    from indexing.build import build_index
+    from indexing.embed import register_embedder
+    from rag.config import IndexConfig
+
+    register_embedder("fake-hash", HashEmbedder)
+    docs, index = Path(root) / "docs", Path(root) / "index"
+    docs.mkdir(parents=True)
+    for name, text in SERVE_DOCS.items():
+        (docs / name).write_text(text)
+    build_index([docs], index, IndexConfig(embedder="fake-hash"))
+    return docs, index
+
+
+def rag_main_with_fakes() -> None:
+    """The `rag` command line with the fake-hash embedder registered and the reader seam
+    (rag.cli._ask_reader) giving a fake: serve_reader() by default, or SlowEchoReader when
+    RAG_FAKE_READER=echo. RAG_FAKE_DELAY sets the seconds per piece. For `rag serve` in a subprocess:
+
+        python -c "import fakes; fakes.rag_main_with_fakes()" serve --index DIR --port 0
+    """
+    import os
+    import sys
+
+    import rag.cli as cli
+    from indexing.embed import register_embedder
+
+    register_embedder("fake-hash", HashEmbedder)
+    delay = float(os.environ.get("RAG_FAKE_DELAY", "0"))
+    if os.environ.get("RAG_FAKE_READER") == "echo":
+        reader = SlowEchoReader(delay=delay, prefill=float(os.environ.get("RAG_FAKE_PREFILL", "0")))
+    else:
+        reader = serve_reader(delay)
+    cli._ask_reader = lambda *a, **kw: reader
+    sys.argv = ["rag", *sys.argv[1:]]
+    cli.main()
+
+
+def serve_in_thread(app):
+    """Run an ASGI app with uvicorn on a free loopback port in a daemon thread (a context manager
+    yielding its base URL, e.g. "http://127.0.0.1:41234/"); stops it on exit."""
+    import contextlib
+    import threading
+    import time
+
+    import uvicorn
+
+    from rag.server import bind, url_of
+
+    @contextlib.contextmanager
+    def running():
+        sock = bind("127.0.0.1", 0)
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.01)
+        try:
+            yield url_of(sock)
+        finally:
+            server.should_exit = True
+            thread.join(10)
+            sock.close()
+
+    return running()
 
 
 def hit(doc: str, text: str, start: int = 0, score: float = 1.0):

@@ -36,6 +36,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("reader and training", ("rag.reader", "finetune")),
     ("pipeline", ("rag.pipeline",)),
     ("evaluation and report", ("eval",)),
+    ("server", ("rag.server",)),
     ("command line", ("rag.cli", "rag.__main__")),
 ]
 

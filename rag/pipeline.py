@@ -103,8 +103,6 @@ def answer_to_json(ans: Answer, question: str | None = None) -> dict[str, Any]:
             "timings": {k: round(v, 4) if isinstance(v, float) else v for k, v in ans.timings.items()},
         }
     )
-    if ans.decision:
-        obj["decision"] = {k: round(v, 4) if isinstance(v, float) else v for k, v in ans.decision.items()}
     return obj
 
 

@@ -65,6 +65,7 @@ def answer_row(reader: Any, q: Question, ctx: list[Hit], k: int, system: str) ->
         "seconds": ans.timings["generate_s"],
         "timings": dict(ans.timings),
         "passages": len(stream.hits),
+        "decision": dict(ans.decision),  # span decoding: the two log-probabilities, the best span
     }
 
 

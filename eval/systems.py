@@ -1,7 +1,8 @@
 """Systems under evaluation: names parsed into specs, what each one is, and a hash of what it answers with.
 
 System names (`--systems`): "extractive", a reader preset ("qwen2.5-0.5b"), a preset with its shipped
-adapter ("qwen2.5-0.5b+tuned") or with an adapter folder ("qwen2.5-0.5b+/path/to/adapter"), each
+adapter ("qwen2.5-0.5b+tuned") or with an adapter folder ("qwen2.5-0.5b+/path/to/adapter"), then
+optionally ":span" (span-faithful decoding, rag.toml's abstain threshold) or ":span=T" (threshold T), each
 optionally suffixed "@gold" for the oracle run with the gold paragraph.
 
 A system's hash covers everything that changes its answers (reader, model and its sha256, adapter
@@ -35,11 +36,13 @@ class SystemSpec:
     model: str | None = None  # model-store preset or folder, for llm readers
     adapter: str = "none"  # "none" or an adapter folder
     oracle: bool = False  # True: the gold paragraph is the only passage (no retrieval)
+    span: bool = False  # span-faithful decoding with the calibrated abstention choice (rag.span)
+    threshold: float | None = None  # its abstain threshold; None: rag.toml's [reader] abstain_threshold
 
     @property
     def reader_key(self) -> tuple:
         """Systems with the same key share one loaded reader."""
-        return (self.reader, self.model, self.adapter)
+        return (self.reader, self.model, self.adapter, self.span, self.threshold)
 
 
 def _reader_presets() -> list[dict]:
@@ -54,10 +57,13 @@ def _reader_presets() -> list[dict]:
 def parse_system(name: str) -> SystemSpec:
     """A system name -> SystemSpec, or BadInput listing the valid forms.
 
-    >>> parse_system("extractive@gold")
-    SystemSpec(name='extractive@gold', reader='extractive', model=None, adapter='none', oracle=True)
+    >>> parse_system("extractive@gold")  # doctest: +ELLIPSIS
+    SystemSpec(name='extractive@gold', reader='extractive', model=None, adapter='none', oracle=True, ...)
     """
     base, oracle = (name[: -len("@gold")], True) if name.endswith("@gold") else (name, False)
+    base, span, threshold = _decoding(name, base)
+    if base == "extractive" and span:
+        raise BadInput(f"{name!r}: :span applies to LLM readers only; drop it from extractive")
     if base == "extractive":
         return SystemSpec(name=name, reader="extractive", oracle=oracle)
     model, _, adapter = base.partition("+")
@@ -67,8 +73,9 @@ def parse_system(name: str) -> SystemSpec:
             f"unknown system {name!r}: use extractive, a reader preset ({', '.join(presets) or 'none found'}), "
             "PRESET+tuned, PRESET+ADAPTER_DIR, each optionally with @gold"
         )
+    dec = {"span": span, "threshold": threshold}
     if not adapter or adapter == "none":
-        return SystemSpec(name=name, reader="llm", model=model, oracle=oracle)
+        return SystemSpec(name=name, reader="llm", model=model, oracle=oracle, **dec)
     if adapter == "tuned":
         folder = adapters.shipped_adapter(Path(model).name)
         if folder is None:
@@ -76,14 +83,33 @@ def parse_system(name: str) -> SystemSpec:
                 f"no shipped adapter for {model} in {adapters.SHIPPED_ADAPTERS / Path(model).name}: "
                 f"train one with `rag finetune` and pass {model}+ADAPTER_DIR, or drop {name!r}"
             )
-        return SystemSpec(name=name, reader="llm", model=model, adapter=str(folder), oracle=oracle)
+        return SystemSpec(name=name, reader="llm", model=model, adapter=str(folder), oracle=oracle, **dec)
     folder = Path(adapter).expanduser()
     if not (folder / "adapter_config.json").is_file():
         raise BadInput(
             f"{folder} is not an adapter folder (no adapter_config.json): "
             f"pass one written by `rag finetune` in {name!r}"
         )
-    return SystemSpec(name=name, reader="llm", model=model, adapter=str(folder.resolve()), oracle=oracle)
+    return SystemSpec(
+        name=name, reader="llm", model=model, adapter=str(folder.resolve()), oracle=oracle, **dec
+    )
+
+
+def _decoding(name: str, base: str) -> tuple[str, bool, float | None]:
+    """(name without its decoding suffix, span, threshold): "...:span" or "...:span=-1.5".
+
+    >>> _decoding("q+tuned:span=-1.5", "q+tuned:span=-1.5"), _decoding("q", "q")
+    (('q+tuned', True, -1.5), ('q', False, None))
+    """
+    head, sep, tail = base.rpartition(":span")
+    if not sep or (tail and not tail.startswith("=")):
+        return base, False, None
+    if not tail:
+        return head, True, None
+    try:
+        return head, True, float(tail[1:])
+    except ValueError:
+        raise BadInput(f"{name!r}: the threshold after :span= must be a number, like :span=-1.5") from None
 
 
 def installed_systems(oracle: bool = True) -> list[SystemSpec]:
@@ -109,7 +135,18 @@ def open_reader(spec: SystemSpec):
 
     if spec.reader == "extractive":
         return make_reader("extractive")
-    return make_reader("llm", model=spec.model, adapter=spec.adapter)
+    return make_reader(
+        "llm", model=spec.model, adapter=spec.adapter, span=spec.span, abstain_threshold=threshold_of(spec)
+    )
+
+
+def threshold_of(spec: SystemSpec) -> float:
+    """The abstain threshold a span system decides with: its own, else rag.toml's."""
+    if spec.threshold is not None:
+        return spec.threshold
+    from rag.config import load_config
+
+    return load_config().reader.abstain_threshold
 
 
 # ---------------------------------------------------------------- what a system is
@@ -203,4 +240,6 @@ def system_hash(spec: SystemSpec, k: int) -> str:
         "k": None if spec.oracle else k,
         "prompt": PROMPT_VERSION,
     }
+    if spec.span:  # only then: the hashes (and saved predictions) of free-decoding systems stay as they were
+        key["decoding"] = {"span": True, "threshold": threshold_of(spec)}
     return sha256_text(json.dumps(key, sort_keys=True))[:12]

@@ -277,6 +277,8 @@ def _ask_reader(
     max_new_tokens: int,
     dtype: str = "auto",
     max_prompt_tokens: int = 4096,
+    span: bool = False,
+    abstain_threshold: float = 0.0,
 ):
     """The reader `rag ask` uses (a seam for tests); pulls the model on first use, saying so on stderr."""
     from rag.reader import make_reader
@@ -289,6 +291,8 @@ def _ask_reader(
         say=lambda m: err.print(m, highlight=False),
         dtype=dtype,
         max_prompt_tokens=max_prompt_tokens,
+        span=span,
+        abstain_threshold=abstain_threshold,
     )
 
 
@@ -394,7 +398,29 @@ _RERANK_OPT = typer.Option(
 )
 
 
-def _reader_from(rc, reader: Optional[str], model: Optional[str], adapter: Optional[str], max_new_tokens):
+_SPAN_OPT = typer.Option(
+    None,
+    "--span/--no-span",
+    help="Span-faithful decoding: the answer is copied from a passage and cites one that holds it "
+    "(default: \\[reader] span).",
+)
+_ABSTAIN_OPT = typer.Option(
+    None,
+    "--abstain-threshold",
+    help="With --span, decline when log P(abstain) - log P(answer) exceeds this "
+    "(default: \\[reader] abstain_threshold).",
+)
+
+
+def _reader_from(
+    rc,
+    reader: Optional[str],
+    model: Optional[str],
+    adapter: Optional[str],
+    max_new_tokens,
+    span: Optional[bool] = None,
+    abstain_threshold: Optional[float] = None,
+):
     """The reader of `rag ask` and `rag serve`: their flags over rag.toml's [reader] (`rc`)."""
     return _ask_reader(
         reader or rc.reader,
@@ -403,6 +429,8 @@ def _reader_from(rc, reader: Optional[str], model: Optional[str], adapter: Optio
         max_new_tokens or rc.max_new_tokens,
         dtype=rc.dtype,
         max_prompt_tokens=rc.max_prompt_tokens,
+        span=rc.span if span is None else span,
+        abstain_threshold=rc.abstain_threshold if abstain_threshold is None else abstain_threshold,
     )
 
 
@@ -417,6 +445,8 @@ def ask_cmd(
     mode: Optional[str] = _MODE_OPT,
     max_new_tokens: Optional[int] = _MAX_NEW_TOKENS_OPT,
     rerank: Optional[bool] = _RERANK_OPT,
+    span: Optional[bool] = _SPAN_OPT,
+    abstain_threshold: Optional[float] = _ABSTAIN_OPT,
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object per answer."),
 ) -> None:
     """Answer a question from the indexed documents, citing the passages it came from."""
@@ -427,7 +457,7 @@ def ask_cmd(
         k = cfg.retrieval.k if k is None else k
         rc = _with_rerank(cfg.retrieval, rerank)
         retriever = _ask_retriever(index, mode or rc.mode, rc)
-        rd = _reader_from(cfg.reader, reader, model, adapter, max_new_tokens)
+        rd = _reader_from(cfg.reader, reader, model, adapter, max_new_tokens, span, abstain_threshold)
         if question is not None:
             _ask_one(question, retriever, rd, k, json_out)
             return

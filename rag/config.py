@@ -121,6 +121,8 @@ class ReaderConfig:
     dtype: str = (
         "auto"  # compute dtype: auto (bf16 only on CPUs with native bf16, else fp32) | bfloat16 | float32
     )
+    span: bool = False  # span-faithful decoding: the answer copied from a passage, cited where it is
+    abstain_threshold: float = 0.0  # span decoding declines when log P(abstain) - log P(answer) > this
 
     def __post_init__(self):
         _check(self, {"max_new_tokens": 1})

@@ -99,10 +99,12 @@ def answer_to_json(ans: Answer, question: str | None = None) -> dict[str, Any]:
                 {"n": c.n, "source": c.source, "start": c.start, "end": c.end, "supported": c.supported}
                 for c in ans.citations
             ],
-            "reader": {k: v for k, v in ans.reader.items() if k in ("model", "adapter", "dtype")},
+            "reader": {k: v for k, v in ans.reader.items() if k in ("model", "adapter", "dtype", "decoding")},
             "timings": {k: round(v, 4) if isinstance(v, float) else v for k, v in ans.timings.items()},
         }
     )
+    if ans.decision:
+        obj["decision"] = {k: round(v, 4) if isinstance(v, float) else v for k, v in ans.decision.items()}
     return obj
 
 

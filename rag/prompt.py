@@ -115,13 +115,18 @@ def _inert(text: str, reserved: tuple[str, ...]) -> str:
     return neutralize(sanitize(text), reserved)
 
 
+def shown_text(passage: Passage, reserved: tuple[str, ...] = ()) -> str:
+    """The passage text exactly as the prompt shows it (what a copied answer is checked against)."""
+    return _inert(passage.text, reserved)
+
+
 def format_passage(n: int, passage: Passage, reserved: tuple[str, ...] = ()) -> str:
     """One numbered passage line of the prompt.
 
     >>> format_passage(2, Passage("docs/sb50.txt", "The Broncos won.\\nAnswer: 42 [1]"))
     '[2] (sb50.txt) The Broncos won. Answer: 42 (1)'
     """
-    return f"[{n}] ({neutralize(source_name(passage.source), reserved)}) {_inert(passage.text, reserved)}"
+    return f"[{n}] ({neutralize(source_name(passage.source), reserved)}) {shown_text(passage, reserved)}"
 
 
 def format_body(question: str, passages: list[Passage], reserved: tuple[str, ...] = ()) -> str:

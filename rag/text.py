@@ -54,13 +54,17 @@ def stem(w: str) -> str:
     return w
 
 
-def words(text: str) -> list[str]:
-    """Lowercased alphanumeric tokens.
+# soft hyphens and zero-width characters that HTML and PDF text put inside words ("JSON\u00adDecode")
+_INVISIBLE = re.compile("[\u00ad\u200b\u200c\u200d\u2060\ufeff]")
 
-    >>> words("Denver's 24–10 win!")
-    ['denver', 's', '24', '10', 'win']
+
+def words(text: str) -> list[str]:
+    """Lowercased alphanumeric tokens; identifiers keep their parts (`__lt__` -> lt).
+
+    >>> words("Denver's 24–10 win!"), words("json.JSON\u00adDecode\u200bError, __lt__()")
+    (['denver', 's', '24', '10', 'win'], ['json', 'jsondecodeerror', 'lt'])
     """
-    return _WORD.findall(text.lower())
+    return _WORD.findall(_INVISIBLE.sub("", text.lower()))
 
 
 def content_words(text: str) -> list[str]:
@@ -86,6 +90,10 @@ def support(answer: str, passage: str) -> float:
     0.6666666666666666
     >>> support("Carolina Panthers", "The Broncos of Denver won.")
     0.0
+    >>> support("`JSONDecodeError`", "exception json.JSON\u00adDecodeError(msg, doc, pos)")
+    1.0
+    >>> support("__lt__", "rich comparison: object.__lt__(self, other)"), support("a", "b")
+    (1.0, 1.0)
     """
     cw = content_words(answer)
     if not cw:

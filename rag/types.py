@@ -40,6 +40,9 @@ class Answer:
     timings: dict = field(default_factory=dict)  # {"retrieve_s", "generate_s", "first_token_s"}
     raw: str = ""  # the reader's raw output, before parsing
     supported: bool = True  # False when the answer is not found in the passages it cites
+    # span-faithful LLM reader: {"abstain_logprob", "answer_logprob", "span"} (the best span, even when it
+    # abstained) and "threshold": abstain when abstain_logprob - answer_logprob > threshold
+    decision: dict = field(default_factory=dict)
 
 
 @runtime_checkable

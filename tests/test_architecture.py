@@ -29,6 +29,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "rag.files",
             "rag.text",
             "rag.prompt",
+            "rag.span",
         ),
     ),
     ("model store and data sets", ("assets",)),

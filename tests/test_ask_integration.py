@@ -62,7 +62,12 @@ def test_real_reader_on_three_documents(index, real_models):
     assert "\n" not in ans.raw and "Question:" not in ans.raw
     from rag.hardware import choose_dtype
 
-    assert ans.reader == {"model": "smollm2-135m", "adapter": None, "dtype": choose_dtype()}
+    assert ans.reader == {
+        "model": "smollm2-135m",
+        "adapter": None,
+        "dtype": choose_dtype(),
+        "decoding": "free",
+    }
     assert all(1 <= c.n <= len(s.hits) for c in ans.citations)
     for c in ans.citations:
         h = s.hits[c.n - 1].chunk

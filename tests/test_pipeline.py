@@ -137,7 +137,7 @@ def scripted(monkeypatch):
     calls = []
     tok = make_tokenizer()
 
-    def factory(name, model, adapter, max_new_tokens, dtype="auto", max_prompt_tokens=4096):
+    def factory(name, model, adapter, max_new_tokens, **settings):
         calls.append((name, model, adapter, max_new_tokens))
         m = make_scripted(tok, "Denver Broncos [1]\nQuestion: who lost?")
         return LLMReader(m, tok, {"name": model}, adapter=None, max_new_tokens=max_new_tokens)
@@ -157,7 +157,7 @@ def test_cli_ask_json_llm(scripted):
     assert obj["citations"] == [
         {"n": 1, "source": "nfl/super_bowl_50.txt", "start": 10, "end": 10 + len(SB50), "supported": True}
     ]
-    assert obj["reader"] == {"model": "tiny", "adapter": None, "dtype": "float32"}
+    assert obj["reader"] == {"model": "tiny", "adapter": None, "dtype": "float32", "decoding": "free"}
     assert obj["timings"]["new_tokens"] >= 1
     assert scripted == [("llm", "tiny", "none", 32)]
 

@@ -146,7 +146,7 @@ def test_citations_carry_source_offsets_and_drop_unknown(tok):
         120 + len(SB50),
         True,
     )
-    assert ans.reader == {"model": "tiny", "adapter": None, "dtype": "float32"}
+    assert ans.reader == {"model": "tiny", "adapter": None, "dtype": "float32", "decoding": "free"}
 
 
 def test_unsupported_citation_is_flagged(tok):
@@ -225,7 +225,7 @@ def test_adapter_is_merged_into_a_copy(tmp_path, tok, base):
     before = {k: v.clone() for k, v in base.state_dict().items()}
     path = make_adapter(tmp_path, copy.deepcopy(base), {"base": "tiny", "base_sha256": "ab" * 32})
     r = LLMReader(base, tok, {"name": "tiny", "sha256": "ab" * 32}, adapter=path)
-    assert r.reader == {"model": "tiny", "adapter": str(path), "dtype": "float32"}
+    assert r.reader == {"model": "tiny", "adapter": str(path), "dtype": "float32", "decoding": "free"}
     assert type(r.model) is LlamaForCausalLM  # merged: no peft wrapper left at serving time
     q = "model.layers.0.self_attn.q_proj.weight"
     assert not torch.equal(r.model.state_dict()[q], before[q])  # adapter weights applied

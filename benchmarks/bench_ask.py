@@ -229,7 +229,12 @@ def bench_preset(preset: str, args, questions: list[dict], squad: list[dict], re
         reader = make_reader("extractive")
     else:
         reader = make_reader(
-            "llm", model=preset, adapter=args.adapter, max_new_tokens=args.max_new_tokens, dtype=args.dtype
+            "llm",
+            model=preset,
+            adapter=args.adapter,
+            max_new_tokens=args.max_new_tokens,
+            dtype=args.dtype,
+            span=args.span,
         )
         torch.set_num_threads(args.threads)
         row["adapter"] = reader.reader["adapter"]
@@ -337,6 +342,8 @@ def main() -> None:
     ap.add_argument("--index", type=Path, default=None, help="index over corpus/ [default: $RAG_HOME/index]")
     ap.add_argument("--n", type=int, default=20, help="questions for warm latency")
     ap.add_argument("--k", type=int, default=5)
+    ap.add_argument("--rerank", type=int, default=0, help="rerank the fused top N (0: off)")
+    ap.add_argument("--span", action="store_true", help="span-faithful decoding for the llm presets")
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--squad", type=int, default=50, help="questions for the gold-paragraph floor (0 = skip)")
     ap.add_argument("--threads", type=int, default=2)
@@ -364,6 +371,11 @@ def main() -> None:
     questions = load_questions(args.n, seed=1)
     squad = load_questions(args.squad, seed=0) if args.squad else []
     retriever = open_retriever(args.index, mode="hybrid")
+    if args.rerank:
+        from indexing.retrieve import with_reranker
+        from rag.config import RetrievalConfig
+
+        retriever = with_reranker(retriever, RetrievalConfig(rerank=True, rerank_candidates=args.rerank))
     retriever.search("warm up", args.k)
     rows = []
     for p in args.presets:

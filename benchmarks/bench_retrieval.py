@@ -80,6 +80,9 @@ def main() -> None:
         "--rerank-limit", type=int, default=0, help="rerank only N of the (seeded) questions (0 = all)"
     )
     ap.add_argument("--latency-queries", type=int, default=200)
+    ap.add_argument(
+        "--score-cache", type=Path, default=None, help="JSONL of pair scores (default: in --work)"
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "retrieval.json")
     args = ap.parse_args()
 
@@ -99,6 +102,20 @@ def main() -> None:
     n_max = max(args.rerank_candidates, default=0)
     scorer = load_reranker("minilm-reranker", max_tokens=args.rerank_tokens) if n_max else None
     cache: dict[tuple[int, str], float] = {}
+    # Pair scores persist (keyed by the query and chunk texts), so an interrupted run resumes, and a later
+    # run over more questions only scores what is new.
+    store = args.score_cache or args.work / f"rerank-scores-t{args.rerank_tokens}.jsonl"
+    saved: dict[tuple[str, str], float] = {}
+    if n_max and store.is_file():
+        for line in open(store):
+            try:
+                r = json.loads(line)
+                saved[(r["q"], r["c"])] = r["s"]
+            except (ValueError, KeyError):
+                continue  # a line cut by an interrupted run
+        print(f"{len(saved)} saved pair scores from {store}")
+    store.parent.mkdir(parents=True, exist_ok=True)
+    sink = open(store, "a") if n_max else None
     out_rows, builds = [], {}
 
     limits = args.rerank_limits or [args.rerank_limit] * len(args.embedders)
@@ -128,10 +145,19 @@ def main() -> None:
             scored = []
             for qi, (q, hits) in enumerate(zip(queries[: len(rr_rows)], fused)):
                 hits = hits[:n_max]
-                todo = [h for h in hits if (qi, h.chunk.text) not in cache]
+                todo = []
+                for h in hits:
+                    key = (qi, h.chunk.text)
+                    if key not in cache and (q, h.chunk.id) in saved:
+                        cache[key] = saved[(q, h.chunk.id)]
+                    elif key not in cache:
+                        todo.append(h)
                 if todo:
                     for h, s in zip(todo, scorer.score(q, [h.chunk.text for h in todo])):
                         cache[(qi, h.chunk.text)] = s
+                        saved[(q, h.chunk.id)] = s
+                        sink.write(json.dumps({"q": q, "c": h.chunk.id, "s": s}) + "\n")
+                    sink.flush()
                 scored.append(hits)
                 done += 1
                 if done % 500 == 0:

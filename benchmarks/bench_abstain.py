@@ -1,0 +1,171 @@
+"""Calibrating the abstain threshold of span-faithful decoding on the training sources' validation split.
+
+The validation articles of `rag finetune`'s data (SQuADShifts new_wiki + nyt, 5% of articles held out from
+training; never SQuAD dev or Disfl-QA) give answerable examples (the gold paragraph among hard negatives)
+and unanswerable ones (the gold paragraph left out: only passages that BM25 ranks high for the question
+but that hold no gold answer). The span reader answers each with the threshold at +inf, so each row keeps
+both log-probabilities; then every threshold is scored offline:
+
+    declined        share of unanswerable examples declined (recall of declining)
+    precision       share of declines that were right (the example was unanswerable)
+    wrong declines  share of answerable examples declined
+    answer F1       SQuAD F1 over answerable examples (a decline scores 0)
+
+The chosen threshold maximises declined - wrong declines (Youden's J) with wrong declines <= --max-wrong.
+Prints the curve and writes benchmarks/results/abstain.json (the report draws the curve from it).
+
+    python benchmarks/bench_abstain.py [--limit 300] [--model qwen2.5-0.5b] [--adapter default]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from common import cpu_line, write_result  # noqa: E402
+
+
+def curve(rows: list[dict]) -> list[dict]:
+    """One point per distinct threshold (plus +-inf): the four rates above at that threshold."""
+    ans = [r for r in rows if not r["unanswerable"]]
+    un = [r for r in rows if r["unanswerable"]]
+    gaps = sorted({r["gap"] for r in rows if math.isfinite(r["gap"])})
+    cuts = [-math.inf] + [(a + b) / 2 for a, b in zip(gaps, gaps[1:])] + [math.inf]
+    if len(gaps) == 1:
+        cuts = [-math.inf, gaps[0], math.inf]
+    out = []
+    for t in cuts:
+        declined = lambda r, t=t: r["gap"] > t  # noqa: E731
+        d_un = sum(map(declined, un))
+        d_ans = sum(map(declined, ans))
+        out.append(
+            {
+                "threshold": t,
+                "declined": d_un / len(un) if un else None,
+                "precision": d_un / (d_un + d_ans) if d_un + d_ans else None,
+                "wrong_declines": d_ans / len(ans) if ans else None,
+                "answer_f1": 100 * sum(0 if declined(r) else r["f1"] for r in ans) / len(ans)
+                if ans
+                else None,
+            }
+        )
+    return out
+
+
+def choose(points: list[dict], max_wrong: float) -> dict:
+    ok = [p for p in points if p["wrong_declines"] is not None and p["wrong_declines"] <= max_wrong]
+    return max(ok, key=lambda p: (p["declined"] - p["wrong_declines"], -abs(p["threshold"])))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--limit", type=int, default=300, help="validation examples (seeded, both kinds)")
+    ap.add_argument("--model", default="qwen2.5-0.5b")
+    ap.add_argument("--adapter", default="default")
+    ap.add_argument("--max-wrong", type=float, default=0.08, help="most wrong declines the choice may cost")
+    ap.add_argument(
+        "--rows", type=Path, default=Path("/tmp/rag-bench/abstain-rows.jsonl"), help="resume file"
+    )
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "abstain.json")
+    args = ap.parse_args()
+
+    from finetune.data import DataConfig, build_dataset
+    from rag.hardware import describe
+    from rag.reader import make_reader
+    from rag.text import em_f1
+    from rag.types import Chunk, Hit
+
+    hw = describe()
+    print(cpu_line(hw, f", load {os.getloadavg()[0]:.2f}"))
+    ds = build_dataset(DataConfig())
+    val = random.Random(0).sample(ds.val, min(args.limit, len(ds.val)))
+    print(f"{len(val)} validation examples ({sum(e.gold is None for e in val)} without the gold paragraph)")
+    reader = make_reader("llm", model=args.model, adapter=args.adapter, span=True, abstain_threshold=math.inf)
+    done = {}
+    if args.rows.is_file():
+        done = {r["id"]: r for r in map(json.loads, open(args.rows)) if r.get("reader") == reader.reader}
+    args.rows.parent.mkdir(parents=True, exist_ok=True)
+    rows, t0 = [], time.perf_counter()
+    with open(args.rows, "a") as sink:
+        for i, e in enumerate(val, 1):
+            if e.id in done:
+                rows.append(done[e.id])
+                continue
+            hits = [
+                Hit(Chunk(f"{p.source}:{j}", p.source, p.text, 0, len(p.text)), 1.0)
+                for j, p in enumerate(e.passages)
+            ]
+            ans = reader.answer(e.question, hits)
+            d = ans.decision
+            gap = math.inf if d.get("answer_logprob") is None else d["abstain_logprob"] - d["answer_logprob"]
+            span_text = (d.get("span") or "").rsplit(" [", 1)[0]
+            row = {
+                "id": e.id,
+                "unanswerable": e.gold is None,
+                "gap": gap,
+                "span": d.get("span"),
+                "f1": 0.0 if e.gold is None or not span_text else em_f1(span_text, e.answers)[1],
+                "seconds": ans.timings["generate_s"],
+                "reader": reader.reader,
+            }
+            sink.write(json.dumps(row) + "\n")
+            sink.flush()
+            rows.append(row)
+            if i % 25 == 0:
+                el = time.perf_counter() - t0
+                print(f"  {i}/{len(val)} ({el:.0f} s, ETA {el / i * (len(val) - i):.0f} s)", flush=True)
+
+    points = curve(rows)
+    best = choose(points, args.max_wrong)
+    print(f"\n{'threshold':>10} {'declined':>9} {'precision':>10} {'wrong':>7} {'answer F1':>10}")
+    step = max(1, len(points) // 25)
+    for p in points[::step] + ([best] if best not in points[::step] else []):
+        mark = "  <- chosen" if p is best else ""
+        prec = "-" if p["precision"] is None else f"{p['precision']:.3f}"
+        print(
+            f"{p['threshold']:>10.3f} {p['declined']:>9.3f} {prec:>10} {p['wrong_declines']:>7.3f} "
+            f"{p['answer_f1']:>10.1f}{mark}"
+        )
+    at0 = min(points, key=lambda p: abs(p["threshold"]))
+    print(
+        f"chosen threshold {best['threshold']:.3f} (at 0: declined {at0['declined']:.3f}, wrong {at0['wrong_declines']:.3f})"
+    )
+    write_result(
+        args.out,
+        "abstain",
+        hw,
+        {
+            "limit": len(val),
+            "seed": 0,
+            "model": args.model,
+            "adapter": args.adapter,
+            "max_wrong": args.max_wrong,
+        },
+        [{k: v for k, v in p.items()} for p in points if math.isfinite(p["threshold"])],
+        summary={
+            "threshold": round(best["threshold"], 3),
+            "declined": round(best["declined"], 3),
+            "wrong_declines": round(best["wrong_declines"], 3),
+        },
+        chosen=best,
+        validation={
+            "source": ds.source,
+            "examples": len(val),
+            "unanswerable": sum(r["unanswerable"] for r in rows),
+        },
+        reader=reader.reader,
+    )
+
+
+if __name__ == "__main__":
+    main()

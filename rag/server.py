@@ -356,6 +356,12 @@ def create_app(
     async def page():
         return page_response()
 
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon():
+        from fastapi.responses import Response
+
+        return Response(status_code=204)  # none: a 404 would show as an error in the browser's console
+
     @app.get("/health")
     async def health() -> dict:
         """The index and reader this server holds, and its queue (answers once the server can serve)."""

@@ -292,3 +292,11 @@ def test_cli_says_when_the_port_is_taken(index, monkeypatch):
         r = runner.invoke(cli.app, ["serve", "--port", str(port), "--index", str(index[1])])
     assert r.exit_code == 1 and f"cannot listen on 127.0.0.1:{port}" in r.stderr and "--port" in r.stderr
     assert "Traceback" not in r.output
+
+
+def test_ci_installs_the_browser_for_the_page_tests():
+    from pathlib import Path
+
+    ci = (Path(__file__).resolve().parent.parent / ".ci" / "run").read_text()
+    assert "apt-get install -y -qq chromium chromium-driver" in ci
+    assert ci.index("chromium-driver") < ci.index("pytest")  # before the tests run

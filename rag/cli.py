@@ -502,6 +502,8 @@ def serve_cmd(
     mode: Optional[str] = _MODE_OPT,
     max_new_tokens: Optional[int] = _MAX_NEW_TOKENS_OPT,
     rerank: Optional[bool] = _RERANK_OPT,
+    span: Optional[bool] = _SPAN_OPT,
+    abstain_threshold: Optional[float] = _ABSTAIN_OPT,
 ) -> None:
     """Serve the HTTP API and a page at http://HOST:PORT/, with the index and the reader loaded once."""
     from rag.config import load_config
@@ -513,7 +515,7 @@ def serve_cmd(
         sock = bind(host, port)  # a port in use fails now, not after the models load
         cfg = load_config()
         rc = _with_rerank(cfg.retrieval, rerank)
-        rd = _reader_from(cfg.reader, reader, model, adapter, max_new_tokens)
+        rd = _reader_from(cfg.reader, reader, model, adapter, max_new_tokens, span, abstain_threshold)
         from rag.reader import ExtractiveReader
 
         readers = {rd.name: rd}

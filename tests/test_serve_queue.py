@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
 import pytest
-from fakes import SlowEchoReader, serve_in_thread, serve_index
+from fakes import SlowEchoReader, serve_in_thread, serve_index, serve_reader
 
 from indexing.retrieve import open_retriever
 from rag.server import ServeConfig, create_app
@@ -137,23 +137,30 @@ def test_queued_questions_retrieve_while_the_reader_is_busy(index):
     assert start < rec["hybrid"].times[1] < end  # the second search ran during the first generation
 
 
+def leave_mid_answer(url: str, question: str, stream: bool, started) -> None:
+    """Ask, wait until `started()` (or the first streamed piece), then drop the connection."""
+    u = urlsplit(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
+    headers = {
+        "Accept": "text/event-stream" if stream else "application/json",
+        "Content-Type": "application/json",
+    }
+    conn.request("POST", "/api/ask", json.dumps({"question": question}), headers)
+    if stream:
+        r = conn.getresponse()
+        assert r.status == 200
+        wait_for(lambda: r.readline().startswith(b"event: piece"))
+    else:
+        wait_for(started)
+    conn.sock.close()  # the client goes away mid-answer
+    conn.close()
+
+
 @pytest.mark.parametrize("stream", [True, False], ids=["streamed", "json"])
 def test_a_client_that_leaves_frees_the_reader(index, stream):
     reader = SlowEchoReader(delay=0.05, repeat=200)  # ten seconds if nobody stops it
     with serve_in_thread(app_with(index, reader)) as url:
-        u = urlsplit(url)
-        conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
-        accept = "text/event-stream" if stream else "application/json"
-        headers = {"Accept": accept, "Content-Type": "application/json"}
-        conn.request("POST", "/api/ask", json.dumps({"question": "Which word is z?"}), headers)
-        if stream:
-            r = conn.getresponse()
-            assert r.status == 200
-            wait_for(lambda: r.readline().startswith(b"event: piece"))
-        else:
-            wait_for(lambda: reader.pieces >= 2)
-        conn.sock.close()  # the client goes away mid-answer
-        conn.close()
+        leave_mid_answer(url, "Which word is z?", stream, lambda: reader.pieces >= 2)
         left = time.perf_counter()
         while health(url)["queue"]["running"] and time.perf_counter() - left < 5:
             time.sleep(0.02)
@@ -161,3 +168,15 @@ def test_a_client_that_leaves_frees_the_reader(index, stream):
         stopped_after = time.perf_counter() - left
     assert counts["running"] == 0 and counts["cancelled"] == 1 and counts["answered"] == 0
     assert stopped_after < 2 and reader.pieces < 60  # stopped within a few pieces, not after 201
+
+
+def test_a_cancelled_llm_generation_gives_the_model_back(index):
+    """The real LLMReader holds a lock while it generates: leaving must release it, or the next
+    question would wait forever."""
+    reader = serve_reader(delay=0.1)  # a scripted tiny LLM, a tenth of a second per token
+    with serve_in_thread(app_with(index, reader)) as url:
+        leave_mid_answer(url, "Which team won Super Bowl 50?", True, None)
+        status, obj, pieces = post(url, "Which team won Super Bowl 50?", stream=True, timeout=20)
+        counts = health(url)["queue"]
+    assert status == 200 and obj["answer"] == "Denver Broncos" and "".join(pieces) == "Denver Broncos [1]"
+    assert counts["cancelled"] == 1 and counts["answered"] == 1

@@ -69,8 +69,12 @@ def main() -> None:
             row["f1_vs_ref"] = {"diff": round(bs.diff, 2), "lo": round(bs.lo, 2), "hi": round(bs.hi, 2)}
         rows.append(row)
 
-    print(f"{len(common)} questions ({len(ans_ids)} answerable); F1 difference vs {rows[0]['system']} (95% CI)")
-    print(f"{'system':<22} {'EM':>6} {'F1':>6} {'dF1 [95% CI]':>22} {'declined':>9} {'wrong':>6} {'p50 s':>6}")
+    print(
+        f"{len(common)} questions ({len(ans_ids)} answerable); F1 difference vs {rows[0]['system']} (95% CI)"
+    )
+    print(
+        f"{'system':<22} {'EM':>6} {'F1':>6} {'dF1 [95% CI]':>22} {'declined':>9} {'wrong':>6} {'p50 s':>6}"
+    )
     for r in rows:
         d = r.get("f1_vs_ref")
         ci = f"{d['diff']:+.1f} [{d['lo']:+.1f}, {d['hi']:+.1f}]" if d else "ref"

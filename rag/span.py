@@ -76,19 +76,27 @@ class SpanGrammar:
         t = text.strip()
         return bool(t) and (ABSTAIN.startswith(t) or t.startswith(ABSTAIN))
 
+    def _located(self, text: str, whole: bool | None = None):
+        """(answer, digits, closed, passages holding the answer) of a span-shaped text, or None when it
+        is not span-shaped or no passage holds it. The answer must end a word when `whole`, or (None)
+        when a citation follows it."""
+        parts = self._split(text)
+        if parts is None:
+            return None
+        answer, digits, closed = parts
+        where = self.holders(answer, whole=digits is not None if whole is None else whole)
+        return (answer, digits, closed, where) if where else None
+
     def allows(self, text: str) -> bool:
         """True when `text` (the generation so far) can still become an allowed answer."""
         if not text.strip():
             return True
         if self.allow_abstain and self.is_abstaining(text):
             return True
-        parts = self._split(text)
-        if parts is None:
+        found = self._located(text)
+        if found is None:
             return False
-        answer, digits, closed = parts
-        where = self.holders(answer, whole=digits is not None)  # a citation ends the span
-        if not where:
-            return False
+        answer, digits, closed, where = found
         if digits is None:
             return True
         if closed:
@@ -119,12 +127,9 @@ class SpanGrammar:
         t = text.strip()
         if self.allow_abstain and t.startswith(ABSTAIN):
             return ABSTAIN
-        parts = self._split(t)
-        if parts is None:
+        found = self._located(t, whole=True)
+        if found is None:
             return None
-        answer, digits, closed = parts
-        where = self.holders(answer, whole=True)
-        if not where:
-            return None
+        answer, digits, closed, where = found
         n = int(digits) if closed and digits and int(digits) in where else where[0]
         return f"{self.copy(answer, n)} [{n}]"

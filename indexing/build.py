@@ -19,12 +19,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
 import numpy as np
 
+from indexing import backends, load, store
 from indexing import chunk as chunking
-from indexing import load, store
 from indexing.embed import Embedder, get_embedder
 from rag.config import IndexConfig
 from rag.errors import BadInput, IndexCorrupt, IndexMismatch, RagError, WriteFailed
@@ -33,8 +33,27 @@ from rag.types import Chunk
 
 log = logging.getLogger(__name__)
 
-# progress(phase, done, total): phase is "scan" (files) or "embed" (chunks)
+# progress(phase, done, total): phase is "scan" (files), "load" (new or changed files) or "embed" (chunks)
 Progress = Callable[[str, int, int], None]
+
+
+class Engine(Protocol):
+    """Loads, chunks and embeds the new or changed files somewhere else (indexing.ray_engine.RayEngine)."""
+
+    def run(
+        self,
+        todo: list[tuple[Path, str, str]],
+        emb: Embedder,
+        settings: dict,
+        batch_size: int,
+        skip_texts: set[str],
+        progress: Progress | None,
+    ) -> tuple[
+        list[tuple[str, str, list[Chunk]]], dict[str, np.ndarray], dict[str, int], list[tuple[str, str]]
+    ]:
+        """([(file, sha, chunks)] in `todo` order, {text: vector} for texts not in skip_texts,
+        {file: longest chunk in tokens}, [(file, reason)] skipped)."""
+        ...
 
 
 @dataclass
@@ -64,8 +83,10 @@ def chunk_settings(cfg: IndexConfig, emb: Embedder) -> dict:
     }
 
 
-def _check_compatible(old: dict, emb: Embedder, settings: dict, index_dir: Path) -> None:
-    fix = f"rerun with --rebuild to re-embed everything, or use another --index than {index_dir}"
+def _check_compatible(old: dict, emb: Embedder, settings: dict, index_dir: backends.Location) -> None:
+    flag = "--store" if backends.is_url(index_dir) else "--index"
+    index_dir = backends.display(index_dir)
+    fix = f"rerun with --rebuild to re-embed everything, or use another {flag} than {index_dir}"
     was = old["embedder"]
     if was["name"] != emb.name or was["dim"] != emb.dim:
         raise IndexMismatch(
@@ -99,16 +120,18 @@ def _check_chunk_sizes(fresh: list[tuple[str, str, list[Chunk]]], emb: Embedder)
 
 def build_index(
     paths: list[Path],
-    index_dir: Path,
+    index_dir: backends.Location,
     cfg: IndexConfig = IndexConfig(),
     rebuild: bool = False,
     embedder: Embedder | None = None,
     progress: Progress | None = None,
     say: Callable[[str], None] | None = None,
+    engine: Engine | None = None,
 ) -> BuildStats:
-    """Index `paths` into `index_dir`. Everything a user can get wrong (paths, the index folder) is
-    checked before the embedder loads; the whole build holds the index's write lock. `say` gets one
-    line per skipped file."""
+    """Index `paths` into `index_dir`: a folder, or a postgresql:// URL (indexing.pg). Everything a user
+    can get wrong (paths, the index folder, the database) is checked before the embedder loads; the whole
+    build holds the index's write lock. `say` gets one line per skipped file. `engine` loads, chunks and
+    embeds the new files (indexing.ray_engine.RayEngine); None does it in this process."""
     t0 = time.perf_counter()
     paths = [Path(p).expanduser() for p in paths]
     if not paths:
@@ -129,20 +152,28 @@ def build_index(
         raise BadInput(
             f"no files under {', '.join(map(str, paths))}: point `rag index` at a folder with documents"
         )
+    if backends.is_url(index_dir):
+        from indexing import pg
+
+        with pg.write_session(index_dir) as conn:
+
+            def write_pg(old, keep, fresh, vecs, manifest) -> None:
+                pg.write_index(conn, index_dir, old, keep, fresh, vecs, {**manifest, "dense": "hnsw"})
+
+            emb = embedder or get_embedder(cfg.embedder)
+            return _build(
+                paths, files, index_dir, cfg, rebuild, emb, stats, progress, say, t0, write_pg, engine
+            )
     index_dir = Path(index_dir).expanduser()
     store.claim_index_dir(index_dir)
     with store.write_lock(index_dir):
+
+        def write_folder(old, keep, fresh, vecs, manifest) -> None:
+            _write_generation(index_dir, cfg, emb, old, keep, fresh, vecs, manifest)
+
+        emb = embedder or get_embedder(cfg.embedder)
         return _build(
-            paths,
-            files,
-            index_dir,
-            cfg,
-            rebuild,
-            embedder or get_embedder(cfg.embedder),
-            stats,
-            progress,
-            say,
-            t0,
+            paths, files, index_dir, cfg, rebuild, emb, stats, progress, say, t0, write_folder, engine
         )
 
 
@@ -182,13 +213,26 @@ def _build(
     progress: Progress | None,
     say: Callable[[str], None] | None,
     t0: float,
+    write: Callable[..., None],
+    engine: Engine | None = None,
 ) -> BuildStats:
-    """Diff the files against the current generation, embed what changed, write and commit a new one."""
+    """Diff the files against the current index, embed what changed, and `write` the new state:
+    write(old, keep, fresh, vectors of fresh, manifest) must replace the old state all at once or not at all."""
     settings = chunk_settings(cfg, emb)
     old = None if rebuild else _open_current(index_dir, emb, settings)
     old_files: dict = old.manifest["files"] if old else {}
-    splitter = chunking.make_splitter(emb.count_tokens, settings["chunk_tokens"], settings["chunk_overlap"])
-    keep, fresh = _scan(files, old_files, splitter, stats, progress)
+    keep, todo = _diff(files, old_files, stats, progress)
+    reuse = _reusable([rel for _, rel, _ in todo], old)
+    if engine is None or not todo:
+        splitter = chunking.make_splitter(
+            emb.count_tokens, settings["chunk_tokens"], settings["chunk_overlap"]
+        )
+        fresh = _load(todo, splitter, stats, progress)
+        new = None
+    else:
+        fresh, new, longest, skipped = engine.run(todo, emb, settings, cfg.batch_size, set(reuse), progress)
+        stats.skipped.extend(skipped)
+        stats.files_skipped += len(skipped)
     _warn_skipped(stats, say)
 
     current = {rel for rel, _ in keep} | {rel for rel, _, _ in fresh}
@@ -205,17 +249,27 @@ def _build(
             f"nothing indexable under {', '.join(map(str, paths))}: every file was skipped (see warnings)"
         )
 
-    longest = _check_chunk_sizes(fresh, emb)
-    vecs = _embed_fresh(fresh, old, emb, cfg, stats, progress)
-    stats.chunks = _write_generation(paths, index_dir, cfg, emb, settings, old, keep, fresh, vecs, longest)
+    if new is None:
+        longest = _check_chunk_sizes(fresh, emb)
+        new = _embed_new(fresh, reuse, emb, cfg, progress)
+    stats.chunks_embedded = len(new)
+    reuse.update(new)
+    texts = [c.text for _, _, cs in fresh for c in cs]
+    vecs = np.stack([reuse[t] for t in texts]) if texts else np.zeros((0, emb.dim), dtype=np.float32)
+    files_meta = _files_meta(old, keep, fresh, longest, emb)
+    manifest = _manifest(paths, cfg, emb, settings, files_meta)
+    write(old, keep, fresh, vecs, manifest)
+    if old is not None:
+        old.db.close()
+    stats.chunks = manifest["chunks"]
     stats.seconds = time.perf_counter() - t0
     return stats
 
 
-def _open_current(index_dir: Path, emb: Embedder, settings: dict) -> store.OpenIndex | None:
+def _open_current(index_dir: backends.Location, emb: Embedder, settings: dict) -> store.OpenIndex | None:
     """The current generation to update, or None when there is none; it must match embedder and chunking."""
     try:
-        old = store.open_index(index_dir)
+        old = backends.open_index(index_dir)
     except store.IndexMissing:
         return None
     except IndexCorrupt as e:
@@ -224,19 +278,15 @@ def _open_current(index_dir: Path, emb: Embedder, settings: dict) -> store.OpenI
     return old
 
 
-def _scan(
-    files: list[tuple[Path, str]],
-    old_files: dict,
-    splitter,
-    stats: BuildStats,
-    progress: Progress | None,
-) -> tuple[list[tuple[str, str]], list[tuple[str, str, list[Chunk]]]]:
-    """Hash every file; ([(file, sha)] unchanged since `old_files`, [(file, sha, chunks)] new or changed).
+def _diff(
+    files: list[tuple[Path, str]], old_files: dict, stats: BuildStats, progress: Progress | None
+) -> tuple[list[tuple[str, str]], list[tuple[Path, str, str]]]:
+    """Hash every file; ([(file, sha)] unchanged since `old_files`, [(path, file, sha)] new or changed).
 
-    A file that cannot be read or loaded is counted in `stats` as skipped, with its reason.
+    A file that cannot be read is counted in `stats` as skipped, with its reason.
     """
     keep: list[tuple[str, str]] = []
-    fresh: list[tuple[str, str, list[Chunk]]] = []
+    todo: list[tuple[Path, str, str]] = []
     for i, (path, rel) in enumerate(files):
         if progress:
             progress("scan", i, len(files))
@@ -248,64 +298,109 @@ def _scan(
             continue
         if rel in old_files and old_files[rel]["sha256"] == sha:
             keep.append((rel, sha))
-            continue
+        else:
+            todo.append((path, rel, sha))
+    if progress:
+        progress("scan", len(files), len(files))
+    return keep, todo
+
+
+def load_chunks(path: Path, rel: str, splitter) -> list[Chunk]:
+    """The chunks of one file, in order (raises load.Skip for a file that cannot be loaded)."""
+    return [c for d in load.load_file(path, rel) for c in chunking.chunk_text(d.doc, d.text, splitter)]
+
+
+def _load(
+    todo: list[tuple[Path, str, str]], splitter, stats: BuildStats, progress: Progress | None
+) -> list[tuple[str, str, list[Chunk]]]:
+    """[(file, sha, chunks)] of the new or changed files; one that cannot be loaded is skipped in `stats`."""
+    fresh: list[tuple[str, str, list[Chunk]]] = []
+    for i, (path, rel, sha) in enumerate(todo):
+        if progress:
+            progress("load", i, len(todo))
         try:
-            docs = load.load_file(path, rel)
+            fresh.append((rel, sha, load_chunks(path, rel, splitter)))
         except load.Skip as e:
             stats.files_skipped += 1
             stats.skipped.append((rel, str(e)))
-            continue
-        chunks = [c for d in docs for c in chunking.chunk_text(d.doc, d.text, splitter)]
-        fresh.append((rel, sha, chunks))
-    if progress:
-        progress("scan", len(files), len(files))
-    return keep, fresh
+    return fresh
 
 
-def _embed_fresh(
-    fresh: list[tuple[str, str, list[Chunk]]],
-    old: store.OpenIndex | None,
-    emb: Embedder,
-    cfg: IndexConfig,
-    stats: BuildStats,
-    progress: Progress | None,
-) -> np.ndarray:
-    """One vector per chunk of `fresh`, in order; each distinct new text is embedded once.
-
-    A changed file usually keeps most of its chunks word for word: their vectors come from the old index.
-    """
+def _reusable(rels: list[str], old: store.OpenIndex | None) -> dict[str, np.ndarray]:
+    """text -> vector of the old chunks of these files: a changed file usually keeps most chunks word for word."""
     reuse: dict[str, np.ndarray] = {}
     if old is not None:
-        old_files = old.manifest["files"]
-        for rel, _, _ in fresh:
-            if rel in old_files:
+        for rel in rels:
+            if rel in old.manifest["files"]:
                 reuse.update({c.text: v for c, v in old.db.by_file(rel)})
-    texts = [c.text for _, _, cs in fresh for c in cs]
-    todo = sorted({t for t in texts if t not in reuse})
-    stats.chunks_embedded = len(todo)
-    if todo:
-        new_vecs = emb.encode(
-            todo,
-            batch_size=cfg.batch_size,
-            progress=(lambda d, n: progress("embed", d, n)) if progress else None,
-        )
-        reuse.update(zip(todo, new_vecs))
-    return np.stack([reuse[t] for t in texts]) if texts else np.zeros((0, emb.dim), dtype=np.float32)
+    return reuse
+
+
+def _embed_new(
+    fresh: list[tuple[str, str, list[Chunk]]],
+    reuse: dict[str, np.ndarray],
+    emb: Embedder,
+    cfg: IndexConfig,
+    progress: Progress | None,
+) -> dict[str, np.ndarray]:
+    """text -> vector for every distinct text of `fresh` that `reuse` lacks, each embedded once."""
+    todo = sorted({c.text for _, _, cs in fresh for c in cs if c.text not in reuse})
+    if not todo:
+        return {}
+    vecs = emb.encode(
+        todo,
+        batch_size=cfg.batch_size,
+        progress=(lambda d, n: progress("embed", d, n)) if progress else None,
+    )
+    return dict(zip(todo, vecs))
+
+
+def _files_meta(
+    old: store.OpenIndex | None,
+    keep: list[tuple[str, str]],
+    fresh: list[tuple[str, str, list[Chunk]]],
+    longest: dict[str, int],
+    emb: Embedder,
+) -> dict:
+    """The manifest's per-file entries: sha256, chunk count, longest chunk in embedder tokens."""
+    old_files: dict = old.manifest["files"] if old else {}
+    meta = {rel: {**old_files[rel], "sha256": sha} for rel, sha in keep}
+    for rel, m in meta.items():
+        if not m.get("max_tokens"):  # an index from before the count was kept
+            m["max_tokens"] = max((emb.count_tokens(c.text) for c, _ in old.db.by_file(rel)), default=0)
+    meta.update(
+        {rel: {"sha256": sha, "chunks": len(cs), "max_tokens": longest[rel]} for rel, sha, cs in fresh}
+    )
+    return dict(sorted(meta.items()))
+
+
+def _manifest(paths: list[Path], cfg: IndexConfig, emb: Embedder, settings: dict, files_meta: dict) -> dict:
+    chunks = sum(f["chunks"] for f in files_meta.values())
+    return {
+        "format_version": store.FORMAT_VERSION,
+        "embedder": {"name": emb.name, "dim": emb.dim, "max_tokens": emb.max_tokens},
+        "chunking": settings,
+        # the longest chunk in embedder tokens, counted untruncated: the proof that nothing was cut
+        "max_chunk_tokens": max((f.get("max_tokens") or 0 for f in files_meta.values()), default=0),
+        "dense": "hnsw" if chunks > cfg.hnsw_threshold else "flat",
+        "roots": [str(p.resolve()) for p in paths],
+        "files": files_meta,
+        "chunks": chunks,
+        "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
 
 
 def _write_generation(
-    paths: list[Path],
     index_dir: Path,
     cfg: IndexConfig,
     emb: Embedder,
-    settings: dict,
     old: store.OpenIndex | None,
     keep: list[tuple[str, str]],
     fresh: list[tuple[str, str, list[Chunk]]],
     vecs: np.ndarray,
-    longest: dict[str, int],
-) -> int:
-    """Write a new generation (chunk store, FAISS, BM25, manifest) and make it current; returns its chunks.
+    manifest: dict,
+) -> None:
+    """Write a new generation folder (chunk store, FAISS, BM25, manifest) and make it current.
 
     Ctrl-C or a failure mid-write drops the half generation, so CURRENT still names the old one.
     """
@@ -315,7 +410,7 @@ def _write_generation(
         raise _write_failed(index_dir, e) from e
     try:
         db = store.ChunkDB(gen / "chunks.sqlite", create=True)
-        all_vecs, files_meta = _fill_chunk_db(db, old, keep, fresh, vecs, longest, emb)
+        all_vecs = _fill_chunk_db(db, old, keep, fresh, vecs)
         db.commit()
         texts_all = db.all_texts()
         db.close()
@@ -323,18 +418,6 @@ def _write_generation(
         dense = store.build_dense(matrix, cfg.hnsw_threshold)
         store.write_dense(dense, gen / "dense.faiss")
         store.build_bm25(texts_all, gen / "bm25")
-        manifest = {
-            "format_version": store.FORMAT_VERSION,
-            "embedder": {"name": emb.name, "dim": emb.dim, "max_tokens": emb.max_tokens},
-            "chunking": settings,
-            # the longest chunk in embedder tokens, counted untruncated: the proof that nothing was cut
-            "max_chunk_tokens": max((f["max_tokens"] for f in files_meta.values()), default=0),
-            "dense": "hnsw" if len(matrix) > cfg.hnsw_threshold else "flat",
-            "roots": [str(p.resolve()) for p in paths],
-            "files": dict(sorted(files_meta.items())),
-            "chunks": len(all_vecs),
-            "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }
         write_atomic(gen / "manifest.json", json.dumps(manifest, indent=1))
         if old is not None:
             old.db.close()
@@ -347,7 +430,6 @@ def _write_generation(
         if failed is not None:
             raise failed from e
         raise
-    return len(all_vecs)
 
 
 def _fill_chunk_db(
@@ -356,30 +438,19 @@ def _fill_chunk_db(
     keep: list[tuple[str, str]],
     fresh: list[tuple[str, str, list[Chunk]]],
     vecs: np.ndarray,
-    longest: dict[str, int],
-    emb: Embedder,
-) -> tuple[list[np.ndarray], dict]:
-    """Unchanged files' chunks copied from the old store, then the fresh ones; (vectors in id order, files meta)."""
-    old_files: dict = old.manifest["files"] if old else {}
+) -> list[np.ndarray]:
+    """Unchanged files' chunks copied from the old store, then the fresh ones; the vectors in id order."""
     all_vecs: list[np.ndarray] = []
-    files_meta: dict = {}
-    for rel, sha in keep:
+    for rel, _ in keep:
         rows = old.db.by_file(rel)
         db.add([(len(all_vecs) + j, c, rel, v) for j, (c, v) in enumerate(rows)])
         all_vecs.extend(v for _, v in rows)
-        files_meta[rel] = {
-            "sha256": sha,
-            "chunks": len(rows),
-            "max_tokens": old_files[rel].get("max_tokens")
-            or max((emb.count_tokens(c.text) for c, _ in rows), default=0),
-        }
     k = 0
-    for rel, sha, cs in fresh:
+    for rel, _, cs in fresh:
         db.add([(len(all_vecs) + j, c, rel, vecs[k + j]) for j, c in enumerate(cs)])
         all_vecs.extend(vecs[k : k + len(cs)])
         k += len(cs)
-        files_meta[rel] = {"sha256": sha, "chunks": len(cs), "max_tokens": longest[rel]}
-    return all_vecs, files_meta
+    return all_vecs
 
 
 __all__ = ["BuildStats", "build_index", "RagError"]

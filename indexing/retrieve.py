@@ -154,25 +154,25 @@ def make_retriever(
 
 
 def open_retriever(
-    index_dir: Path | None = None,
+    index_dir: Path | str | None = None,
     mode: str | None = None,
     cfg: RetrievalConfig | None = None,
     embedder=None,
     embedder_name: str | None = None,
 ) -> DenseRetriever | BM25Retriever | HybridRetriever:
-    """A retriever over an on-disk index. The query embedder is the one the index was built with;
-    asking for another raises IndexMismatch.
+    """A retriever over an index: a folder, or a postgresql:// URL (indexing.pg). The query embedder is the
+    one the index was built with; asking for another raises IndexMismatch.
 
     `cfg` is rag.toml's [retrieval] (rrf_k, candidates, and the mode when `mode` is None); its defaults
     when None. With cfg.rerank the retriever is wrapped in indexing.rerank.RerankingRetriever (any mode).
     """
+    from indexing.backends import is_url, open_index
     from indexing.embed import get_embedder
-    from indexing.store import open_index
 
     cfg = cfg or RetrievalConfig()
     mode = mode or cfg.mode
     _check_mode(mode)
-    idx = open_index(Path(index_dir) if index_dir else default_index_dir())
+    idx = open_index(index_dir if is_url(index_dir) else Path(index_dir or default_index_dir()))
     if embedder_name and embedder_name != idx.embedder:
         raise IndexMismatch(
             f"index at {idx.dir} was built with embedder {idx.embedder}, not {embedder_name}: "

@@ -181,6 +181,25 @@ def _fsync_dir(d: Path) -> None:
         os.close(fd)
 
 
+def make_chunk(doc: str, start: int, end: int, text: str) -> Chunk:
+    """A stored chunk; its id is `<doc>:<start>-<end>`.
+
+    >>> make_chunk("a.txt", 0, 5, "hello").id
+    'a.txt:0-5'
+    """
+    return Chunk(id=f"{doc}:{start}-{end}", doc=doc, text=text, start=start, end=end)
+
+
+def parse_chunk_id(chunk_id: str) -> tuple[str, int, int] | None:
+    """(doc, start, end) of a chunk id as make_chunk() writes it; None for anything else.
+
+    >>> parse_chunk_id("faq.jsonl#2:0-17"), parse_chunk_id("../etc/passwd")
+    (('faq.jsonl#2', 0, 17), None)
+    """
+    m = re.fullmatch(r"(.+):([0-9]{1,18})-([0-9]{1,18})", chunk_id, re.DOTALL)  # SQL ints: 63 bits
+    return None if m is None else (m[1], int(m[2]), int(m[3]))
+
+
 class ChunkDB:
     """SQLite chunk store; row ids are 0..n-1 and equal the FAISS ids."""
 
@@ -217,10 +236,7 @@ class ChunkDB:
         if not ids:
             return []
         q = f"SELECT id, doc, start, end, text FROM chunks WHERE id IN ({','.join('?' * len(ids))})"
-        by_id = {
-            r[0]: Chunk(id=f"{r[1]}:{r[2]}-{r[3]}", doc=r[1], text=r[4], start=r[2], end=r[3])
-            for r in self.conn.execute(q, ids)
-        }
+        by_id = {r[0]: make_chunk(*r[1:]) for r in self.conn.execute(q, ids)}
         return [by_id[i] for i in ids if i in by_id]
 
     def by_id(self, chunk_id: str) -> Chunk | None:
@@ -228,23 +244,19 @@ class ChunkDB:
 
         A lookup in the store, never a path: an id that names a file outside the index finds nothing.
         """
-        m = re.fullmatch(r"(.+):([0-9]{1,18})-([0-9]{1,18})", chunk_id, re.DOTALL)  # SQLite ints: 63 bits
-        if m is None:
+        key = parse_chunk_id(chunk_id)
+        if key is None:
             return None
         row = self.conn.execute(
-            "SELECT doc, start, end, text FROM chunks WHERE doc=? AND start=? AND end=? LIMIT 1",
-            (m[1], int(m[2]), int(m[3])),
+            "SELECT doc, start, end, text FROM chunks WHERE doc=? AND start=? AND end=? LIMIT 1", key
         ).fetchone()
-        return None if row is None else Chunk(id=chunk_id, doc=row[0], text=row[3], start=row[1], end=row[2])
+        return None if row is None else make_chunk(*row)
 
     def by_file(self, file: str) -> list[tuple[Chunk, np.ndarray]]:
         rows = self.conn.execute(
             "SELECT doc, start, end, text, vec FROM chunks WHERE file=? ORDER BY id", (file,)
         ).fetchall()
-        return [
-            (Chunk(id=f"{d}:{s}-{e}", doc=d, text=t, start=s, end=e), np.frombuffer(v, dtype=np.float32))
-            for d, s, e, t, v in rows
-        ]
+        return [(make_chunk(d, s, e, t), np.frombuffer(v, dtype=np.float32)) for d, s, e, t, v in rows]
 
     def all_texts(self) -> list[str]:
         return [r[0] for r in self.conn.execute("SELECT text FROM chunks ORDER BY id")]

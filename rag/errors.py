@@ -38,3 +38,7 @@ class IndexBusy(RagError):
 
 class WriteFailed(RagError):
     """The disk refused a write (full, read-only, gone); what was saved before is untouched."""
+
+
+class BackendUnavailable(RagError):
+    """A database server or a Ray cluster that cannot be reached, refused us, or lacks what we need."""

@@ -27,3 +27,33 @@ def real_models(monkeypatch) -> Path:
     SHARED_MODELS.mkdir(parents=True, exist_ok=True)
     monkeypatch.setenv("RAG_MODELS", str(SHARED_MODELS))
     return SHARED_MODELS
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory):
+    """One throwaway PostgreSQL 16 + pgvector server (pgserver's wheel) for the whole session."""
+    import pgserver
+
+    server = pgserver.get_server(tmp_path_factory.mktemp("pg") / "data", cleanup_mode="stop")
+    yield server
+    server.cleanup()
+
+
+_DATABASES = iter(range(1, 1 << 30))
+
+
+@pytest.fixture
+def pg_url(pg_server) -> str:
+    """The URL of a new, empty database on the session's server (a test's own index store)."""
+    import psycopg
+
+    name = f"rag_test_{next(_DATABASES)}"
+    with psycopg.connect(pg_server.get_uri(), autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return pg_server.get_uri(name)
+
+
+@pytest.fixture(params=["folder", "postgres"])
+def where(request, tmp_path):
+    """Where a test's index lives: a folder (the default store), or a fresh PostgreSQL database."""
+    return tmp_path / "idx" if request.param == "folder" else request.getfixturevalue("pg_url")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from fakes import HashEmbedder, tiny_st
 
-from indexing import load, store
+from indexing import backends, load, store
 from indexing.build import build_index
 from indexing.chunk import chunk_text, make_splitter
 from indexing.retrieve import as_langchain, memory_retriever, open_retriever, rrf
@@ -119,19 +119,19 @@ def test_chunk_offsets_point_at_the_chunk_text():
     assert chunks[0].start == 0 and chunks[-1].end == len(text)
 
 
-def test_chunks_stay_under_the_embedder_limit(docs, tmp_path):
+def test_chunks_stay_under_the_embedder_limit(docs, where):
     long_doc = docs / "long.txt"
     long_doc.write_text(" ".join(f"word{i}" for i in range(500)))
     emb = HashEmbedder()
-    build_index([docs], tmp_path / "idx", IndexConfig(chunk_tokens=10_000, chunk_overlap=0), embedder=emb)
-    idx = store.open_index(tmp_path / "idx")
+    build_index([docs], where, IndexConfig(chunk_tokens=10_000, chunk_overlap=0), embedder=emb)
+    idx = backends.open_index(where)
     assert idx.manifest["chunking"]["chunk_tokens"] == emb.max_tokens
     assert all(emb.count_tokens(t) <= emb.max_tokens for t in idx.db.all_texts())
 
 
-def test_indexed_chunk_offsets_match_source_files(docs, tmp_path):
-    build(docs, tmp_path / "idx")
-    idx = store.open_index(tmp_path / "idx")
+def test_indexed_chunk_offsets_match_source_files(docs, where):
+    build(docs, where)
+    idx = backends.open_index(where)
     texts = {
         "broncos.txt": (docs / "broncos.txt").read_text(),
         "mercury.md": (docs / "mercury.md").read_text(),
@@ -146,8 +146,8 @@ def test_indexed_chunk_offsets_match_source_files(docs, tmp_path):
 
 
 # ---------------------------------------------------------------- incremental builds
-def test_reindex_only_embeds_what_changed(docs, tmp_path):
-    idx = tmp_path / "idx"
+def test_reindex_only_embeds_what_changed(docs, where):
+    idx = where
     emb = HashEmbedder()
     first = build(docs, idx, emb)
     assert first.files_indexed == 6 and first.files_unchanged == 0
@@ -172,36 +172,37 @@ def test_reindex_only_embeds_what_changed(docs, tmp_path):
     before = emb.calls
     fourth = build(docs, idx, emb)
     assert fourth.files_indexed == 1 and fourth.chunks_embedded == emb.calls - before
-    assert 1 <= fourth.chunks_embedded < store.open_index(idx).manifest["files"]["broncos.txt"]["chunks"]
+    assert 1 <= fourth.chunks_embedded < backends.open_index(idx).manifest["files"]["broncos.txt"]["chunks"]
     r = open_retriever(idx, mode="bm25", embedder=emb)
     assert r.search("moons", 1)[0].chunk.doc == "mercury.md"
     assert not any(h.chunk.doc == "paris.html" for h in r.search("Paris capital France", 10))
     assert r.search("photosynthesis", 1)[0].chunk.doc == "new.txt"
     # the store holds exactly the files on disk
-    assert sorted(store.open_index(idx).manifest["files"]) == sorted(
+    assert sorted(backends.open_index(idx).manifest["files"]) == sorted(
         ["broncos.txt", "mercury.md", "guide.rst", "faq.jsonl", "tower.pdf", "new.txt"]
     )
 
 
-def test_rebuild_reembeds_everything(docs, tmp_path):
+def test_rebuild_reembeds_everything(docs, where):
     emb = HashEmbedder()
-    build(docs, tmp_path / "idx", emb)
-    stats = build(docs, tmp_path / "idx", emb, rebuild=True)
+    build(docs, where, emb)
+    stats = build(docs, where, emb, rebuild=True)
     assert stats.files_indexed == 6 and stats.files_unchanged == 0
+    assert len(backends.open_index(where)) == stats.chunks
 
 
-def test_other_embedder_is_refused(docs, tmp_path):
-    build(docs, tmp_path / "idx")
+def test_other_embedder_is_refused(docs, where):
+    build(docs, where)
     other = HashEmbedder()
     other.name = "another-model"
     with pytest.raises(IndexMismatch, match="--rebuild"):
-        build_index([docs], tmp_path / "idx", CFG, embedder=other)
+        build_index([docs], where, CFG, embedder=other)
     with pytest.raises(IndexMismatch, match="built with embedder fake-hash"):
-        open_retriever(tmp_path / "idx", embedder_name="another-model")
+        open_retriever(where, embedder_name="another-model")
 
 
-def test_interrupted_write_leaves_previous_index(docs, tmp_path, monkeypatch):
-    idx = tmp_path / "idx"
+def test_interrupted_write_leaves_previous_index(docs, where, monkeypatch):
+    idx = where
     emb = HashEmbedder()
     build(docs, idx, emb)
     before = [h.chunk.id for h in open_retriever(idx, embedder=emb).search("Denver Broncos", 3)]
@@ -214,16 +215,18 @@ def test_interrupted_write_leaves_previous_index(docs, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         build(docs, idx, emb)
     assert [h.chunk.id for h in open_retriever(idx, embedder=emb).search("Denver Broncos", 3)] == before
-    assert [p.name for p in idx.glob("g*")] == [json.loads((idx / "CURRENT").read_text())["generation"]]
+    if not backends.is_url(idx):
+        assert [p.name for p in idx.glob("g*")] == [json.loads((idx / "CURRENT").read_text())["generation"]]
 
 
-def test_killed_process_leaves_previous_index(docs, tmp_path):
+def test_killed_process_leaves_previous_index(docs, tmp_path, where):
     """SIGKILL while the new generation is being written: the old one still loads."""
-    idx = tmp_path / "idx"
+    idx = where
     emb = HashEmbedder()
     build(docs, idx, emb)
     (docs / "extra.txt").write_text("A brand new document about volcanoes.")
     marker = tmp_path / "writing"
+    target = repr(idx) if backends.is_url(idx) else f"Path({str(idx)!r})"
     script = textwrap.dedent(
         f"""
         import sys, time
@@ -239,7 +242,7 @@ def test_killed_process_leaves_previous_index(docs, tmp_path):
             Path({str(marker)!r}).write_text("x")
             time.sleep(60)
         store.build_bm25 = slow
-        build_index([Path({str(docs)!r})], Path({str(idx)!r}), IndexConfig(chunk_tokens=12, chunk_overlap=3),
+        build_index([Path({str(docs)!r})], {target}, IndexConfig(chunk_tokens=12, chunk_overlap=3),
                     embedder=HashEmbedder())
         """
     )
@@ -256,11 +259,12 @@ def test_killed_process_leaves_previous_index(docs, tmp_path):
     # the next run cleans up the half-written generation and picks up the new file
     stats = build(docs, idx, emb)
     assert stats.files_indexed == 1
-    assert len(list(idx.glob("g*"))) == 1
+    if not backends.is_url(idx):
+        assert len(list(idx.glob("g*"))) == 1
 
 
 # ---------------------------------------------------------------- errors
-def test_errors_name_the_fix(tmp_path, docs):
+def test_errors_name_the_fix(tmp_path, docs, where):
     with pytest.raises(BadInput, match="does not exist"):
         build_index([tmp_path / "nope"], tmp_path / "idx", CFG, embedder=HashEmbedder())
     (tmp_path / "empty").mkdir()
@@ -271,7 +275,7 @@ def test_errors_name_the_fix(tmp_path, docs):
     with pytest.raises(BadInput, match="every file was skipped"):
         build_index([tmp_path / "junk"], tmp_path / "idx", CFG, embedder=HashEmbedder())
     with pytest.raises(IndexMissing, match="rag index PATH"):
-        open_retriever(tmp_path / "idx", embedder=HashEmbedder())
+        open_retriever(where, embedder=HashEmbedder())
 
 
 def test_corrupt_index_is_reported(docs, tmp_path):
@@ -290,17 +294,19 @@ def test_corrupt_index_is_reported(docs, tmp_path):
 
 
 # ---------------------------------------------------------------- retrieval
-def test_three_modes_find_the_right_chunk(docs, tmp_path):
+def test_three_modes_find_the_right_chunk(docs, where):
     emb = HashEmbedder()
-    build(docs, tmp_path / "idx", emb)
+    build(docs, where, emb)
     for mode in ("dense", "bm25", "hybrid"):
-        hits = open_retriever(tmp_path / "idx", mode=mode, embedder=emb).search(
-            "Which planet is the smallest", 3
-        )
+        r = open_retriever(where, mode=mode, embedder=emb)
+        hits = r.search("Which planet is the smallest", 3)
         assert hits[0].chunk.doc == "mercury.md", mode
         assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+        assert r.index.db.by_id(hits[0].chunk.id) == hits[0].chunk
+        lc = as_langchain(r, k=2).invoke("Which planet is the smallest")
+        assert lc[0].metadata["source"] == "mercury.md" and 1 <= len(lc) <= 2
     with pytest.raises(BadInput, match="dense, bm25, hybrid"):
-        open_retriever(tmp_path / "idx", mode="fuzzy", embedder=emb)
+        open_retriever(where, mode="fuzzy", embedder=emb)
 
 
 def test_rrf_rewards_agreement():
@@ -322,12 +328,12 @@ def test_memory_retriever_and_langchain_adapter():
     assert docs[0].metadata["source"] == "d2.txt" and len(docs) == 2
 
 
-def test_batch_search_equals_single_search(docs, tmp_path):
+def test_batch_search_equals_single_search(docs, where):
     emb = HashEmbedder()
-    build(docs, tmp_path / "idx", emb)
+    build(docs, where, emb)
     queries = ["smallest planet", "Denver Broncos Super Bowl", "capital of France"]
     for mode in ("dense", "bm25", "hybrid"):
-        r = open_retriever(tmp_path / "idx", mode=mode, embedder=emb)
+        r = open_retriever(where, mode=mode, embedder=emb)
         batch = r.search_batch(queries, 3)
         assert [[h.chunk.id for h in hits] for hits in batch] == [
             [h.chunk.id for h in r.search(q, 3)] for q in queries

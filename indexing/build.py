@@ -98,7 +98,7 @@ def _check_compatible(old: dict, emb: Embedder, settings: dict, index_dir: backe
         )
 
 
-def _check_chunk_sizes(fresh: list[tuple[str, str, list[Chunk]]], emb: Embedder) -> dict[str, int]:
+def check_chunk_sizes(fresh: list[tuple[str, str, list[Chunk]]], emb: Embedder) -> dict[str, int]:
     """Longest chunk per file, in embedder tokens; a chunk over the embedder's limit is a bug of ours.
 
     The splitter keeps chunks under the limit, so this never fires unless token counting breaks (as
@@ -250,7 +250,7 @@ def _build(
         )
 
     if new is None:
-        longest = _check_chunk_sizes(fresh, emb)
+        longest = check_chunk_sizes(fresh, emb)
         new = _embed_new(fresh, reuse, emb, cfg, progress)
     stats.chunks_embedded = len(new)
     reuse.update(new)

@@ -40,17 +40,13 @@ def default_index_dir() -> Path:
     return default_index_dir()
 
 
-def index_fingerprint(index_dir: Path) -> str | None:
-    """Hash of the index's current manifest (chunks, embedder, file hashes); None without an index."""
-    try:
-        from indexing.store import current_generation
+def index_fingerprint(index_dir: Path | str) -> str | None:
+    """Hash of the index's current manifest (chunks, embedder, file hashes); None without an index.
+    `index_dir` is a folder or a postgresql:// URL."""
+    from indexing.backends import manifest_text
 
-        gen = current_generation(Path(index_dir))
-        if gen is None:
-            return None
-        return short_hash((gen / "manifest.json").read_text())
-    except (OSError, ImportError):
-        return None
+    text = manifest_text(index_dir)
+    return None if text is None else short_hash(text)
 
 
 def retrieval_config(cfg: EvalConfig) -> RetrievalConfig:

@@ -73,7 +73,7 @@ class EvalConfig:
     rerank_candidates: int = _RETRIEVAL.rerank_candidates  # fused hits the reranker rescores
     reranker: str = _RETRIEVAL.reranker  # reranker preset or ONNX folder
     rerank_tokens: int = _RETRIEVAL.rerank_tokens  # longest query+passage pair the reranker reads
-    index_dir: Path | None = None  # None = the default index
+    index_dir: Path | str | None = None  # None = the default index; a folder or a postgresql:// URL
     seed: int = 0  # sampling and judge-subsample seed, recorded
     limit: int | None = None  # recorded only: the caller samples the questions
     judge: str | None = None  # judge preset (None = no judged metrics unless judge_limit > 0 -> default)
@@ -190,7 +190,13 @@ def run_eval(
     # 4. score, compare, log
     index = None
     if found.hits and (index_key is None or found.opened):
-        index = str(Path(cfg.index_dir or default_index_dir()).resolve())
+        from indexing.backends import display, is_url
+
+        index = (
+            display(cfg.index_dir)
+            if is_url(cfg.index_dir)
+            else str(Path(cfg.index_dir or default_index_dir()).resolve())
+        )
     retrieval = retrieval_scores(qs, found.hits, found.seconds, cfg.k)
     per_q, metrics = score_systems(qs, systems, preds, contexts, judged, retrieval)
     result = EvalResult(

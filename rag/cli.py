@@ -144,6 +144,37 @@ def _index_dir(index: Optional[Path]) -> Path:
     return index.expanduser() if index else default_index_dir()
 
 
+_STORE_OPT = typer.Option(
+    None,
+    "--store",
+    help="folder (the index folder of --index) or postgresql://USER[:PASSWORD]@HOST:PORT/DB "
+    "(default: \\[index] store of rag.toml, else folder).",
+)
+
+
+def _where(index: Optional[Path], store: Optional[str]):
+    """Where the index is: --store (else rag.toml's [index] store), a folder (--index) or a database URL."""
+    from indexing.backends import location
+    from rag.config import default_index_dir, load_config
+
+    return location(store or load_config().index.store, index, default_index_dir())
+
+
+def _engine(engine: str, address: Optional[str]):
+    """None for the local engine; the Ray engine for `ray` (joined to `address`, else a local Ray)."""
+    from rag.errors import BadInput
+
+    if engine == "local":
+        if address:
+            raise BadInput("--address is for --engine ray: add --engine ray, or drop --address")
+        return None
+    if engine != "ray":
+        raise BadInput(f"unknown engine {engine!r}: choose local or ray")
+    from indexing.ray_engine import RayEngine
+
+    return RayEngine(address=address)
+
+
 @app.command("index")
 def index_cmd(
     paths: list[Path] = typer.Argument(
@@ -159,6 +190,15 @@ def index_cmd(
     chunk_tokens: Optional[int] = typer.Option(None, "--chunk-tokens", help="Chunk size in embedder tokens."),
     follow_symlinks: bool = typer.Option(
         False, "--follow-symlinks", help="Also index what symlinks point to outside the given folders."
+    ),
+    store: Optional[str] = _STORE_OPT,
+    engine: str = typer.Option(
+        "local", "--engine", help="local (this process) or ray (Ray Data: load, chunk and embed in parallel)."
+    ),
+    address: Optional[str] = typer.Option(
+        None,
+        "--address",
+        help="With --engine ray: the cluster to join (auto, or HOST:PORT); default a local Ray.",
     ),
     json_out: bool = typer.Option(False, "--json", help="Print the run's counts as JSON."),
 ) -> None:
@@ -183,16 +223,22 @@ def index_cmd(
             cfg = replace(cfg, chunk_tokens=chunk_tokens)
         if follow_symlinks:
             cfg = replace(cfg, follow_symlinks=True)
+        from indexing.backends import display
         from indexing.build import build_index
 
-        with _phases({"scan": "reading files", "embed": "embedding chunks"}) as progress:
+        where = _where(index, store)
+        run_on = _engine(engine, address)
+        with _phases(
+            {"scan": "reading files", "load": "loading files", "embed": "embedding chunks"}
+        ) as progress:
             stats = build_index(
                 paths,
-                _index_dir(index),
+                where,
                 cfg,
                 rebuild=rebuild,
                 progress=progress,
                 say=lambda m: err.print(f"[yellow]warning:[/] {escape(m)}", highlight=False, soft_wrap=True),
+                engine=run_on,
             )
     except RagError as e:
         _fail(e)
@@ -201,7 +247,7 @@ def index_cmd(
         return
     out.print(
         f"indexed {stats.files_indexed} file(s), {stats.files_unchanged} unchanged, {stats.files_removed} removed, "
-        f"{stats.files_skipped} skipped; {stats.chunks} chunks in {_index_dir(index)} ({stats.seconds:.1f} s)"
+        f"{stats.files_skipped} skipped; {stats.chunks} chunks in {display(where)} ({stats.seconds:.1f} s)"
     )
 
 
@@ -220,6 +266,7 @@ def search_cmd(
         "--rerank/--no-rerank",
         help="Rescore the fused top candidates with the cross-encoder (default: \\[retrieval] rerank, else off).",
     ),
+    store: Optional[str] = _STORE_OPT,
     json_out: bool = typer.Option(False, "--json", help="Print a JSON list of hits."),
 ) -> None:
     """Show the chunks that best match a query, with their sources and offsets."""
@@ -234,7 +281,9 @@ def search_cmd(
             raise RagError(f"-k must be at least 1, got {k}")
         if not query.strip():  # every chunk would tie: the "best" five would be arbitrary
             raise RagError('the query is empty: type what to look for, e.g. rag search "smallest planet"')
-        hits = open_retriever(_index_dir(index), mode=mode or cfg.mode, cfg=cfg).search(query, k)
+        hits = open_retriever(_ask_where(_where(index, store)), mode=mode or cfg.mode, cfg=cfg).search(
+            query, k
+        )
     except RagError as e:
         _fail(e)
     from rag.pipeline import hits_to_json
@@ -263,11 +312,18 @@ def _with_rerank(cfg, rerank: Optional[bool]):
 
 
 # ---------------------------------------------------------------- ask (owner: reader)
-def _ask_retriever(index: Optional[Path], mode: str, cfg):
-    """The retriever `rag ask` uses (a seam for tests); `cfg` is the [retrieval] config."""
+def _ask_retriever(index, mode: str, cfg):
+    """The retriever `rag ask` uses (a seam for tests); `index` is a folder, None or a database URL (see
+    _where); `cfg` is the [retrieval] config."""
     from indexing.retrieve import open_retriever
 
-    return open_retriever(_index_dir(index), mode=mode, cfg=cfg)
+    return open_retriever(_ask_where(index), mode=mode, cfg=cfg)
+
+
+def _ask_where(index):
+    from indexing.backends import is_url
+
+    return index if is_url(index) else _index_dir(index)
 
 
 def _ask_reader(
@@ -447,6 +503,7 @@ def ask_cmd(
     rerank: Optional[bool] = _RERANK_OPT,
     span: Optional[bool] = _SPAN_OPT,
     abstain_threshold: Optional[float] = _ABSTAIN_OPT,
+    store: Optional[str] = _STORE_OPT,
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object per answer."),
 ) -> None:
     """Answer a question from the indexed documents, citing the passages it came from."""
@@ -456,7 +513,7 @@ def ask_cmd(
         cfg = load_config()
         k = cfg.retrieval.k if k is None else k
         rc = _with_rerank(cfg.retrieval, rerank)
-        retriever = _ask_retriever(index, mode or rc.mode, rc)
+        retriever = _ask_retriever(_where(index, store), mode or rc.mode, rc)
         rd = _reader_from(cfg.reader, reader, model, adapter, max_new_tokens, span, abstain_threshold)
         if question is not None:
             _ask_one(question, retriever, rd, k, json_out)
@@ -504,6 +561,7 @@ def serve_cmd(
     rerank: Optional[bool] = _RERANK_OPT,
     span: Optional[bool] = _SPAN_OPT,
     abstain_threshold: Optional[float] = _ABSTAIN_OPT,
+    store: Optional[str] = _STORE_OPT,
 ) -> None:
     """Serve the HTTP API and a page at http://HOST:PORT/, with the index and the reader loaded once."""
     from rag.config import load_config
@@ -514,6 +572,7 @@ def serve_cmd(
         check_bind(scfg)
         sock = bind(host, port)  # a port in use fails now, not after the models load
         cfg = load_config()
+        where = _where(index, store)
         rc = _with_rerank(cfg.retrieval, rerank)
         rd = _reader_from(cfg.reader, reader, model, adapter, max_new_tokens, span, abstain_threshold)
         from rag.reader import ExtractiveReader
@@ -521,7 +580,7 @@ def serve_cmd(
         readers = {rd.name: rd}
         readers.setdefault("extractive", ExtractiveReader())  # the no-LLM baseline costs nothing beside it
         app = create_app(
-            lambda m: _ask_retriever(index, m, rc), readers, scfg, mode=mode or rc.mode, k=cfg.retrieval.k
+            lambda m: _ask_retriever(where, m, rc), readers, scfg, mode=mode or rc.mode, k=cfg.retrieval.k
         )
     except RagError as e:
         _fail(e)
@@ -911,6 +970,7 @@ def eval_cmd(
         None, "--runs", help="Runs folder for predictions and the experiments log (default: RAG_HOME/runs)."
     ),
     fresh: bool = typer.Option(False, "--fresh", help="Recompute everything, ignoring saved predictions."),
+    store: Optional[str] = _STORE_OPT,
 ) -> None:
     """Score readers against the extractive baseline on a test set; append to the experiments log.
 
@@ -940,7 +1000,7 @@ def eval_cmd(
             rerank_candidates=rc.rerank_candidates,
             reranker=rc.reranker,
             rerank_tokens=rc.rerank_tokens,
-            index_dir=index,
+            index_dir=_ask_where(_where(index, store)),
             seed=seed,
             limit=limit,
             judge=judge,

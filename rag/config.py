@@ -87,9 +87,16 @@ class IndexConfig:
     batch_size: int = 32  # embedding batch size (batches are length-sorted)
     hnsw_threshold: int = 50_000  # above this many chunks, the dense index is HNSW instead of Flat
     follow_symlinks: bool = False  # also index what symlinks point to outside the indexed folders
+    store: str = "folder"  # "folder" (FAISS + bm25s + SQLite under --index) or postgresql://USER@HOST:PORT/DB
 
     def __post_init__(self):
         _check(self, {"chunk_tokens": 1, "chunk_overlap": 0, "batch_size": 1, "hnsw_threshold": 0})
+        if self.store != "folder" and not self.store.startswith(("postgresql://", "postgres://")):
+            from rag.errors import BadInput
+
+            raise BadInput(
+                f"store must be folder or a postgresql://USER@HOST:PORT/DB URL, got {self.store!r}"
+            )
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import test_index_robustness
 from fakes import HashEmbedder
 from typer.testing import CliRunner
 
@@ -23,21 +24,9 @@ from rag.config import IndexConfig
 from rag.errors import BackendUnavailable, IndexBusy, IndexMissing
 
 runner = CliRunner()
+# test_index_robustness's fixtures: two small files, and the fake-hash embedder registered for every test
+docs, fake_embedder = test_index_robustness.docs, test_index_robustness.fake_embedder
 CFG = IndexConfig(chunk_tokens=12, chunk_overlap=3)
-
-
-@pytest.fixture(autouse=True)
-def fake_embedder():
-    register_embedder("fake-hash", HashEmbedder)
-
-
-@pytest.fixture
-def docs(tmp_path) -> Path:
-    d = tmp_path / "docs"
-    d.mkdir()
-    (d / "broncos.txt").write_text("The Denver Broncos won Super Bowl 50 in Santa Clara.")
-    (d / "mercury.md").write_text("Mercury is the smallest planet.")
-    return d
 
 
 def _json(r) -> object:

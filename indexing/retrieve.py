@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from indexing.onnx import encode_queries
-from rag.config import RetrievalConfig, default_index_dir
+from rag.config import IndexConfig, RetrievalConfig, default_index_dir
 from rag.errors import BadInput, IndexMismatch
 from rag.types import Chunk, Hit
 
@@ -197,21 +197,28 @@ def with_reranker(retriever, cfg: RetrievalConfig, scorer=None):
     `scorer` (anything with score(query, texts)) replaces the cfg.reranker model, for tests."""
     if not cfg.rerank:
         return retriever
-    from indexing.rerank import RerankingRetriever, load_reranker
+    from indexing.rerank import RerankingRetriever
 
-    scorer = scorer or load_reranker(cfg.reranker, max_tokens=cfg.rerank_tokens)
-    return RerankingRetriever(retriever, scorer, candidates=cfg.rerank_candidates)
+    return RerankingRetriever(retriever, scorer or load_scorer(cfg), candidates=cfg.rerank_candidates)
+
+
+def load_scorer(cfg: RetrievalConfig):
+    """The cross-encoder cfg.reranker names, loaded once per process (the seam unit tests replace)."""
+    from indexing.rerank import load_reranker
+
+    return load_reranker(cfg.reranker, max_tokens=cfg.rerank_tokens)
 
 
 def memory_retriever(
     chunks: list[Chunk], mode: str = "bm25", embedder=None, cfg: RetrievalConfig | None = None
 ) -> DenseRetriever | BM25Retriever | HybridRetriever:
-    """A retriever over chunks held in memory (training-data distractors, tests)."""
+    """A retriever over chunks held in memory (training-data distractors, tests). It reranks only when a
+    `cfg` asks for it: the default pipeline's reranking must not change how training data is mined."""
     import bm25s
 
     from indexing.store import bm25_tokenize, build_dense
 
-    cfg = cfg or RetrievalConfig()
+    cfg = cfg or RetrievalConfig(rerank=False)
     _check_mode(mode)
     chunks = list(chunks)
 
@@ -228,7 +235,7 @@ def memory_retriever(
         if embedder is None:
             from indexing.embed import get_embedder
 
-            embedder = get_embedder("minilm")
+            embedder = get_embedder(IndexConfig().embedder)
         vecs = (
             embedder.encode([c.text for c in chunks]) if chunks else np.zeros((0, embedder.dim), np.float32)
         )

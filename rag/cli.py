@@ -175,6 +175,32 @@ def _engine(engine: str, address: Optional[str]):
     return RayEngine(address=address)
 
 
+def _keep_index_embedder(cfg, where):
+    """An existing index keeps the embedder it was built with when none was asked for (no --embedder, and
+    rag.toml leaves the default): a new default embedder must not turn `rag index` into an error."""
+    from dataclasses import replace
+
+    from rag.config import IndexConfig
+
+    if cfg.embedder != IndexConfig().embedder:
+        return cfg
+    try:
+        from indexing.backends import manifest_text
+
+        text = manifest_text(where)  # a folder's or a database's
+        was = json.loads(text)["embedder"]["name"] if text else None
+    except (OSError, ValueError, KeyError, TypeError, RagError):
+        return cfg  # no readable index: the build reports what is wrong with it
+    if was and was != cfg.embedder:
+        err.print(
+            f"[dim]keeping the index's embedder {was} (rebuild with --embedder {cfg.embedder} --rebuild "
+            "to switch)[/]",
+            highlight=False,
+        )
+        return replace(cfg, embedder=was)
+    return cfg
+
+
 @app.command("index")
 def index_cmd(
     paths: list[Path] = typer.Argument(
@@ -227,6 +253,8 @@ def index_cmd(
         from indexing.build import build_index
 
         where = _where(index, store)
+        if not embedder and not rebuild:
+            cfg = _keep_index_embedder(cfg, where)
         run_on = _engine(engine, address)
         with _phases(
             {"scan": "reading files", "load": "loading files", "embed": "embedding chunks"}

@@ -81,7 +81,7 @@ def _check(obj, minimum: dict[str, int]) -> None:
 
 @dataclass(frozen=True)
 class IndexConfig:
-    embedder: str = "minilm"  # model-store preset, local sentence-transformers folder, or hub id
+    embedder: str = "bge-small"  # model-store preset, local sentence-transformers or ONNX folder, or hub id
     chunk_tokens: int = 200  # chunk size in embedder tokens (kept under the embedder's max length)
     chunk_overlap: int = 32  # overlap between consecutive chunks, in embedder tokens
     batch_size: int = 32  # embedding batch size (batches are length-sorted)
@@ -105,9 +105,7 @@ class RetrievalConfig:
     k: int = 5  # passages handed to the reader
     rrf_k: int = 60  # reciprocal rank fusion constant
     candidates: int = 50  # per-mode candidates fused in hybrid mode
-    rerank: bool = (
-        False  # rescore the fused top rerank_candidates with a cross-encoder (off until benchmarked)
-    )
+    rerank: bool = True  # rescore the fused top rerank_candidates with a cross-encoder (bench_retrieval)
     rerank_candidates: int = 20  # fused hits the reranker rescores (then the best k are kept)
     reranker: str = "minilm-reranker"  # reranker preset or ONNX folder (model.onnx + tokenizer.json)
     rerank_tokens: int = 256  # longest query+passage pair the reranker reads, in its tokens (passage cut)
@@ -129,7 +127,9 @@ class ReaderConfig:
         "auto"  # compute dtype: auto (bf16 only on CPUs with native bf16, else fp32) | bfloat16 | float32
     )
     span: bool = False  # span-faithful decoding: the answer copied from a passage, cited where it is
-    abstain_threshold: float = 0.0  # span decoding declines when log P(abstain) - log P(answer) > this
+    # span decoding declines when log P(abstain) - log P(answer) > this; 1.5 was chosen on the training
+    # sources' validation split (benchmarks/bench_abstain.py: 57% declined at 7% wrong declines)
+    abstain_threshold: float = 1.5
 
     def __post_init__(self):
         _check(self, {"max_new_tokens": 1})

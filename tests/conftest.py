@@ -21,6 +21,27 @@ def rag_home(tmp_path, monkeypatch) -> Path:
     return home
 
 
+class OverlapScorer:
+    """The reranker unit tests get: scores a passage by the question words it holds (no model)."""
+
+    name = "overlap"
+
+    def score(self, query, texts):
+        q = set(query.lower().split())
+        return [float(len(q & set(t.lower().split()))) for t in texts]
+
+
+@pytest.fixture(autouse=True)
+def fake_reranker(request, monkeypatch):
+    """Reranking is on by default; tests that do not ask for the real models rerank with OverlapScorer,
+    so no unit test pulls the cross-encoder (tests that use `real_models` get the real one)."""
+    if "real_models" in request.fixturenames:
+        return
+    import indexing.retrieve
+
+    monkeypatch.setattr(indexing.retrieve, "load_scorer", lambda cfg: OverlapScorer())
+
+
 @pytest.fixture
 def real_models(monkeypatch) -> Path:
     """Point the model store at the shared cache so real models are pulled at most once."""

@@ -73,8 +73,10 @@ def test_reranking_retriever_rescores_exactly_the_top_candidates():
 
 
 def test_bm25_mode_reranks_without_vectors(monkeypatch):
+    import indexing.retrieve
+
     scorer = FakeScorer()
-    monkeypatch.setattr(rr, "load_reranker", lambda name, max_tokens: scorer)
+    monkeypatch.setattr(indexing.retrieve, "load_scorer", lambda cfg: scorer)
     cfg = RetrievalConfig(rerank=True, rerank_candidates=5)
     r = memory_retriever(_chunks(), mode="bm25", cfg=cfg)  # no embedder is ever loaded in bm25 mode
     out = r.search("Broncos football", 2)
@@ -82,15 +84,15 @@ def test_bm25_mode_reranks_without_vectors(monkeypatch):
     assert len(scorer.calls[0][1]) == 5  # the BM25 top 5, rescored
     best = max(scorer.calls[0][1], key=lambda t: t.count("Broncos"))
     assert out[0].chunk.text == best and out[0].rerank_score == 3.0 and out[0].score > 0
-    plain = memory_retriever(_chunks(), mode="bm25", cfg=RetrievalConfig())
-    assert not isinstance(plain, rr.RerankingRetriever)  # off by default
+    plain = memory_retriever(_chunks(), mode="bm25")
+    assert not isinstance(plain, rr.RerankingRetriever)  # in memory (training data): off unless asked
     assert all(h.rerank_score is None for h in plain.search("Broncos", 3))
 
 
 def test_config_fields_are_validated():
     from rag.errors import BadInput
 
-    assert RetrievalConfig().rerank is False and RetrievalConfig().rerank_candidates == 20
+    assert RetrievalConfig().rerank is True and RetrievalConfig().rerank_candidates == 20
     with pytest.raises(BadInput, match="rerank_candidates must be at least 1"):
         RetrievalConfig(rerank_candidates=0)
     with pytest.raises(BadInput, match="rerank must be true or false"):
@@ -115,17 +117,20 @@ def _search(*args):
 
 
 def test_search_flags_and_rag_toml_reach_the_reranker(index, tmp_path, monkeypatch):
+    import indexing.retrieve
+
     scorer = FakeScorer()
-    monkeypatch.setattr(rr, "load_reranker", lambda name, max_tokens: scorer)
+    monkeypatch.setattr(indexing.retrieve, "load_scorer", lambda cfg: scorer)
     monkeypatch.chdir(tmp_path)
-    plain = _search()
+    plain = _search("--no-rerank")
     assert plain[0]["source"] == "mercury.md" and plain[0]["rerank_score"] is None and not scorer.calls
-    reranked = _search("--rerank")
+    reranked = _search()  # on by default
     assert [h["source"] for h in reranked] == ["broncos.txt", "mercury.md"]
     assert reranked[0]["rerank_score"] == 2.0 and reranked[0]["score"] > 0  # both scores shown
-    (tmp_path / "rag.toml").write_text("[retrieval]\nrerank = true\n")
-    assert _search() == reranked
-    assert _search("--no-rerank") == plain  # the flag wins over the file
+    assert _search("--rerank") == reranked
+    (tmp_path / "rag.toml").write_text("[retrieval]\nrerank = false\n")
+    assert _search() == plain
+    assert _search("--rerank") == reranked  # the flag wins over the file
     r = open_retriever(index, mode="bm25", cfg=RetrievalConfig(rerank=True))
     assert r.search("Super Bowl 50 planet", 1)[0].chunk.doc == "broncos.txt"
 
@@ -157,6 +162,7 @@ def test_ask_and_eval_flags_reach_the_retrieval_config(tmp_path, monkeypatch):
     )
     runner.invoke(cli.app, ["eval", "--limit", "2", "-s", "extractive", "--no-rerank"])
     assert got["cfg"].rerank is False
+    assert EvalConfig().rerank is RetrievalConfig().rerank is True  # eval follows the default pipeline
     got.clear()
     runner.invoke(cli.app, ["eval", "--limit", "2", "-s", "extractive"])
     assert got["cfg"].rerank is True and got["cfg"].rerank_candidates == 7

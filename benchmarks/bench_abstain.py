@@ -34,6 +34,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from common import cpu_line, write_result  # noqa: E402
 
+RULE = "model-or-gap"  # the reader's decision rule the rows were made with (rows of another rule are redone)
+
 
 def curve(rows: list[dict]) -> list[dict]:
     """One point per distinct threshold (plus +-inf): the four rates above at that threshold."""
@@ -93,7 +95,11 @@ def main() -> None:
     reader = make_reader("llm", model=args.model, adapter=args.adapter, span=True, abstain_threshold=math.inf)
     done = {}
     if args.rows.is_file():
-        done = {r["id"]: r for r in map(json.loads, open(args.rows)) if r.get("reader") == reader.reader}
+        done = {
+            r["id"]: r
+            for r in map(json.loads, open(args.rows))
+            if r.get("reader") == reader.reader and r.get("rule") == RULE
+        }
     args.rows.parent.mkdir(parents=True, exist_ok=True)
     rows, t0 = [], time.perf_counter()
     with open(args.rows, "a") as sink:
@@ -107,7 +113,9 @@ def main() -> None:
             ]
             ans = reader.answer(e.question, hits)
             d = ans.decision
-            gap = math.inf if d.get("answer_logprob") is None else d["abstain_logprob"] - d["answer_logprob"]
+            # the reader declines when the model itself would, whatever the threshold: an infinite gap
+            declines = d.get("answer_logprob") is None or d.get("model_declines")
+            gap = math.inf if declines else d["abstain_logprob"] - d["answer_logprob"]
             span_text = (d.get("span") or "").rsplit(" [", 1)[0]
             row = {
                 "id": e.id,
@@ -117,6 +125,7 @@ def main() -> None:
                 "f1": 0.0 if e.gold is None or not span_text else em_f1(span_text, e.answers)[1],
                 "seconds": ans.timings["generate_s"],
                 "reader": reader.reader,
+                "rule": RULE,
             }
             sink.write(json.dumps(row) + "\n")
             sink.flush()

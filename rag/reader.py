@@ -370,24 +370,29 @@ class LLMReader:
                 self.last_decision = {}
                 yield from self._generate(prompt)
 
-    def _abstain_logprob(self, first, out, prompt_len: int) -> float:
-        """log P(the abstention sentence | prompt), from the prefill's logits and one forward pass over the
-        sentence on the prompt's KV cache, which is then cut back to the prompt (no second prefill)."""
+    def _abstain_logprob(self, first, out, prompt_len: int) -> tuple[float, bool]:
+        """(log P(the abstention sentence | prompt), whether greedy decoding would write that sentence),
+        from the prefill's logits and one forward pass over the sentence on the prompt's KV cache, which is
+        then cut back to the prompt (no second prefill)."""
         import torch
 
         ids = self.tokenizer(ABSTAIN, add_special_tokens=False)["input_ids"]
         lp = float(first[ids[0]])
+        greedy = int(first.argmax()) == ids[0]
         if len(ids) > 1:
             more = self.model(input_ids=torch.tensor([ids[:-1]]), cache=out.cache, use_cache=True)
             rest = more.logits[0].float().log_softmax(-1)
-            lp += float(rest[torch.arange(len(ids) - 1), torch.tensor(ids[1:])].sum())
+            want = torch.tensor(ids[1:])
+            lp += float(rest[torch.arange(len(ids) - 1), want].sum())
+            greedy = greedy and bool((rest.argmax(-1) == want).all())
             out.cache.crop(-(len(ids) - 1))  # transformers 5: a negative count of tokens to drop
             assert out.cache.get_seq_length() == prompt_len
-        return lp
+        return lp, greedy
 
     def _generate_span(self, prompt: list[int], shown: list[str]) -> str:
         """Greedy decoding held to rag.span's grammar (an answer copied from a passage, then the citation of
-        a passage holding it), then the calibrated choice between that answer and abstaining.
+        a passage holding it), then the choice between that answer and abstaining: decline when the model's
+        own greedy choice is the abstention sentence, or when log P(sentence) - log P(span) > threshold.
 
         The answer comes out whole, after the choice: a streamed answer could not be taken back."""
         import torch
@@ -403,7 +408,7 @@ class LLMReader:
         with torch.inference_mode():
             out = self.model(input_ids=torch.tensor([prompt]), use_cache=True, logits_to_keep=1)
             logp = out.logits[0, -1].float().log_softmax(-1)
-            abstain_lp = self._abstain_logprob(logp, out, len(prompt))
+            abstain_lp, model_declines = self._abstain_logprob(logp, out, len(prompt))
             while len(gen) < self.max_new_tokens:
                 chosen = None
                 for cand in torch.topk(logp, min(SPAN_CANDIDATES, logp.numel())).indices.tolist():
@@ -427,10 +432,13 @@ class LLMReader:
                 out = self._step(chosen, out)
                 logp = out.logits[0, -1].float().log_softmax(-1)
         span = grammar.complete(text.rstrip("\ufffd"))
-        abstain = span is None or abstain_lp - answer_lp > self.abstain_threshold
+        # Decline when the model itself would (free greedy decoding writes the sentence), or when the
+        # sentence beats the best span by more than the threshold.
+        abstain = span is None or model_declines or abstain_lp - answer_lp > self.abstain_threshold
         self.last_decision = {
             "abstain_logprob": abstain_lp,
             "answer_logprob": answer_lp if span is not None else None,
+            "model_declines": model_declines,
             "span": span,
             "threshold": self.abstain_threshold,
         }

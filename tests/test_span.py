@@ -104,15 +104,17 @@ def test_kv_cache_is_cut_back_after_scoring_the_abstention(tok):
     assert r.answer(Q, HITS).text == "Carolina Panthers"
 
 
-def test_threshold_decides_between_span_and_abstention(tok):
+def test_the_model_declining_or_the_threshold_decides(tok):
     texts = ["Denver Broncos [1]"]
-    likely = span_reader(tok, texts, threshold=0.0, abstain_first=12.0).answer(Q, HITS)
-    d = likely.decision
-    assert likely.abstained and d["span"] == "Denver Broncos [1]"
-    assert d["abstain_logprob"] > d["answer_logprob"]
-    strict = span_reader(tok, texts, threshold=d["abstain_logprob"] - d["answer_logprob"] + 0.1)
-    strict.model = ranked_model(tok, texts, abstain_first=12.0)
-    assert not strict.answer(Q, HITS).abstained  # the same scores, a higher bar for declining
+    # the model's own first choice is the abstention sentence: declined whatever the threshold
+    own = span_reader(tok, texts, threshold=math.inf, abstain_first=12.0).answer(Q, HITS)
+    assert own.abstained and own.decision["model_declines"] and own.decision["span"] == "Denver Broncos [1]"
+    # the span comes first, the sentence close behind: the threshold makes the choice
+    close = span_reader(tok, texts, threshold=0.0, abstain_first=9.5).answer(Q, HITS)
+    d = close.decision
+    gap = d["abstain_logprob"] - d["answer_logprob"]
+    assert not d["model_declines"] and -1.0 < gap < 0 and not close.abstained
+    assert span_reader(tok, texts, threshold=gap - 0.1, abstain_first=9.5).answer(Q, HITS).abstained
     unlikely = span_reader(tok, texts, threshold=0.0).answer(Q, HITS)
     assert not unlikely.abstained and unlikely.decision["abstain_logprob"] < -10
     assert answer_to_json(unlikely)["decision"]["span"] == "Denver Broncos [1]"

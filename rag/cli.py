@@ -283,7 +283,7 @@ def index_cmd(
 def search_cmd(
     query: str = typer.Argument(..., help="What to look for."),
     k: Optional[int] = typer.Option(
-        None, "-k", help="How many chunks to return (default: \\[retrieval] k of rag.toml, else 5)."
+        None, "-k", help="How many chunks to return (default: \\[retrieval] k of rag.toml, else 3)."
     ),
     mode: Optional[str] = typer.Option(
         None, "--mode", help="dense | bm25 | hybrid (default: \\[retrieval] mode of rag.toml, else hybrid)."
@@ -521,7 +521,9 @@ def _reader_from(
 @app.command("ask")
 def ask_cmd(
     question: Optional[str] = typer.Argument(None, help="The question; leave out for an interactive prompt."),
-    k: Optional[int] = typer.Option(None, "-k", help="Passages given to the reader (default: 5)."),
+    k: Optional[int] = typer.Option(
+        None, "-k", help="Passages given to the reader (default: \\[retrieval] k, else 3)."
+    ),
     reader: Optional[str] = _READER_OPT,
     model: Optional[str] = _MODEL_OPT,
     adapter: Optional[str] = _ADAPTER_OPT,
@@ -961,7 +963,7 @@ def eval_cmd(
         0, "--seed", help="Seed for --limit sampling, the judge subsample and the bootstrap."
     ),
     k: Optional[int] = typer.Option(
-        None, "-k", "--k", help="Passages handed to the reader (default: [retrieval] k in rag.toml, else 5)."
+        None, "-k", "--k", help="Passages handed to the reader (default: [retrieval] k in rag.toml, else 3)."
     ),
     mode: Optional[str] = typer.Option(
         None, "--mode", help="Retrieval mode: dense, bm25, hybrid (default: [retrieval] mode, else hybrid)."

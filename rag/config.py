@@ -102,7 +102,7 @@ class IndexConfig:
 @dataclass(frozen=True)
 class RetrievalConfig:
     mode: str = "hybrid"  # dense | bm25 | hybrid (reciprocal rank fusion)
-    k: int = 5  # passages handed to the reader
+    k: int = 3  # passages handed to the reader (3 after reranking: scripts/k_sweep.sh)
     rrf_k: int = 60  # reciprocal rank fusion constant
     candidates: int = 50  # per-mode candidates fused in hybrid mode
     rerank: bool = True  # rescore the fused top rerank_candidates with a cross-encoder (bench_retrieval)

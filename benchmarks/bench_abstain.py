@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from common import cpu_line, write_result  # noqa: E402
 
-RULE = "model-or-gap"  # the reader's decision rule the rows were made with (rows of another rule are redone)
+RULE = "gap+model"  # what the rows hold (the gap and the model's own choice); rows without both are redone
 
 
 def curve(rows: list[dict]) -> list[dict]:
@@ -47,7 +47,7 @@ def curve(rows: list[dict]) -> list[dict]:
         cuts = [-math.inf, gaps[0], math.inf]
     out = []
     for t in cuts:
-        declined = lambda r, t=t: r["gap"] > t  # noqa: E731
+        declined = lambda r, t=t: r["gap"] > t or r["gap"] == math.inf  # noqa: E731 (inf: always)
         d_un = sum(map(declined, un))
         d_ans = sum(map(declined, ans))
         out.append(
@@ -66,6 +66,8 @@ def curve(rows: list[dict]) -> list[dict]:
 
 def choose(points: list[dict], max_wrong: float) -> dict:
     ok = [p for p in points if p["wrong_declines"] is not None and p["wrong_declines"] <= max_wrong]
+    if not ok:  # the model's own declines alone cost more than max_wrong: decline no more than they do
+        return points[-1]
     return max(ok, key=lambda p: (p["declined"] - p["wrong_declines"], -abs(p["threshold"])))
 
 
@@ -113,15 +115,14 @@ def main() -> None:
             ]
             ans = reader.answer(e.question, hits)
             d = ans.decision
-            # the reader declines when the model itself would, whatever the threshold: an infinite gap
-            declines = d.get("answer_logprob") is None or d.get("model_declines")
-            gap = math.inf if declines else d["abstain_logprob"] - d["answer_logprob"]
+            gap = math.inf if d.get("answer_logprob") is None else d["abstain_logprob"] - d["answer_logprob"]
             span_text = (d.get("span") or "").rsplit(" [", 1)[0]
             row = {
                 "id": e.id,
                 "unanswerable": e.gold is None,
                 "gap": gap,
                 "span": d.get("span"),
+                "model_declines": bool(d.get("model_declines")),  # its greedy choice is the sentence
                 "f1": 0.0 if e.gold is None or not span_text else em_f1(span_text, e.answers)[1],
                 "seconds": ans.timings["generate_s"],
                 "reader": reader.reader,
@@ -136,6 +137,16 @@ def main() -> None:
 
     points = curve(rows)
     best = choose(points, args.max_wrong)
+    own = [r for r in rows if r["model_declines"]]  # the alternative rule: decline when the model would
+    n_un = sum(r["unanswerable"] for r in rows)
+    model_rule = {
+        "declined": sum(r["unanswerable"] for r in own) / max(n_un, 1),
+        "wrong_declines": sum(not r["unanswerable"] for r in own) / max(len(rows) - n_un, 1),
+    }
+    print(
+        f"the model's own greedy choice alone: declined {model_rule['declined']:.3f}, "
+        f"wrong {model_rule['wrong_declines']:.3f}"
+    )
     print(f"\n{'threshold':>10} {'declined':>9} {'precision':>10} {'wrong':>7} {'answer F1':>10}")
     step = max(1, len(points) // 25)
     for p in points[::step] + ([best] if best not in points[::step] else []):
@@ -173,6 +184,7 @@ def main() -> None:
             "unanswerable": sum(r["unanswerable"] for r in rows),
         },
         reader=reader.reader,
+        model_rule=model_rule,
     )
 
 

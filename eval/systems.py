@@ -2,7 +2,8 @@
 
 System names (`--systems`): "extractive", a reader preset ("qwen2.5-0.5b"), a preset with its shipped
 adapter ("qwen2.5-0.5b+tuned") or with an adapter folder ("qwen2.5-0.5b+/path/to/adapter"), then
-optionally ":span" (span-faithful decoding, rag.toml's abstain threshold) or ":span=T" (threshold T), each
+optionally ":span" (span-faithful decoding, rag.toml's abstain threshold), ":span=T" (threshold T) or
+":free" (free decoding; without a suffix, rag.toml's [reader] span decides), each
 optionally suffixed "@gold" for the oracle run with the gold paragraph.
 
 A system's hash covers everything that changes its answers (reader, model and its sha256, adapter
@@ -36,7 +37,7 @@ class SystemSpec:
     model: str | None = None  # model-store preset or folder, for llm readers
     adapter: str = "none"  # "none" or an adapter folder
     oracle: bool = False  # True: the gold paragraph is the only passage (no retrieval)
-    span: bool = False  # span-faithful decoding with the calibrated abstention choice (rag.span)
+    span: bool | None = None  # span-faithful decoding (rag.span); None: rag.toml's [reader] span
     threshold: float | None = None  # its abstain threshold; None: rag.toml's [reader] abstain_threshold
 
     @property
@@ -62,8 +63,8 @@ def parse_system(name: str) -> SystemSpec:
     """
     base, oracle = (name[: -len("@gold")], True) if name.endswith("@gold") else (name, False)
     base, span, threshold = _decoding(name, base)
-    if base == "extractive" and span:
-        raise BadInput(f"{name!r}: :span applies to LLM readers only; drop it from extractive")
+    if base == "extractive" and span is not None:
+        raise BadInput(f"{name!r}: :span and :free apply to LLM readers only; drop it from extractive")
     if base == "extractive":
         return SystemSpec(name=name, reader="extractive", oracle=oracle)
     model, _, adapter = base.partition("+")
@@ -95,15 +96,18 @@ def parse_system(name: str) -> SystemSpec:
     )
 
 
-def _decoding(name: str, base: str) -> tuple[str, bool, float | None]:
-    """(name without its decoding suffix, span, threshold): "...:span" or "...:span=-1.5".
+def _decoding(name: str, base: str) -> tuple[str, bool | None, float | None]:
+    """(name without its decoding suffix, span, threshold): "...:span", "...:span=-1.5" or "...:free";
+    span None without a suffix (the [reader] default).
 
-    >>> _decoding("q+tuned:span=-1.5", "q+tuned:span=-1.5"), _decoding("q", "q")
-    (('q+tuned', True, -1.5), ('q', False, None))
+    >>> _decoding("q+tuned:span=-1.5", "q+tuned:span=-1.5"), _decoding("q", "q"), _decoding("q:free", "q:free")
+    (('q+tuned', True, -1.5), ('q', None, None), ('q', False, None))
     """
+    if base.endswith(":free"):
+        return base[: -len(":free")], False, None
     head, sep, tail = base.rpartition(":span")
     if not sep or (tail and not tail.startswith("=")):
-        return base, False, None
+        return base, None, None
     if not tail:
         return head, True, None
     try:
@@ -136,8 +140,23 @@ def open_reader(spec: SystemSpec):
     if spec.reader == "extractive":
         return make_reader("extractive")
     return make_reader(
-        "llm", model=spec.model, adapter=spec.adapter, span=spec.span, abstain_threshold=threshold_of(spec)
+        "llm",
+        model=spec.model,
+        adapter=spec.adapter,
+        span=span_of(spec),
+        abstain_threshold=threshold_of(spec),
     )
+
+
+def span_of(spec: SystemSpec) -> bool:
+    """Whether a system decodes span-faithfully: its suffix, else rag.toml's [reader] span."""
+    if spec.reader == "extractive":
+        return False
+    if spec.span is not None:
+        return spec.span
+    from rag.config import load_config
+
+    return load_config().reader.span
 
 
 def threshold_of(spec: SystemSpec) -> float:
@@ -240,6 +259,6 @@ def system_hash(spec: SystemSpec, k: int) -> str:
         "k": None if spec.oracle else k,
         "prompt": PROMPT_VERSION,
     }
-    if spec.span:  # only then: the hashes (and saved predictions) of free-decoding systems stay as they were
+    if span_of(spec):  # only then: the hashes (and saved predictions) of free-decoding systems stay as before
         key["decoding"] = {"span": True, "threshold": threshold_of(spec)}
     return sha256_text(json.dumps(key, sort_keys=True))[:12]

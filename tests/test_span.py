@@ -104,11 +104,12 @@ def test_kv_cache_is_cut_back_after_scoring_the_abstention(tok):
     assert r.answer(Q, HITS).text == "Carolina Panthers"
 
 
-def test_the_model_declining_or_the_threshold_decides(tok):
+def test_the_threshold_decides_and_the_models_own_choice_is_recorded(tok):
     texts = ["Denver Broncos [1]"]
-    # the model's own first choice is the abstention sentence: declined whatever the threshold
+    # the model's own first choice is the abstention sentence: recorded; the threshold still decides
     own = span_reader(tok, texts, threshold=math.inf, abstain_first=12.0).answer(Q, HITS)
-    assert own.abstained and own.decision["model_declines"] and own.decision["span"] == "Denver Broncos [1]"
+    assert not own.abstained and own.decision["model_declines"] and own.text == "Denver Broncos"
+    assert span_reader(tok, texts, threshold=0.0, abstain_first=12.0).answer(Q, HITS).abstained
     # the span comes first, the sentence close behind: the threshold makes the choice
     close = span_reader(tok, texts, threshold=0.0, abstain_first=9.5).answer(Q, HITS)
     d = close.decision

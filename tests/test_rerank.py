@@ -168,7 +168,8 @@ def test_ask_and_eval_flags_reach_the_retrieval_config(tmp_path, monkeypatch):
     assert got["cfg"].rerank is True and got["cfg"].rerank_candidates == 7
 
 
-def test_missing_reranker_files_name_the_pull_command(rag_home):
+def test_missing_reranker_files_name_the_pull_command(rag_home, monkeypatch):
+    monkeypatch.setattr(rr, "_CACHE", {})  # a real reranker another test loaded is not this store's
     folder = rag_home / "models" / "minilm-reranker"
     folder.mkdir(parents=True)
     (folder / "rag_model.json").write_text("{}")  # pulled once, then model.onnx was deleted

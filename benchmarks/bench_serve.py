@@ -99,12 +99,15 @@ def in_process(qs: list[str], args) -> tuple[dict, dict[str, str]]:
     """Warm answers in this process with the server's reader: the speed and answer reference."""
     from rag.pipeline import ask_stream
 
+    from rag.config import load_config
+
+    k = load_config().retrieval.k  # what `rag serve` hands the reader when a request names no k
     retriever, reader = open_parts(args)
-    for _ in ask_stream(qs[0], retriever, reader):  # warm-up
+    for _ in ask_stream(qs[0], retriever, reader, k):  # warm-up
         pass
     totals, firsts, answers = [], [], {}
     for q in qs:
-        s = ask_stream(q, retriever, reader)
+        s = ask_stream(q, retriever, reader, k)
         for _ in s:
             pass
         totals.append(s.answer.timings["total_s"])

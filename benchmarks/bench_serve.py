@@ -97,9 +97,8 @@ def ask(host: str, port: int, question: str, timeout: float) -> dict:
 
 def in_process(qs: list[str], args) -> tuple[dict, dict[str, str]]:
     """Warm answers in this process with the server's reader: the speed and answer reference."""
-    from rag.pipeline import ask_stream
-
     from rag.config import load_config
+    from rag.pipeline import ask_stream
 
     k = load_config().retrieval.k  # what `rag serve` hands the reader when a request names no k
     retriever, reader = open_parts(args)

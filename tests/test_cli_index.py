@@ -51,9 +51,7 @@ def test_index_then_search_json(docs, rag_home):
     hits = json.loads(r.stdout)
     assert hits[0]["source"] == "mercury.md" and hits[0]["rank"] == 1
     assert set(hits[0]) == {"rank", "score", "rerank_score", "source", "start", "end", "text"}
-    assert (
-        hits[0]["rerank_score"] == 1.0
-    )  # reranked by default ("smallest planet": "planet." != "planet") (the unit tests' word-overlap scorer)
+    assert hits[0]["rerank_score"] is None  # reranking is off by default
 
     r = runner.invoke(app, ["index", str(docs), "--json"])  # no --embedder: the index keeps fake-hash
     assert r.exit_code == 0 and "keeping the index's embedder fake-hash" in r.stderr, r.output
@@ -120,12 +118,12 @@ def test_retrieval_config_reaches_the_retriever(docs, tmp_path, monkeypatch):
 
     runner.invoke(app, ["index", str(docs), "--embedder", "fake-hash"])
     idx = tmp_path / "rag_home" / "index"
-    r = retrieve.open_retriever(idx, cfg=RetrievalConfig(rrf_k=7, candidates=3)).inner  # reranked by default
+    r = retrieve.open_retriever(idx, cfg=RetrievalConfig(rrf_k=7, candidates=3))
     assert isinstance(r, retrieve.HybridRetriever) and (r.rrf_k, r.candidates) == (7, 3)
     bm25 = retrieve.open_retriever(idx, cfg=RetrievalConfig(mode="bm25", rerank=False))
     assert isinstance(bm25, retrieve.BM25Retriever)
     r = cli._ask_retriever(idx, "hybrid", RetrievalConfig(rrf_k=7, candidates=3))  # what `rag ask` opens
-    assert (r.inner.rrf_k, r.inner.candidates, r.candidates) == (7, 3, 20)  # fusion's, then the reranker's
+    assert (r.rrf_k, r.candidates) == (7, 3)
 
     opened = []
     real = retrieve.open_retriever
@@ -135,7 +133,7 @@ def test_retrieval_config_reaches_the_retriever(docs, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "rag.toml").write_text("[retrieval]\nrrf_k = 7\ncandidates = 3\n")
     _search("smallest planet")
-    assert (opened[0].inner.rrf_k, opened[0].inner.candidates) == (7, 3)
+    assert (opened[0].rrf_k, opened[0].candidates) == (7, 3)
 
 
 def test_search_shows_where_a_document_is(docs):

@@ -370,13 +370,21 @@ class LLMReader:
                 self.last_decision = {}
                 yield from self._generate(prompt)
 
+    @property
+    def abstain_ids(self) -> list[int]:
+        """The abstention sentence's token ids, tokenized once per reader (span decoding needs them twice
+        per answer)."""
+        if getattr(self, "_abstain_ids", None) is None:
+            self._abstain_ids = self.tokenizer(ABSTAIN, add_special_tokens=False)["input_ids"]
+        return self._abstain_ids
+
     def _abstain_logprob(self, first, out, prompt_len: int) -> tuple[float, bool]:
         """(log P(the abstention sentence | prompt), whether greedy decoding would write that sentence),
         from the prefill's logits and one forward pass over the sentence on the prompt's KV cache, which is
         then cut back to the prompt (no second prefill)."""
         import torch
 
-        ids = self.tokenizer(ABSTAIN, add_special_tokens=False)["input_ids"]
+        ids = self.abstain_ids
         lp = float(first[ids[0]])
         greedy = int(first.argmax()) == ids[0]
         if len(ids) > 1:
@@ -401,7 +409,7 @@ class LLMReader:
         grammar = SpanGrammar(shown, allow_abstain=False)
         # the abstention's first word ("The") is the model's way into declining, not into a span: skipped as
         # the first token, so the span is the best *answer* and the threshold makes the choice
-        abstain_first = tok(ABSTAIN, add_special_tokens=False)["input_ids"][0]
+        abstain_first = self.abstain_ids[0]
         gen: list[int] = []
         answer_lp, text = 0.0, ""
         self.last_new_tokens = 0

@@ -411,7 +411,10 @@ class LLMReader:
         # the first token, so the span is the best *answer* and the threshold makes the choice
         abstain_first = self.abstain_ids[0]
         gen: list[int] = []
-        answer_lp, text = 0.0, ""
+        # log P of each chosen token, split at the citation: the span's tokens are the model's answer, the
+        # " [n]" after them is mostly forced by the grammar and says nothing about whether to answer
+        span_lps: list[float] = []
+        cite_lp, text = 0.0, ""
         self.last_new_tokens = 0
         with torch.inference_mode():
             out = self.model(input_ids=torch.tensor([prompt]), use_cache=True, logits_to_keep=1)
@@ -433,20 +436,27 @@ class LLMReader:
                 if chosen is None:
                     break
                 gen.append(chosen)
-                answer_lp += float(logp[chosen])
+                if "[" in text:
+                    cite_lp += float(logp[chosen])
+                else:
+                    span_lps.append(float(logp[chosen]))
                 self.last_new_tokens = len(gen)
                 if grammar.closed(text):
                     break
                 out = self._step(chosen, out)
                 logp = out.logits[0, -1].float().log_softmax(-1)
         span = grammar.complete(text.rstrip("\ufffd"))
-        # Decline when the sentence beats the best span by more than the threshold. Whether the model's
-        # own greedy choice is the sentence is recorded, not used: declining whenever it is cost more wrong
-        # declines for the same right ones on the validation split (benchmarks/bench_abstain.py).
+        answer_lp = sum(span_lps)
+        # Decline when the sentence beats the best span (its citation not counted) by more than the
+        # threshold. Whether the model's own greedy choice is the sentence is recorded, not used: declining
+        # whenever it is cost more wrong declines for the same right ones on the validation split
+        # (benchmarks/bench_abstain.py).
         abstain = span is None or abstain_lp - answer_lp > self.abstain_threshold
         self.last_decision = {
             "abstain_logprob": abstain_lp,
             "answer_logprob": answer_lp if span is not None else None,
+            "citation_logprob": cite_lp if span is not None else None,
+            "span_token_logprobs": [round(x, 4) for x in span_lps],
             "model_declines": model_declines,
             "span": span,
             "threshold": self.abstain_threshold,

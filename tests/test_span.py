@@ -90,6 +90,19 @@ def test_answer_is_copied_and_cited_where_it_is(tok):
     assert ans.supported and all(c.supported for c in ans.citations)
 
 
+def test_the_citation_the_grammar_forces_does_not_count_against_the_answer(tok):
+    # the model's span is its first choice throughout, but it would cite [2], which does not hold it: the
+    # grammar forces [1], a low-probability token, and that must not make abstaining look better
+    texts = ["Denver Broncos [2]", "Denver Broncos [1]"]
+    ans = span_reader(tok, texts, threshold=1.0, abstain_first=9.5).answer(Q, HITS)
+    d = ans.decision
+    assert not ans.abstained and d["span"] == "Denver Broncos [1]"
+    assert d["answer_logprob"] == pytest.approx(sum(d["span_token_logprobs"]), abs=1e-3)
+    assert d["answer_logprob"] > -1 and d["citation_logprob"] < -4
+    # counting the forced citation, as the first version did, would have declined
+    assert d["abstain_logprob"] - d["answer_logprob"] - d["citation_logprob"] > 1.0
+
+
 def test_words_the_passages_lack_are_replaced_by_the_next_choice(tok):
     # first choice "Carolina Broncos": "Carolina" is there, "Carolina Broncos" is not
     r = span_reader(tok, ["Carolina Broncos [1]", "Carolina Panthers [1]"], threshold=math.inf)

@@ -5,10 +5,12 @@ this order (plus any keys older rows carry). A row that drifts from it is refuse
 before anything is written, so a mistake in this file cannot reach the log.
 
 Columns about answers: em, f1, correct_cited (x100); declined, abstain_* and wrong_abstain_rate
-(abstention); citation_accuracy and citation_rate; grounding (eval.metrics: the share of the answer's
-content words found in the passages it cites, the reader's own support test) and supported_rate (the
-share of answers the reader itself flagged supported: the same test thresholded); judged faithfulness
-and relevancy (ragas); retrieval, latency and peak RAM.
+(abstention), with declined split into declined_absent (corpus-absent questions, eval.absent) and
+declined_disfl (Disfl-QA near misses), x100, None when the run had none of that kind;
+citation_accuracy and citation_rate; grounding (eval.metrics: the share of the answer's content words
+found in the passages it cites, the reader's own support test) and supported_rate (the share of
+answers the reader itself flagged supported: the same test thresholded); judged faithfulness and
+relevancy (ragas); retrieval, latency and peak RAM.
 """
 
 from __future__ import annotations
@@ -33,7 +35,9 @@ if TYPE_CHECKING:
 
 EXPERIMENTS_JSONL = "experiments.jsonl"
 EXPERIMENTS_CSV = "experiments.csv"
-LOG_VERSION = 1  # bump when the experiments row schema changes incompatibly
+# bump when the experiments row schema changes; 2 added declined_absent and declined_disfl. Older rows
+# stay in the log as written (readers take missing keys as None; the CSV leaves their cells empty)
+LOG_VERSION = 2
 
 # What a row says about the system (from eval.systems.system_meta), its answers, and its judged scores.
 META_COLUMNS = (
@@ -55,6 +59,8 @@ ANSWER_COLUMNS = (
     "f1",
     "correct_cited",
     "declined",
+    "declined_absent",
+    "declined_disfl",
     "abstain_precision",
     "abstain_recall",
     "wrong_abstain_rate",

@@ -5,6 +5,10 @@ ten), and every system reads the same top-k of it. The hits are saved in the run
 index's manifest, the mode and the depth (and the fusion settings when rag.toml changes them), so a
 rerun over the same index retrieves only edited questions. An "@gold" system reads the gold paragraph
 as its single passage instead.
+
+Corpus-absent questions (eval.absent) are retrieved from the held-out index (EvalConfig.absent_index),
+everything else from the run's index; each index's hits are saved under its own fingerprint. They have
+no gold paragraph: an @gold system is not given them.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from difflib import SequenceMatcher
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,7 +25,7 @@ from eval import metrics as M
 from eval.memory import release_models
 from eval.runfiles import Appender, read_jsonl, short_hash
 from eval.systems import SystemSpec
-from eval.testset import Question, TestSet, gold_context
+from eval.testset import ABSENT_ORIGIN, Question, TestSet, gold_context
 from rag.config import RetrievalConfig
 from rag.errors import BadInput
 from rag.types import Chunk, Hit
@@ -122,11 +126,13 @@ def retrieve(
     retriever: Any = None,
     index_key: str | None = None,
     progress: Progress | None = None,
+    phase: str = "retrieve",
 ) -> Retrieved:
     """Hits for every question, from the saved retrieval where its question is unchanged.
 
-    Without `retriever` the run's index is opened (only if something is left to retrieve) and then
-    released with its embedder before any reader loads, for cleaner RAM figures.
+    Without `retriever` the index cfg.index_dir names is opened (only if something is left to retrieve)
+    and then released with its embedder before any reader loads, for cleaner RAM figures. `phase` labels
+    the progress.
     """
     depth = max(cfg.k, RETRIEVE_DEPTH)
     opened = retriever is None
@@ -141,7 +147,7 @@ def retrieve(
             retriever = open_default_retriever(cfg)
             path = run_dir / f"hits-{hits_key(index_fingerprint(index_dir), cfg, depth)}.jsonl"
         with Appender(path) as out:
-            for row in _search(retriever, todo, depth, progress):
+            for row in _search(retriever, todo, depth, progress, phase):
                 out.write(row)
                 saved[row["id"]] = row
     out_hits = {q.id: [row_to_hit(r) for r in saved[q.id]["hits"]] for q in qs}
@@ -152,7 +158,26 @@ def retrieve(
     return Retrieved(out_hits, seconds, opened)
 
 
-def _search(retriever: Any, todo: list[Question], depth: int, progress: Progress | None):
+def retrieve_absent(
+    qs: Sequence[Question],
+    cfg: EvalConfig,
+    run_dir: Path,
+    retriever: Any = None,
+    index_key: str | None = None,
+    progress: Progress | None = None,
+) -> Retrieved:
+    """Hits for the corpus-absent questions: from `retriever`, else from the held-out index
+    cfg.absent_index, never from the run's index (their article is in it)."""
+    if retriever is None and cfg.absent_index is None:
+        raise BadInput(
+            "corpus-absent questions need the held-out index: add them with eval.absent.add_absent, "
+            "which builds it, or pass --absent 0"
+        )
+    held = replace(cfg, index_dir=cfg.absent_index)
+    return retrieve(qs, held, run_dir, retriever, index_key, progress, "retrieve absent")
+
+
+def _search(retriever: Any, todo: list[Question], depth: int, progress: Progress | None, phase: str):
     """Saved-hits rows for `todo`, in batches when the retriever can search several queries at once."""
     batched = hasattr(retriever, "search_batch")
     step = BATCH if batched else 1
@@ -172,14 +197,17 @@ def _search(retriever: Any, todo: list[Question], depth: int, progress: Progress
                 "hits": [hit_to_row(h) for h in hits],
             }
         if progress:
-            progress("retrieve", b + len(batch), len(todo))
+            progress(phase, b + len(batch), len(todo))
 
 
 # ---------------------------------------------------------------- what a system reads
 def gold_paragraphs(qs: Sequence[Question], testset: TestSet, systems: Sequence[SystemSpec]) -> dict:
     """Question id -> gold paragraph text (None where unknown); BadInput when @gold systems get none."""
     cache: dict = {}
-    golds = {q.id: gold_context(q, testset.corpus_root, cache) for q in qs}
+    # a corpus-absent question's paragraph is not in the corpus as indexed: no system may read it
+    golds = {
+        q.id: None if q.origin == ABSENT_ORIGIN else gold_context(q, testset.corpus_root, cache) for q in qs
+    }
     oracle = [s for s in systems if s.oracle]
     if oracle and not any(golds[q.id] for q in qs):
         raise BadInput(

@@ -36,11 +36,12 @@ from eval.retrieval import (
     gold_paragraphs,
     is_gold_hit,
     retrieve,
+    retrieve_absent,
 )
 from eval.runfiles import read_jsonl, run_folder, short_hash, writable_run_dir
 from eval.score import compare, retrieval_scores, score_systems
 from eval.systems import SystemSpec, installed_systems, open_reader, parse_system, system_hash, system_meta
-from eval.testset import Question, TestSet
+from eval.testset import ABSENT_ORIGIN, Question, TestSet
 from rag.config import RetrievalConfig, runs_dir
 from rag.errors import BadInput
 
@@ -74,6 +75,7 @@ class EvalConfig:
     reranker: str = _RETRIEVAL.reranker  # reranker preset or ONNX folder
     rerank_tokens: int = _RETRIEVAL.rerank_tokens  # longest query+passage pair the reranker reads
     index_dir: Path | str | None = None  # None = the default index; a folder or a postgresql:// URL
+    absent_index: Path | None = None  # the held-out index corpus-absent questions are asked against
     seed: int = 0  # sampling and judge-subsample seed, recorded
     limit: int | None = None  # recorded only: the caller samples the questions
     judge: str | None = None  # judge preset (None = no judged metrics unless judge_limit > 0 -> default)
@@ -113,6 +115,7 @@ class EvalResult:
             "k": self.config.k,
             "mode": self.config.mode,
             "index": self.index,
+            "absent_index": None if self.config.absent_index is None else str(self.config.absent_index),
             "judge": self.judge,
             "judge_limit": self.config.judge_limit,
             "judge_systems": self.config.judge_systems,
@@ -152,13 +155,17 @@ def run_eval(
     progress: Progress | None = None,
     index_key: str | None = None,
     write_log: bool = True,
+    absent_retriever: Any = None,
+    absent_key: str | None = None,
 ) -> EvalResult:
     """Answer `questions` with every system, score them, and append the runs to the experiments log.
 
     `retriever` (an object with .search) and `reader_factory` (SystemSpec -> Reader) replace the real
     index and readers, e.g. in tests; `judge` is an eval.judge.Judge (else one is loaded when
     cfg.judge_limit > 0). `index_key` names the retrieval source in cache keys when a retriever is given.
-    `progress(phase, done, total)` is called as questions are retrieved, answered and judged.
+    Corpus-absent questions (eval.absent) are retrieved from cfg.absent_index, or `absent_retriever`
+    (cached under `absent_key`). `progress(phase, done, total)` is called as questions are retrieved,
+    answered and judged.
     """
     cfg = cfg or EvalConfig()
     check_request(systems, cfg)
@@ -168,11 +175,17 @@ def run_eval(
     qs = list(questions)
     golds = gold_paragraphs(qs, testset, systems)
 
-    # 1. retrieval, once per question, cached per index + mode + depth
-    found = Retrieved()
+    # 1. retrieval, once per question, cached per index + mode + depth; corpus-absent questions from
+    # the held-out index
+    found, away = Retrieved(), Retrieved()
     if any(not s.oracle for s in systems):
-        found = retrieve(qs, cfg, run_dir, retriever, index_key, progress)
-    contexts = Contexts(found.hits, golds, cfg.k)
+        absent = [q for q in qs if q.origin == ABSENT_ORIGIN]
+        found = retrieve(
+            [q for q in qs if q.origin != ABSENT_ORIGIN], cfg, run_dir, retriever, index_key, progress
+        )
+        if absent:
+            away = retrieve_absent(absent, cfg, run_dir, absent_retriever, absent_key, progress)
+    contexts = Contexts({**found.hits, **away.hits}, golds, cfg.k)
 
     # 2. answers, grouped by reader so each model loads once
     shash = {s.name: system_hash(s, cfg.k) for s in systems}

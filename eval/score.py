@@ -2,7 +2,9 @@
 bootstrap CIs between systems that read the same passages.
 
 Definitions are eval.metrics' (EM/F1 and grounding from rag.text). Percentages (EM, F1, correct + cited,
-declined) are x100 with 2 decimals; rates and means 0..1 with 4.
+declined) are x100 with 2 decimals; rates and means 0..1 with 4. `declined` is over every unanswerable
+question; declined_absent and declined_disfl split it by kind: corpus-absent questions (their article
+is not in the index, eval.absent) and Disfl-QA near misses (None when a run has none of that kind).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from eval import metrics as M
 from eval.judge import summarize
 from eval.retrieval import Contexts, is_gold_hit
 from eval.systems import SystemSpec
-from eval.testset import Question
+from eval.testset import ABSENT_ORIGIN, DISFL_ORIGIN, Question
 from rag.types import Hit
 
 
@@ -29,7 +31,12 @@ def _r(x: float | None, nd: int = 4) -> float | None:
 def per_question(q: Question, p: dict, ctx: list[Hit]) -> dict:
     """Scores of one prediction (EM/F1 on answerable questions only)."""
     cited = [ctx[c["n"] - 1].chunk.text for c in p["citations"] if 1 <= c["n"] <= len(ctx)]
-    out: dict[str, Any] = {"abstained": p["abstained"], "unanswerable": q.unanswerable, "cited": bool(cited)}
+    out: dict[str, Any] = {
+        "abstained": p["abstained"],
+        "unanswerable": q.unanswerable,
+        "origin": q.origin,
+        "cited": bool(cited),
+    }
     if not p["abstained"]:
         out["grounding"] = M.grounding_score(p["text"], cited)
     if not q.unanswerable:
@@ -48,13 +55,13 @@ def retrieval_scores(
     qs: Sequence[Question], hits: dict[str, list[Hit]], seconds: list[float], k: int
 ) -> dict:
     """Recall@1/3/5/10/k, MRR@10 and search latency, once for the test set ({} without retrieval), over
-    the answerable questions with a known gold paragraph."""
+    the answerable questions with a known gold paragraph (never a corpus-absent one: none is in its index)."""
     if not hits:
         return {}
     ranks = [
         M.first_relevant_rank([is_gold_hit(h.chunk, q) for h in hits[q.id]])
         for q in qs
-        if not q.unanswerable and (q.has_gold_span or q.context)
+        if not q.unanswerable and q.origin != ABSENT_ORIGIN and (q.has_gold_span or q.context)
     ]
     return {
         "n": len(ranks),
@@ -64,6 +71,16 @@ def retrieval_scores(
         "latency_p50_s": _r(M.percentile(seconds, 50)),
         "latency_p95_s": _r(M.percentile(seconds, 95)),
     }
+
+
+def declined_share(rows: list[dict], origin: str) -> float | None:
+    """Share of the unanswerable questions from `origin` that were declined; None without any.
+
+    >>> rows = [{"unanswerable": True, "origin": "disfl_qa", "abstained": a} for a in (True, False)]
+    >>> declined_share(rows, "disfl_qa"), declined_share(rows, "corpus_absent")
+    (0.5, None)
+    """
+    return M.mean([float(v["abstained"]) for v in rows if v["unanswerable"] and v.get("origin") == origin])
 
 
 def system_metrics(
@@ -84,6 +101,8 @@ def system_metrics(
         "f1": _pct(M.mean([v["f1"] for v in ans])),
         "correct_cited": _pct(M.mean([float(v["correct_cited"]) for v in ans])),
         "declined": _pct(abst["recall"]),
+        "declined_absent": _pct(declined_share(rows, ABSENT_ORIGIN)),
+        "declined_disfl": _pct(declined_share(rows, DISFL_ORIGIN)),
         "abstain_precision": _r(abst["precision"]),
         "abstain_recall": _r(abst["recall"]),
         "wrong_abstain_rate": _r(abst["wrong_rate"]),

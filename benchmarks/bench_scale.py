@@ -14,6 +14,7 @@ Run it on an otherwise idle machine: embedding is CPU-bound and any other job sk
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import shutil
 import statistics
@@ -105,6 +106,13 @@ def query_rows(where, emb, qs) -> dict:
     return out
 
 
+def _cells(q: dict | None) -> str:
+    """One mode's table cells: p50/p95 ms and recall@5, or a dash for a mode not measured."""
+    if q is None:
+        return f" {'-':>20} {'':>6}"
+    return f" {q['p50_ms']:>9.1f}/{q['p95_ms']:<9.1f} {q['recall@5']:>6.3f}"
+
+
 def run_pair(store: str, engine: str, corpus: Path, work: Path, url: str, emb, cfg, args, qs) -> dict:
     from indexing.build import build_index
 
@@ -156,9 +164,10 @@ def projection(rows: list[dict]) -> list[str]:
         lines.append(f"  {n:>3} machine(s): {1e7 / (rate * n) / 3600:8.1f} h of embedding")
     lines += [
         "  limits: embedding scales with Ray actors (one model each); the driver still collects every vector",
-        "  (10M x 384 x 4 B = 15 GB) and each build re-scores BM25 over all chunks, in one Postgres transaction",
-        "  whose HNSW build wants the graph in maintenance_work_mem: past a few million chunks, write in",
-        "  per-batch transactions to a staging generation and swap, and shard BM25 or move it to the database.",
+        "  (10M x 384 x 4 B = 15 GB) before the first batch is written (batches commit as they are written,",
+        "  but only after all embedding), each build re-scores BM25 over all chunks in one process, and a full",
+        "  build's HNSW wants the graph in maintenance_work_mem: past a few million chunks, stream embedded",
+        "  batches to the store, and shard BM25 or move it to the database.",
     ]
     return lines
 
@@ -188,6 +197,8 @@ def main() -> None:
     cfg = IndexConfig() if args.embedder is None else IndexConfig(embedder=args.embedder)
     if args.fake_embedder:  # the plumbing without a model: figures mean nothing, so nothing is written
         sys.path.insert(0, str(ROOT / "tests"))
+        # and for Ray's workers, which start with this environment but not this sys.path
+        os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])
         from fakes import HashEmbedder
 
         emb = HashEmbedder()
@@ -227,10 +238,7 @@ def main() -> None:
             f"{r['store']:<9} {r['engine']:<6} {r['chunks']:>7} {r['build_s']:>8} {r['chunks_per_s']:>9} "
             f"{r['size_mb']:>7} {r['reindex_one_file_s']:>9} {r['reindex_speedup']:>6}"
         )
-        for m in MODES:
-            q = r["queries"][m]
-            line += f" {q['p50_ms']:>9.1f}/{q['p95_ms']:<9.1f} {q['recall@5']:>6.3f}"
-        print(line)
+        print(line + "".join(_cells(r["queries"].get(m)) for m in MODES))
     if base:
         for r in rows:
             deltas = {

@@ -5,23 +5,39 @@
 
 Tables, in the connection's schema (set another with `?options=-csearch_path%3Dmyschema` in the URL):
 
-    rag_manifest         one row: the manifest the folder store keeps in manifest.json, plus "generation"
-    rag_chunks_g000003   id, doc, file, start, end, text, vec vector(dim); HNSW (inner product) on vec
-    rag_bm25             the bm25s index files over the current chunks, and ids.npy (BM25 row -> chunk id)
+    rag_manifest         one row: the current generation's number, and the manifest the folder store keeps
+                         in manifest.json (plus "generation", "table", "next_id")
+    rag_chunks_g000003   id, doc, file, start, end, text, vec vector(dim), born, died; HNSW (inner product)
+                         on vec
+    rag_bm25_files       generation, name, data: a generation's bm25s files, and ids.npy (BM25 row -> chunk id)
 
-Full-text search is bm25s kept beside the chunks, not Postgres's tsvector: ts_rank is not BM25 (no IDF
-saturation, no length normalisation by default), so `bm25` and `hybrid` would rank differently from the
-folder store, and recall@5 must match it. The price: every build re-scores BM25 over all chunks.
+Generations. A build writes generation G+1 beside the current G, one committed transaction per BATCH_ROWS
+rows, then makes it current in one last, short transaction (the manifest row). Until then readers see G
+exactly as it was, and an interrupted build (Ctrl-C, kill -9, a lost connection) leaves only rows of a
+generation that never became current, which the next build deletes before it writes.
 
-Every build is one transaction: readers keep seeing the previous index until COMMIT, and an interrupted
-`rag index` (Ctrl-C, kill -9, a lost connection) rolls back. A full build COPYs into a new generation table
-and indexes it, then drops the old one; an update deletes and inserts only the rows of changed files.
+- A full build (the first, --rebuild) COPYs into a new table, indexes it, and its last transaction drops
+  the old table.
+- An update keeps the table and writes only changed files: their new rows are born = G+1 (invisible to G),
+  their old rows get died = G+1 (still visible to G). Readers of G filter `born <= G AND (died IS NULL OR
+  died > G)`; superseded rows and G's BM25 files stay until the next build starts, so a reader still on G
+  answers as before until it reopens. (The HNSW scan meets the update's rows too and drops them after
+  the scan: a large update in progress can cost readers some of their ef_search candidates.)
+
+A reader reads the generation it opened; reopen it to read a newer one. Row ids are never reused across
+generations.
+
+Full-text search is bm25s kept beside the chunks, not Postgres's tsvector: ts_rank is not BM25 (no IDF, no
+term-frequency saturation), so `bm25` and `hybrid` would rank differently from the folder store, whose
+recall@5 the Postgres store must match. The price: every build re-scores BM25 over all chunks.
+
 One writer at a time: a session advisory lock, released by the server when the writer goes away.
 """
 
 from __future__ import annotations
 
 import io
+import itertools
 import logging
 import tempfile
 from contextlib import contextmanager
@@ -33,26 +49,46 @@ import numpy as np
 
 from indexing import store
 from indexing.backends import display
-from rag.errors import BackendUnavailable, BadInput, IndexBusy, IndexCorrupt, IndexMissing, WriteFailed
+from rag.errors import (
+    BackendUnavailable,
+    BadInput,
+    IndexBusy,
+    IndexCorrupt,
+    IndexMissing,
+    WriteFailed,
+)
 from rag.types import Chunk
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "rag_manifest"
-BM25 = "rag_bm25"
+BM25 = "rag_bm25_files"
+LEGACY_BM25 = "rag_bm25"  # layout 1 kept one generation's BM25 files here
+LAYOUT = 2  # the tables' layout (manifest "pg_layout"): 2 = generations in rows, committed per batch
 LOCK_KEY = 7_496_035_101  # pg_try_advisory_lock key of rag index writers
 HNSW_M, HNSW_EF_CONSTRUCTION = 16, 100
 EF_SEARCH = 100  # candidates HNSW visits per query (at least the number asked for)
+BATCH_ROWS = 2000  # chunks per committed transaction while a build writes
 SCALE = "pip install 'rag-reader[scale]'"
 
 
 def table(generation: int) -> str:
-    """The chunk table of a generation.
+    """The chunk table a full build of a generation creates.
 
     >>> table(3)
     'rag_chunks_g000003'
     """
     return f"rag_chunks_g{int(generation):06d}"
+
+
+def visible(generation: int) -> str:
+    """The SQL condition on a chunk table's rows that a reader of `generation` sees.
+
+    >>> visible(4)
+    'born <= 4 AND (died IS NULL OR died > 4)'
+    """
+    g = int(generation)
+    return f"born <= {g} AND (died IS NULL OR died > {g})"
 
 
 def _first_line(e: BaseException) -> str:
@@ -139,8 +175,12 @@ def _ensure_vector(conn, where: str) -> None:
         ) from e
 
 
+def _exists(conn, name: str) -> bool:
+    return conn.execute("SELECT to_regclass(%s)", (name,)).fetchone()[0] is not None
+
+
 def _read_manifest(conn) -> dict | None:
-    if conn.execute(f"SELECT to_regclass('{MANIFEST}')").fetchone()[0] is None:
+    if not _exists(conn, MANIFEST):
         return None
     row = conn.execute(f"SELECT manifest FROM {MANIFEST} WHERE id = 1").fetchone()
     return None if row is None else row[0]
@@ -152,14 +192,41 @@ def read_manifest(url: str) -> dict | None:
         return _read_manifest(conn)
 
 
-class PgChunks:
-    """The chunk store of one generation table (what store.ChunkDB answers, from Postgres)."""
+def _current_manifest(conn, where: str) -> dict:
+    """The current manifest, checked: it exists, and this rag reads its format and layout."""
+    fix = f"rebuild it with `rag index PATH --rebuild --store {where}`"
+    manifest = _read_manifest(conn)
+    if manifest is None:
+        raise IndexMissing(f"no index in {where}: run `rag index PATH --store {where}` first")
+    if manifest.get("format_version") != store.FORMAT_VERSION:
+        raise IndexCorrupt(
+            f"index in {where} has format {manifest.get('format_version')}, this rag reads "
+            f"{store.FORMAT_VERSION}: {fix}"
+        )
+    if manifest.get("pg_layout") != LAYOUT:
+        raise IndexCorrupt(
+            f"index in {where} has table layout {manifest.get('pg_layout', 1)}, this rag reads {LAYOUT}: {fix}"
+        )
+    return manifest
 
-    def __init__(self, conn, name: str):
-        self.conn, self.table = conn, name
+
+class PgChunks:
+    """The chunk store of a reader's generation (what store.ChunkDB answers, from Postgres)."""
+
+    def __init__(self, conn):
+        self.conn = conn
+        self.owner: PgIndex | None = None  # set by open_pg: the table and generation come from it
+
+    @property
+    def table(self) -> str:
+        return self.owner.manifest["table"]
+
+    @property
+    def visible(self) -> str:
+        return visible(self.owner.generation)
 
     def __len__(self) -> int:
-        return self.conn.execute(f"SELECT count(*) FROM {self.table}").fetchone()[0]
+        return self.conn.execute(f"SELECT count(*) FROM {self.table} WHERE {self.visible}").fetchone()[0]
 
     def get(self, ids: list[int]) -> list[Chunk]:
         if not ids:
@@ -177,21 +244,24 @@ class PgChunks:
         if key is None:
             return None
         row = self.conn.execute(
-            f'SELECT doc, start, "end", text FROM {self.table} WHERE doc = %s AND start = %s AND "end" = %s LIMIT 1',
+            f'SELECT doc, start, "end", text FROM {self.table} '
+            f'WHERE doc = %s AND start = %s AND "end" = %s AND {self.visible} LIMIT 1',
             key,
         ).fetchone()
         return None if row is None else store.make_chunk(*row)
 
     def by_file(self, file: str) -> list[tuple[Chunk, np.ndarray]]:
         rows = self.conn.execute(
-            f'SELECT doc, start, "end", text, vec FROM {self.table} WHERE file = %s ORDER BY id',
+            f'SELECT doc, start, "end", text, vec FROM {self.table} WHERE file = %s AND {self.visible} ORDER BY id',
             (file,),
             binary=True,  # the vectors' exact float32 bytes
         ).fetchall()
         return [(store.make_chunk(d, s, e, t), v.to_numpy()) for d, s, e, t, v in rows]
 
     def all_texts(self) -> list[str]:
-        return [r[0] for r in self.conn.execute(f"SELECT text FROM {self.table} ORDER BY id")]
+        return [
+            r[0] for r in self.conn.execute(f"SELECT text FROM {self.table} WHERE {self.visible} ORDER BY id")
+        ]
 
     def close(self) -> None:
         self.conn.close()
@@ -203,9 +273,14 @@ class PgDense:
     Scores are inner products of unit vectors, as in the folder store; ids missing from a short answer are -1.
     """
 
-    def __init__(self, conn, name: str, ntotal: int):
-        self.conn, self.table, self.ntotal = conn, name, ntotal
+    def __init__(self, conn):
+        self.conn = conn
+        self.owner: PgIndex | None = None
         self._ef = None
+
+    @property
+    def ntotal(self) -> int:
+        return len(self.owner)
 
     def search(self, queries: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
         ef = min(1000, max(EF_SEARCH, n))  # HNSW returns at most ef_search rows
@@ -214,29 +289,67 @@ class PgDense:
             self._ef = ef
         scores = np.full((len(queries), n), -np.inf, np.float32)
         ids = np.full((len(queries), n), -1, np.int64)
-        sql = f"SELECT id, vec <#> %s AS d FROM {self.table} ORDER BY d LIMIT %s"  # <#>: minus inner product
+        owner = self.owner
+        # <#>: minus inner product. Rows of a build in progress are skipped after the HNSW scan. Ties are
+        # broken by id, as FAISS does: the heap order they would come in changes when rows are updated
+        sql = (
+            f"SELECT id, d FROM (SELECT id, vec <#> %s AS d FROM {owner.manifest['table']} "
+            f"WHERE {visible(owner.generation)} ORDER BY d LIMIT %s) hits ORDER BY d, id"
+        )
         for i, q in enumerate(np.asarray(queries, np.float32)):
             for j, (cid, d) in enumerate(self.conn.execute(sql, (q, n))):
                 ids[i, j], scores[i, j] = cid, -d
         return scores, ids
 
 
-class RowsBM25:
-    """A bm25s index whose rows are mapped to chunk ids (ids have gaps after incremental updates)."""
+class PgBM25:
+    """bm25s over the reader's generation, loaded from rag_bm25_files (again when the generation changes)."""
 
-    def __init__(self, bm25, ids: np.ndarray):
-        self.bm25, self.ids = bm25, ids
+    def __init__(self, owner: PgIndex):
+        self.owner, self.generation = owner, None
+        self.bm25, self.ids = None, np.zeros(0, np.int64)
+
+    def load(self) -> None:
+        gen = self.owner.generation
+        if self.generation == gen:
+            return
+        import bm25s
+
+        rows = dict(
+            self.owner.db.conn.execute(f"SELECT name, data FROM {BM25} WHERE generation = %s", (gen,))
+        )
+        try:
+            ids = np.load(io.BytesIO(rows.pop("ids.npy")))
+            with tempfile.TemporaryDirectory() as d:
+                for name, data in rows.items():
+                    (Path(d) / name).write_bytes(data)
+                self.bm25 = bm25s.BM25.load(d)
+        except (KeyError, OSError, ValueError) as e:
+            raise IndexCorrupt(
+                f"index in {self.owner.dir} is damaged (bm25: {e}): rebuild it with "
+                f"`rag index PATH --rebuild --store {self.owner.dir}`"
+            ) from e
+        self.ids, self.generation = ids, gen
 
     def retrieve(self, tokens, k: int, **kw):
+        self.load()
+        k = min(k, len(self.ids))
+        if k == 0:
+            shape = (len(tokens.ids), 0)
+            return np.zeros(shape, np.int64), np.zeros(shape, np.float32)
         rows, scores = self.bm25.retrieve(tokens, k=k, **kw)
         return self.ids[rows], scores
 
 
 @dataclass
 class PgIndex(store.OpenIndex):
-    """An index in PostgreSQL; `dir` is its URL without the password, `gen` names its chunk table."""
+    """An index in PostgreSQL; `dir` is its URL without the password, `gen` names its generation."""
 
     url: str = ""
+
+    @property
+    def generation(self) -> int:
+        return int(self.manifest["generation"])
 
     @property
     def where(self) -> str:
@@ -245,54 +358,47 @@ class PgIndex(store.OpenIndex):
     @property
     def bm25(self):
         if self._bm25 is None:
-            import bm25s
-
-            rows = dict(self.db.conn.execute(f"SELECT name, data FROM {BM25}").fetchall())
-            try:
-                ids = np.load(io.BytesIO(rows.pop("ids.npy")))
-                with tempfile.TemporaryDirectory() as d:
-                    for name, data in rows.items():
-                        (Path(d) / name).write_bytes(data)
-                    self._bm25 = RowsBM25(bm25s.BM25.load(d), ids)
-            except (KeyError, OSError, ValueError) as e:
-                raise IndexCorrupt(
-                    f"index in {self.dir} is damaged (bm25: {e}): rebuild it with "
-                    f"`rag index PATH --rebuild --store {self.dir}`"
-                ) from e
+            self._bm25 = PgBM25(self)
+        self._bm25.load()
         return self._bm25
+
+
+def _fix(where: str) -> str:
+    return f"rebuild it with `rag index PATH --rebuild --store {where}`"
 
 
 def open_pg(url: str) -> PgIndex:
     """The current index in the database at `url`, or an error that says how to fix it."""
     psycopg = _driver()
     where = display(url)
-    fix = f"rebuild it with `rag index PATH --rebuild --store {where}`"
     conn = connect(url)
     try:
-        manifest = _read_manifest(conn)
-        if manifest is None:
-            raise IndexMissing(f"no index in {where}: run `rag index PATH --store {where}` first")
-        if manifest.get("format_version") != store.FORMAT_VERSION:
-            raise IndexCorrupt(
-                f"index in {where} has format {manifest.get('format_version')}, this rag reads "
-                f"{store.FORMAT_VERSION}: {fix}"
-            )
+        manifest = _current_manifest(conn, where)
         _register_vector(conn, where)
-        name = table(manifest["generation"])
-        db = PgChunks(conn, name)
+        idx = PgIndex(
+            dir=where,
+            gen=PurePosixPath(f"g{manifest['generation']:06d}"),
+            manifest=manifest,
+            db=PgChunks(conn),
+            dense=PgDense(conn),
+            url=url,
+        )
+        idx.db.owner = idx.dense.owner = idx
         try:
-            n = len(db)
+            n = len(idx.db)
         except psycopg.errors.UndefinedTable as e:
-            raise IndexCorrupt(f"index in {where} is damaged ({name} is missing): {fix}") from e
+            raise IndexCorrupt(
+                f"index in {where} is damaged ({manifest['table']} is missing): {_fix(where)}"
+            ) from e
         if n != manifest["chunks"]:
             raise IndexCorrupt(
-                f"index in {where} is inconsistent ({n} chunks stored, manifest says {manifest['chunks']}): {fix}"
+                f"index in {where} is inconsistent ({n} chunks stored, manifest says {manifest['chunks']}): "
+                f"{_fix(where)}"
             )
     except BaseException:
         conn.close()
         raise
-    gen = PurePosixPath(f"g{manifest['generation']:06d}")
-    return PgIndex(dir=where, gen=gen, manifest=manifest, db=db, dense=PgDense(conn, name, n), url=url)
+    return idx
 
 
 @contextmanager
@@ -310,22 +416,76 @@ def write_session(url: str) -> Iterator[object]:
         conn.close()  # ends the session, and the advisory lock with it
 
 
+def _chunk_tables(conn) -> list[str]:
+    return [
+        t
+        for (t,) in conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
+            "AND tablename LIKE 'rag\\_chunks\\_g%%'"
+        ).fetchall()
+    ]
+
+
 def _copy(conn, name: str, rows) -> None:
     with (
         conn.cursor() as cur,
         cur.copy(
-            f'COPY {name} (id, doc, file, start, "end", text, vec) FROM STDIN WITH (FORMAT BINARY)'
+            f'COPY {name} (id, doc, file, start, "end", text, vec, born) FROM STDIN WITH (FORMAT BINARY)'
         ) as copy,
     ):
-        copy.set_types(["int8", "text", "text", "int4", "int4", "text", "vector"])
+        copy.set_types(["int8", "text", "text", "int4", "int4", "text", "vector", "int8"])
         for row in rows:
             copy.write_row(row)
 
 
-def _write_bm25(conn, name: str) -> None:
-    """Score BM25 over the table's chunks (in id order) and store its files beside them."""
+def _copy_batches(conn, name: str, rows) -> None:
+    """COPY `rows`, one committed transaction per BATCH_ROWS: a long build never holds one huge transaction,
+    and what it wrote stays invisible until its generation becomes current."""
+    it = iter(rows)
+    while batch := list(itertools.islice(it, BATCH_ROWS)):
+        with conn.transaction():
+            _copy(conn, name, batch)
+
+
+def _clean(conn, previous: dict) -> None:
+    """Delete what no reader of the current generation sees: tables and rows of an interrupted build, rows
+    the current generation superseded, other generations' BM25 files. The current table stays."""
+    current = previous.get("table") or (table(previous["generation"]) if "generation" in previous else None)
+    for t in _chunk_tables(conn):
+        if t != current:
+            conn.execute(f'DROP TABLE "{t}"')
+    if previous.get("pg_layout") != LAYOUT or not _exists(conn, current):
+        return
+    g = int(previous["generation"])
+    with conn.transaction():
+        conn.execute(f"DELETE FROM {current} WHERE born > %s OR died <= %s", (g, g))
+        conn.execute(f"UPDATE {current} SET died = NULL WHERE died > %s", (g,))
+        if _exists(conn, BM25):
+            conn.execute(f"DELETE FROM {BM25} WHERE generation <> %s", (g,))
+
+
+def _new_table(conn, name: str, dim: int) -> None:
+    conn.execute(
+        f"CREATE TABLE {name} (id bigint PRIMARY KEY, doc text NOT NULL, file text NOT NULL, "
+        f'start integer NOT NULL, "end" integer NOT NULL, text text NOT NULL, vec vector({dim}) NOT NULL, '
+        "born bigint NOT NULL, died bigint)"
+    )
+
+
+def _index_table(conn, name: str) -> None:
+    # after the COPY: one HNSW build over every row is much faster than row-by-row inserts
+    conn.execute(f"CREATE INDEX ON {name} (file)")
+    conn.execute(f'CREATE INDEX ON {name} (doc, start, "end")')
+    conn.execute(
+        f"CREATE INDEX ON {name} USING hnsw (vec vector_ip_ops) "
+        f"WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION})"
+    )
+
+
+def _write_bm25(conn, name: str, generation: int) -> None:
+    """Score BM25 over the generation's chunks (in id order) and store its files under that generation."""
     ids, texts = [], []
-    for i, t in conn.execute(f"SELECT id, text FROM {name} ORDER BY id"):
+    for i, t in conn.execute(f"SELECT id, text FROM {name} WHERE {visible(generation)} ORDER BY id"):
         ids.append(i)
         texts.append(t)
     files = {}
@@ -336,25 +496,17 @@ def _write_bm25(conn, name: str) -> None:
     buf = io.BytesIO()
     np.save(buf, np.asarray(ids, np.int64))
     files["ids.npy"] = buf.getvalue()
-    conn.execute(f"CREATE TABLE IF NOT EXISTS {BM25} (name text PRIMARY KEY, data bytea NOT NULL)")
-    conn.execute(f"DELETE FROM {BM25}")
-    with conn.cursor() as cur:
-        cur.executemany(f"INSERT INTO {BM25} (name, data) VALUES (%s, %s)", list(files.items()))
-
-
-def _new_table(conn, name: str, dim: int, rows) -> None:
-    conn.execute(
-        f"CREATE TABLE {name} (id bigint PRIMARY KEY, doc text NOT NULL, file text NOT NULL, "
-        f'start integer NOT NULL, "end" integer NOT NULL, text text NOT NULL, vec vector({dim}) NOT NULL)'
-    )
-    _copy(conn, name, rows)
-    # indexes after the COPY: one HNSW build over every row is much faster than row-by-row inserts
-    conn.execute(f"CREATE INDEX ON {name} (file)")
-    conn.execute(f'CREATE INDEX ON {name} (doc, start, "end")')
-    conn.execute(
-        f"CREATE INDEX ON {name} USING hnsw (vec vector_ip_ops) "
-        f"WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION})"
-    )
+    with conn.transaction():
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {BM25} "
+            "(generation bigint, name text, data bytea NOT NULL, PRIMARY KEY (generation, name))"
+        )
+        conn.execute(f"DELETE FROM {BM25} WHERE generation = %s", (generation,))
+        with conn.cursor() as cur:
+            cur.executemany(
+                f"INSERT INTO {BM25} (generation, name, data) VALUES (%s, %s, %s)",
+                [(generation, n, data) for n, data in files.items()],
+            )
 
 
 def write_index(
@@ -366,45 +518,55 @@ def write_index(
     vecs: np.ndarray,
     manifest: dict,
 ) -> None:
-    """Make the database hold `keep` (unchanged since `old`) plus `fresh`, and `manifest`, in one transaction.
+    """Make `keep` (unchanged since `old`) plus `fresh`, and `manifest`, the database's next generation.
 
-    Without `old` (a first build, or --rebuild) the chunks go to a new generation table; with it, only the
-    rows of changed and deleted files are replaced. Nothing is visible to readers before COMMIT.
+    Without `old` (a first build, or --rebuild) the chunks go to a new table; with it, only the rows of
+    changed and deleted files are replaced. Rows are committed per batch but no reader sees them before
+    the last transaction makes the generation current.
     """
     psycopg = _driver()
-    rows_of = _rows(fresh, vecs)
     try:
-        with conn.transaction():
-            conn.execute("SET LOCAL maintenance_work_mem = '512MB'")  # the HNSW graph built in memory
-            if old is None:
-                previous = _read_manifest(conn) or {}
-                gen = int(previous.get("generation", 0)) + 1
-                name = table(gen)
-                _new_table(conn, name, manifest["embedder"]["dim"], rows_of(0))
-                stale = conn.execute(
-                    "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
-                    "AND tablename LIKE 'rag\\_chunks\\_g%%' AND tablename <> %s",
-                    (name,),
-                ).fetchall()
-                for (t,) in stale:
-                    conn.execute(f'DROP TABLE "{t}"')
-            else:
-                gen, name = old.manifest["generation"], old.db.table
-                kept = {rel for rel, _ in keep}
-                gone = [rel for rel in old.manifest["files"] if rel not in kept]
-                conn.execute(f"DELETE FROM {name} WHERE file = ANY(%s)", (gone,))
-                start = conn.execute(f"SELECT coalesce(max(id) + 1, 0) FROM {name}").fetchone()[0]
-                _copy(conn, name, rows_of(start))
-            _write_bm25(conn, name)
+        previous = _read_manifest(conn) or {}
+        _clean(conn, previous)
+        gen = int(previous.get("generation", 0)) + 1
+        conn.execute("SET maintenance_work_mem = '512MB'")  # the HNSW graph built in memory
+        if old is None:
+            name, start = table(gen), int(previous.get("next_id", 0))
+            _new_table(conn, name, manifest["embedder"]["dim"])
+            _copy_batches(conn, name, _rows(fresh, vecs, start, gen))
+            _index_table(conn, name)
+        else:
+            name, start = previous["table"], int(previous["next_id"])
+            kept = {rel for rel, _ in keep}
+            replaced = [rel for rel in old.manifest["files"] if rel not in kept]  # changed or deleted
+            with conn.transaction():
+                conn.execute(
+                    f"UPDATE {name} SET died = %s WHERE died IS NULL AND file = ANY(%s)", (gen, replaced)
+                )
+            _copy_batches(conn, name, _rows(fresh, vecs, start, gen))
+        _write_bm25(conn, name, gen)
+        with conn.transaction():  # the switch: short, and the only write readers can see
             conn.execute(
                 f"CREATE TABLE IF NOT EXISTS {MANIFEST} "
-                "(id integer PRIMARY KEY CHECK (id = 1), manifest jsonb NOT NULL)"
+                "(id integer PRIMARY KEY CHECK (id = 1), generation bigint, manifest jsonb NOT NULL)"
             )
+            conn.execute(f"ALTER TABLE {MANIFEST} ADD COLUMN IF NOT EXISTS generation bigint")  # layout 1
+            full = {
+                **manifest,
+                "generation": gen,
+                "table": name,
+                "next_id": start + len(vecs),
+                "pg_layout": LAYOUT,
+            }
             conn.execute(
-                f"INSERT INTO {MANIFEST} (id, manifest) VALUES (1, %s) "
-                "ON CONFLICT (id) DO UPDATE SET manifest = EXCLUDED.manifest",
-                (psycopg.types.json.Jsonb({**manifest, "generation": gen}),),
+                f"INSERT INTO {MANIFEST} (id, generation, manifest) VALUES (1, %s, %s) ON CONFLICT (id) "
+                "DO UPDATE SET generation = EXCLUDED.generation, manifest = EXCLUDED.manifest",
+                (gen, psycopg.types.json.Jsonb(full)),
             )
+            for t in _chunk_tables(conn):
+                if t != name:
+                    conn.execute(f'DROP TABLE "{t}"')
+            conn.execute(f"DROP TABLE IF EXISTS {LEGACY_BM25}")
     except psycopg.OperationalError as e:
         raise WriteFailed(
             f"lost PostgreSQL at {display(url)} while writing ({_first_line(e)}): rerun when it is back; "
@@ -417,14 +579,10 @@ def write_index(
         ) from e
 
 
-def _rows(fresh: list[tuple[str, str, list[Chunk]]], vecs: np.ndarray):
-    """rows(start) -> the COPY rows of `fresh`, with ids from `start` in order."""
-
-    def rows(start: int):
-        k = 0
-        for rel, _, chunks in fresh:
-            for c in chunks:
-                yield (start + k, c.doc, rel, c.start, c.end, c.text, np.asarray(vecs[k], np.float32))
-                k += 1
-
-    return rows
+def _rows(fresh: list[tuple[str, str, list[Chunk]]], vecs: np.ndarray, start: int, born: int):
+    """The COPY rows of `fresh`, with ids from `start` in order, born in generation `born`."""
+    k = 0
+    for rel, _, chunks in fresh:
+        for c in chunks:
+            yield (start + k, c.doc, rel, c.start, c.end, c.text, np.asarray(vecs[k], np.float32), born)
+            k += 1

@@ -15,13 +15,14 @@ import test_index_robustness
 from fakes import HashEmbedder
 from typer.testing import CliRunner
 
-from indexing.backends import display
+from indexing import pg
+from indexing.backends import display, open_index
 from indexing.build import build_index
 from indexing.embed import register_embedder
 from indexing.retrieve import open_retriever
 from rag.cli import app
-from rag.config import IndexConfig
-from rag.errors import BackendUnavailable, IndexBusy, IndexMissing
+from rag.config import IndexConfig, RetrievalConfig
+from rag.errors import BackendUnavailable, IndexBusy, IndexCorrupt, IndexMissing
 
 runner = CliRunner()
 # test_index_robustness's fixtures: two small files, and the fake-hash embedder registered for every test
@@ -109,8 +110,6 @@ def test_missing_extension_names_create_extension(roles, docs):
 
 
 def test_a_second_writer_fails_at_once(docs, pg_url):
-    from indexing import pg
-
     with pg.write_session(pg_url):
         with pytest.raises(IndexBusy, match="another rag index is writing"):
             build_index([docs], pg_url, CFG, embedder=HashEmbedder())
@@ -122,3 +121,137 @@ def test_display_hides_the_password():
         display("postgresql://me:s3cret@db:5432/rag?sslmode=require")
         == "postgresql://me@db:5432/rag?sslmode=require"
     )
+
+
+# ---------------------------------------------------------------- generations
+TOPICS = [
+    "volcanoes erupt lava",
+    "glaciers carve valleys",
+    "tides follow the moon",
+    "comets have tails",
+    "deserts get little rain",
+    "coral builds reefs",
+    "bats hunt by echo",
+    "owls fly at night",
+]
+QUERIES = ["lava eruption", "moon tides", "night owls", "rain in deserts", "reefs of coral"]
+MODES = ("dense", "bm25", "hybrid")
+VOLCANOES = (
+    "Volcanoes sleep for centuries. Then they wake with ash. Villages nearby move away. Farmers return."
+)
+PENGUINS = "Penguins cannot fly but swim fast. They nest on the ice. Chicks huddle together in the cold wind."
+
+
+@pytest.fixture
+def topics(tmp_path) -> Path:
+    """Eight one-topic files, a few chunks each (so a build writes several batches)."""
+    d = tmp_path / "topics"
+    d.mkdir()
+    for i, t in enumerate(TOPICS):
+        (d / f"t{i}.txt").write_text(f"{t.capitalize()} in file {i}.\n\n" + f"More about how {t}. " * 6)
+    return d
+
+
+def _answers(url: str, emb) -> dict:
+    """Every mode's top 3 (chunk id, score) for QUERIES, from a newly opened reader."""
+    return _answers_of({m: _reader(url, m, emb) for m in MODES})
+
+
+def _reader(url: str, mode: str, emb):
+    return open_retriever(url, mode=mode, cfg=RetrievalConfig(rerank=False), embedder=emb)
+
+
+def _answers_of(readers: dict) -> dict:
+    return {
+        (m, q): [(h.chunk.id, round(h.score, 6)) for h in r.search(q, 3)]
+        for m, r in readers.items()
+        for q in QUERIES
+    }
+
+
+def _rows(url: str) -> dict:
+    """What the database holds besides the current generation's rows: tables, rows never made current."""
+    with pg.connect(url) as conn:
+        m = pg._read_manifest(conn)
+        t, g = m["table"], m["generation"]
+        return {
+            "tables": sorted(pg._chunk_tables(conn)),
+            "unborn": conn.execute(f"SELECT count(*) FROM {t} WHERE born > %s", (g,)).fetchone()[0],
+            "generation": g,
+        }
+
+
+class Interrupted(Exception):
+    pass
+
+
+@pytest.mark.parametrize("where", ["embedding", "writing", "writing a rebuild"])
+def test_an_interrupted_build_leaves_the_old_index_and_the_rerun_cleans_up(
+    topics, pg_url, monkeypatch, where
+):
+    emb = HashEmbedder()
+    build_index([topics], pg_url, CFG, embedder=emb)
+    before = _answers(pg_url, emb)
+    open_before = {m: _reader(pg_url, m, emb) for m in MODES}  # a reader that stays open through it all
+    assert _answers_of(open_before) == before
+    state = _rows(pg_url)
+
+    (topics / "t0.txt").write_text(VOLCANOES)  # changed
+    (topics / "t1.txt").unlink()  # deleted
+    (topics / "t8.txt").write_text(PENGUINS)  # new
+    monkeypatch.setattr(pg, "BATCH_ROWS", 1)  # one chunk per committed transaction
+    if where == "embedding":
+        monkeypatch.setattr(emb, "encode", lambda *a, **k: (_ for _ in ()).throw(Interrupted()))
+    else:
+        copies = iter(range(3))
+        real = pg._copy
+
+        def copy_then_fail(*a):
+            if next(copies, None) is None:  # three batches committed, then the process "dies"
+                raise Interrupted
+            real(*a)
+
+        monkeypatch.setattr(pg, "_copy", copy_then_fail)
+    with pytest.raises(Interrupted):
+        build_index([topics], pg_url, CFG, embedder=emb, rebuild=where == "writing a rebuild")
+    monkeypatch.undo()
+
+    after = _rows(pg_url)
+    if where == "writing":  # the committed batches are there, unborn: rows of a generation never made current
+        assert after["unborn"] == 3 and after["tables"] == state["tables"]
+    if where == "writing a rebuild":  # a new table beside the current one, never made current
+        assert len(after["tables"]) == 2 and state["tables"][0] in after["tables"]
+    assert after["generation"] == state["generation"]
+    assert _answers(pg_url, emb) == before  # readers opened now ...
+    assert _answers_of(open_before) == before  # ... and those open all along answer exactly as before
+
+    calls = emb.calls
+    stats = build_index([topics], pg_url, CFG, embedder=emb)
+    assert (stats.files_indexed, stats.files_removed, stats.files_unchanged) == (2, 1, 6)  # by file hash
+    files = open_index(pg_url).manifest["files"]
+    # only the changed and the new file's chunks were embedded
+    assert (
+        emb.calls - calls
+        == stats.chunks_embedded
+        == files["t0.txt"]["chunks"] + files["t8.txt"]["chunks"]
+        > 3
+    )
+    done = _rows(pg_url)
+    assert done["generation"] == state["generation"] + 1 and done["unborn"] == 0
+    assert len(done["tables"]) == 1
+    fresh = _answers(pg_url, emb)
+    assert fresh != before and _answers_of(open_before) == before  # open readers keep their generation
+    assert open_index(pg_url).db.by_file("t1.txt") == []
+    assert _reader(pg_url, "bm25", emb).search("penguins swim", 1)[0].chunk.doc == "t8.txt"
+
+
+def test_a_database_of_the_earlier_layout_asks_for_a_rebuild(topics, pg_url):
+    build_index([topics], pg_url, CFG, embedder=HashEmbedder())
+    with pg.connect(pg_url) as conn:
+        conn.execute(f"UPDATE {pg.MANIFEST} SET manifest = manifest - 'pg_layout'")
+    with pytest.raises(
+        IndexCorrupt, match="table layout 1, this rag reads 2: rebuild it with `rag index PATH --rebuild"
+    ):
+        open_index(pg_url)
+    assert build_index([topics], pg_url, CFG, embedder=HashEmbedder(), rebuild=True).files_indexed == 8
+    assert len(open_index(pg_url)) > 8

@@ -1,6 +1,8 @@
 """Scale: every SQuADShifts paragraph (new_wiki, nyt, reddit, amazon) plus corpus/, indexed by each
 store/engine pair: build time, chunks/s, size on disk, re-index of one changed file, query p50/p95 per
 mode, and recall@5 on the bundled SQuAD dev questions (must equal the folder store's within 0.005).
+Postgres rows are also queried with `?lexical=tsvector` (Postgres full-text search in BM25's place), so
+the bm25 and hybrid modes' recall@5 and p50 say which lexical index the Postgres store should default to.
 Ends with a projection of 10 million chunks on N machines from the measured slope.
 
     python benchmarks/bench_scale.py                       # folder/postgres x local/ray, writes results/scale.json
@@ -31,6 +33,7 @@ from common import cpu_line, write_result  # noqa: E402
 
 SETS = ("new_wiki", "nyt", "reddit", "amazon")
 MODES = ("dense", "bm25", "hybrid")
+LEXICAL = ("bm25", "hybrid")  # the modes `?lexical=tsvector` changes
 
 
 def build_corpus(out: Path, limit: int | None) -> int:
@@ -79,7 +82,7 @@ def questions(n: int, seed: int = 0):
     return qs[:n]
 
 
-def query_rows(where, emb, qs) -> dict:
+def query_rows(where, emb, qs, modes=MODES) -> dict:
     """p50/p95 ms of one search(q, 5) per mode, and recall@5 over `qs`."""
     from eval.metrics import first_relevant_rank, recall_at_k
     from eval.retrieval import is_gold_hit
@@ -87,7 +90,7 @@ def query_rows(where, emb, qs) -> dict:
     from rag.config import RetrievalConfig
 
     out = {}
-    for mode in MODES:
+    for mode in modes:
         r = open_retriever(where, mode=mode, cfg=RetrievalConfig(rerank=False), embedder=emb)
         r.search(qs[0].question, 5)  # warm: BM25 loads, the first query pays for lazy set-up
         ms, ranks = [], []
@@ -149,6 +152,10 @@ def run_pair(store: str, engine: str, corpus: Path, work: Path, url: str, emb, c
         "reindex_speedup": round(full.seconds / again.seconds, 1) if again.seconds else None,
         "queries": query_rows(where, emb, qs),
     }
+    if store == "postgres":  # the same index, its lexical side ranked by Postgres's full-text search
+        from indexing.pg import with_option
+
+        row["queries_tsvector"] = query_rows(with_option(where, "lexical", "tsvector"), emb, qs, LEXICAL)
     build_index([corpus], where, cfg, embedder=emb, engine=run_on)  # back to the corpus as it was
     return row
 
@@ -167,7 +174,7 @@ def projection(rows: list[dict]) -> list[str]:
         "  (10M x 384 x 4 B = 15 GB) before the first batch is written (batches commit as they are written,",
         "  but only after all embedding), each build re-scores BM25 over all chunks in one process, and a full",
         "  build's HNSW wants the graph in maintenance_work_mem: past a few million chunks, stream embedded",
-        "  batches to the store, and shard BM25 or move it to the database.",
+        "  batches to the store, and use ?lexical=tsvector (no BM25 to load) or shard BM25.",
     ]
     return lines
 
@@ -239,6 +246,9 @@ def main() -> None:
             f"{r['size_mb']:>7} {r['reindex_one_file_s']:>9} {r['reindex_speedup']:>6}"
         )
         print(line + "".join(_cells(r["queries"].get(m)) for m in MODES))
+        if "queries_tsvector" in r:  # the same index with ?lexical=tsvector (dense is unchanged)
+            line = f"{'tsvector':>9} {r['engine']:<6} {'':>7} {'':>8} {'':>9} {'':>7} {'':>9} {'':>6}"
+            print(line + "".join(_cells(r["queries_tsvector"].get(m)) for m in MODES))
     if base:
         for r in rows:
             deltas = {
@@ -249,6 +259,16 @@ def main() -> None:
             print(
                 f"  {r['store']}/{r['engine']}: recall@5 minus folder/local {deltas} {'ok' if ok else 'OFF TARGET'}"
             )
+    for r in rows:  # the lexical choice: BM25 beside the chunks (the default) or Postgres's tsvector
+        if "queries_tsvector" in r:
+            ts = r["queries_tsvector"]
+            gain = {m: round(ts[m]["recall@5"] - r["queries"][m]["recall@5"], 4) for m in LEXICAL}
+            r["tsvector_minus_bm25_recall@5"] = gain
+            saved = {m: round(r["queries"][m]["p50_ms"] - ts[m]["p50_ms"], 2) for m in LEXICAL}
+            print(
+                f"  {r['store']}/{r['engine']} ?lexical=tsvector: recall@5 minus BM25's {gain}, "
+                f"p50 ms saved {saved}"
+            )
     lines = projection(rows)
     print("\n".join(lines))
     if args.limit is not None:
@@ -258,6 +278,11 @@ def main() -> None:
         f"{r['store']}/{r['engine']}": {
             "chunks_per_s": r["chunks_per_s"],
             "hybrid_p50_ms": r["queries"]["hybrid"]["p50_ms"],
+            **(
+                {"tsvector_minus_bm25_recall@5": r["tsvector_minus_bm25_recall@5"]}
+                if "tsvector_minus_bm25_recall@5" in r
+                else {}
+            ),
         }
         for r in rows
     }

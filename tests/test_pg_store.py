@@ -22,7 +22,7 @@ from indexing.embed import register_embedder
 from indexing.retrieve import open_retriever
 from rag.cli import app
 from rag.config import IndexConfig, RetrievalConfig
-from rag.errors import BackendUnavailable, IndexBusy, IndexCorrupt, IndexMissing
+from rag.errors import BackendUnavailable, BadInput, IndexBusy, IndexCorrupt, IndexMissing
 
 runner = CliRunner()
 # test_index_robustness's fixtures: two small files, and the fake-hash embedder registered for every test
@@ -243,6 +243,24 @@ def test_an_interrupted_build_leaves_the_old_index_and_the_rerun_cleans_up(
     assert fresh != before and _answers_of(open_before) == before  # open readers keep their generation
     assert open_index(pg_url).db.by_file("t1.txt") == []
     assert _reader(pg_url, "bm25", emb).search("penguins swim", 1)[0].chunk.doc == "t8.txt"
+
+
+def test_tsvector_lexical_mode(topics, pg_url):
+    emb = HashEmbedder()
+    build_index([topics], pg_url, CFG, embedder=emb)
+    url = pg.with_option(pg_url, "lexical", "tsvector")
+    assert pg.split_url(url) == (pg_url, {"lexical": "tsvector"})
+    ts = _reader(url, "bm25", emb)
+    assert isinstance(ts.index.bm25, pg.PgTsvector)
+    assert ts.search("Which glaciers carved the valleys?", 1)[0].chunk.doc == "t1.txt"  # stems: carve, valley
+    assert ts.search("the of and", 3) == []  # only stopwords
+    assert _reader(url, "hybrid", emb).search("bats hunting", 1)[0].chunk.doc == "t6.txt"
+    (topics / "t1.txt").unlink()
+    build_index([topics], pg_url, CFG, embedder=emb)
+    ts = _reader(url, "bm25", emb)  # (an open reader keeps the generation it opened)
+    assert all(h.chunk.doc != "t1.txt" for h in ts.search("glaciers valleys", 5))
+    with pytest.raises(BadInput, match=r"lexical=bm26 is not one of bm25, tsvector"):
+        open_index(pg.with_option(pg_url, "lexical", "bm26"))
 
 
 def test_a_database_of_the_earlier_layout_asks_for_a_rebuild(topics, pg_url):

@@ -81,6 +81,9 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=300, help="validation examples (seeded, both kinds)")
     ap.add_argument("--model", default="qwen2.5-0.5b")
     ap.add_argument("--adapter", default="default")
+    ap.add_argument(
+        "--near-misses", action="store_true", help="include the rule-built near-miss validation examples"
+    )
     ap.add_argument("--max-wrong", type=float, default=0.08, help="most wrong declines the choice may cost")
     ap.add_argument(
         "--rows", type=Path, default=Path("/tmp/rag-bench/abstain-rows.jsonl"), help="resume file"
@@ -96,7 +99,10 @@ def main() -> None:
 
     hw = describe()
     print(cpu_line(hw, f", load {os.getloadavg()[0]:.2f}"))
-    ds = build_dataset(DataConfig())
+    # the validation split as calibrated so far: gold-less RAFT examples only; --near-misses adds the
+    # rule-built entity swaps and disfluent questions (finetune.data) to both kinds
+    near = {} if args.near_misses else {"swap_rate": 0.0, "disfluent_rate": 0.0}
+    ds = build_dataset(DataConfig(**near))
     val = random.Random(0).sample(ds.val, min(args.limit, len(ds.val)))
     print(f"{len(val)} validation examples ({sum(e.gold is None for e in val)} without the gold paragraph)")
     reader = make_reader("llm", model=args.model, adapter=args.adapter, span=True, abstain_threshold=math.inf)
@@ -187,6 +193,7 @@ def main() -> None:
             "model": args.model,
             "adapter": args.adapter,
             "max_wrong": args.max_wrong,
+            "near_misses": args.near_misses,
         },
         [{k: v for k, v in p.items()} for p in points if math.isfinite(p["threshold"])],
         summary={

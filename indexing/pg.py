@@ -21,11 +21,13 @@ generation that never became current, which the next build deletes before it wri
 - An update keeps the table and writes only changed files: their new rows are born = G+1 (invisible to G),
   their old rows get died = G+1 (still visible to G). Readers of G filter `born <= G AND (died IS NULL OR
   died > G)`; superseded rows and G's BM25 files stay until the next build starts, so a reader still on G
-  answers as before until it reopens. (The HNSW scan meets the update's rows too and drops them after
+  answers as before until it notices G+1. (The HNSW scan meets the update's rows too and drops them after
   the scan: a large update in progress can cost readers some of their ef_search candidates.)
 
-A reader reads the generation it opened; reopen it to read a newer one. Row ids are never reused across
-generations.
+Readers read the generation number once per search (one single-row SELECT) and reload when another is
+current, so a long-lived `rag serve` answers from the newest build without a restart. Row ids are never
+reused across generations, so a search that straddles a full build's switch can come back empty, but never
+with chunks of the other generation.
 
 Lexical search is bm25s kept beside the chunks by default, as in the folder store: ts_rank is not BM25 (no
 IDF, no term-frequency saturation), so `bm25` and `hybrid` would rank differently from the folder store,
@@ -44,6 +46,7 @@ import io
 import itertools
 import logging
 import tempfile
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -58,6 +61,7 @@ from rag.errors import (
     BadInput,
     IndexBusy,
     IndexCorrupt,
+    IndexMismatch,
     IndexMissing,
     WriteFailed,
 )
@@ -73,6 +77,7 @@ LOCK_KEY = 7_496_035_101  # pg_try_advisory_lock key of rag index writers
 HNSW_M, HNSW_EF_CONSTRUCTION = 16, 100
 EF_SEARCH = 100  # candidates HNSW visits per query (at least the number asked for)
 BATCH_ROWS = 2000  # chunks per committed transaction while a build writes
+PIN_SECONDS = 30.0  # a search that failed before fetching its chunks unpins after this
 RANK = "ts_rank(tsv, q, 1)"  # `?lexical=tsvector`'s score (PgTsvector says why this one)
 OPTIONS = {"lexical": ("bm25", "tsvector")}  # rag's own URL parameters: removed before libpq sees the URL
 SCALE = "pip install 'rag-reader[scale]'"
@@ -271,12 +276,21 @@ class PgChunks:
         return self.conn.execute(f"SELECT count(*) FROM {self.table} WHERE {self.visible}").fetchone()[0]
 
     def get(self, ids: list[int]) -> list[Chunk]:
+        """The chunks of `ids` that exist, in that order. Every search ends here, so this ends its pin."""
+        self.owner.unpin()
         if not ids:
             return []
-        rows = self.conn.execute(
-            f'SELECT id, doc, start, "end", text FROM {self.table} WHERE id = ANY(%s)',
-            ([int(i) for i in ids],),
-        )
+        psycopg = _driver()
+
+        def fetch():
+            sql = f'SELECT id, doc, start, "end", text FROM {self.table} WHERE id = ANY(%s)'
+            return self.conn.execute(sql, ([int(i) for i in ids],)).fetchall()
+
+        try:
+            rows = fetch()
+        except psycopg.errors.UndefinedTable:  # a full build replaced the table mid-search: ids are never
+            self.owner.reload()  # reused, so the new table has none of these and the search comes back empty
+            rows = fetch()
         by_id = {r[0]: store.make_chunk(*r[1:]) for r in rows}
         return [by_id[i] for i in ids if i in by_id]
 
@@ -322,9 +336,19 @@ class PgDense:
 
     @property
     def ntotal(self) -> int:
+        """The reader's chunk count; DenseRetriever reads it first, so a search's generation check is here."""
+        self.owner.refresh()
         return len(self.owner)
 
     def search(self, queries: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        psycopg = _driver()
+        try:
+            return self._search(queries, n)
+        except psycopg.errors.UndefinedTable:  # a full build replaced the table since the check
+            self.owner.reload()
+            return self._search(queries, n)
+
+    def _search(self, queries: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
         ef = min(1000, max(EF_SEARCH, n))  # HNSW returns at most ef_search rows
         if ef != self._ef:
             self.conn.execute(f"SET hnsw.ef_search = {ef}")
@@ -374,6 +398,7 @@ class PgBM25:
         self.ids, self.generation = ids, gen
 
     def retrieve(self, tokens, k: int, **kw):
+        self.owner.refresh()
         self.load()
         k = min(k, len(self.ids))
         if k == 0:
@@ -404,6 +429,7 @@ class PgTsvector:
         pass
 
     def retrieve(self, tokens, k: int, **kw):
+        self.owner.refresh()
         words = {i: w for w, i in tokens.vocab.items()}
         ids = np.full((len(tokens.ids), k), -1, np.int64)
         scores = np.zeros((len(tokens.ids), k), np.float32)
@@ -424,10 +450,15 @@ class PgTsvector:
 
 @dataclass
 class PgIndex(store.OpenIndex):
-    """An index in PostgreSQL; `dir` is its URL without the password, `gen` names its generation."""
+    """An index in PostgreSQL; `dir` is its URL without the password, `gen` names its generation.
+
+    One thread at a time, as the folder store's SQLite connection: a search checks the generation once
+    (refresh), reads chunks and vectors of that generation, and ends when it fetches its chunks (unpin).
+    """
 
     url: str = ""
     lexical: str = "bm25"  # "bm25" (bm25s files) or "tsvector" (Postgres full-text search)
+    pinned: float | None = None  # when the search in progress checked the generation; None between searches
 
     @property
     def generation(self) -> int:
@@ -443,6 +474,37 @@ class PgIndex(store.OpenIndex):
             self._bm25 = PgTsvector(self) if self.lexical == "tsvector" else PgBM25(self)
         self._bm25.load()
         return self._bm25
+
+    def refresh(self) -> None:
+        """At the start of a search: reload if a build made another generation current (one small SELECT).
+        The rest of the search (dense, lexical, its chunks) then reads that generation."""
+        now = time.monotonic()
+        if self.pinned is not None and now - self.pinned < PIN_SECONDS:
+            return
+        self.pinned = now
+        row = self.db.conn.execute(f"SELECT generation FROM {MANIFEST} WHERE id = 1").fetchone()
+        if row is not None and row[0] != self.generation:
+            self.reload()
+
+    def unpin(self) -> None:
+        self.pinned = None
+
+    def reload(self) -> None:
+        """Read the generation that is current now; its embedder must be the one this reader queries with."""
+        manifest = _current_manifest(self.db.conn, self.dir)
+        was, now = self.manifest["embedder"], manifest["embedder"]
+        if (was["name"], was["dim"]) != (now["name"], now["dim"]):
+            raise IndexMismatch(
+                f"index in {self.dir} was rebuilt with embedder {now['name']} ({now['dim']}-d) while this "
+                f"reader was open with {was['name']}: restart it (e.g. `rag serve`) to read the new index"
+            )
+        if not _exists(self.db.conn, manifest["table"]):
+            raise IndexCorrupt(
+                f"index in {self.dir} is damaged ({manifest['table']} is missing): {_fix(self.dir)}"
+            )
+        log.info("index in %s: generation %d -> %d", self.dir, self.generation, manifest["generation"])
+        self.manifest = manifest
+        self.gen = PurePosixPath(f"g{manifest['generation']:06d}")
 
 
 def _fix(where: str) -> str:

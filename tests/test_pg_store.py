@@ -22,7 +22,7 @@ from indexing.embed import register_embedder
 from indexing.retrieve import open_retriever
 from rag.cli import app
 from rag.config import IndexConfig, RetrievalConfig
-from rag.errors import BackendUnavailable, BadInput, IndexBusy, IndexCorrupt, IndexMissing
+from rag.errors import BackendUnavailable, BadInput, IndexBusy, IndexCorrupt, IndexMismatch, IndexMissing
 
 runner = CliRunner()
 # test_index_robustness's fixtures: two small files, and the fake-hash embedder registered for every test
@@ -240,9 +240,43 @@ def test_an_interrupted_build_leaves_the_old_index_and_the_rerun_cleans_up(
     assert done["generation"] == state["generation"] + 1 and done["unborn"] == 0
     assert len(done["tables"]) == 1
     fresh = _answers(pg_url, emb)
-    assert fresh != before and _answers_of(open_before) == before  # open readers keep their generation
+    assert fresh != before and _answers_of(open_before) == fresh  # the open readers moved to it
     assert open_index(pg_url).db.by_file("t1.txt") == []
     assert _reader(pg_url, "bm25", emb).search("penguins swim", 1)[0].chunk.doc == "t8.txt"
+
+
+def test_a_long_lived_reader_follows_new_builds(topics, pg_url):
+    emb = HashEmbedder()
+    build_index([topics], pg_url, CFG, embedder=emb)
+    readers = {m: _reader(pg_url, m, emb) for m in MODES}
+    idx = readers["bm25"].index
+    manifest = idx.manifest
+    readers["bm25"].search("lava", 3)
+    assert idx.manifest is manifest  # no build, no reload: one SELECT of the generation number per search
+
+    (topics / "t8.txt").write_text("Penguins cannot fly but swim fast.")
+    (topics / "t2.txt").unlink()
+    build_index([topics], pg_url, CFG, embedder=emb)  # an update: same table, rows of a new generation
+    for m, r in readers.items():
+        assert r.search("penguins swim fast", 1)[0].chunk.doc == "t8.txt", m
+        assert all(h.chunk.doc != "t2.txt" for h in r.search("tides follow the moon", 10)), m
+    assert _answers_of(readers) == _answers(pg_url, emb)
+    assert idx.generation == 2
+
+    dense = readers["dense"].index
+    stale = [i for i, _ in readers["dense"].ranked("comets have tails", 3)]
+    dense.unpin()
+    build_index([topics], pg_url, CFG, embedder=emb, rebuild=True)  # a new table; the old one is dropped
+    # a search that straddles the switch finds nothing rather than another generation's chunks
+    assert dense.db.get(stale) == [] and dense.generation == 3
+    assert _answers_of(readers) == _answers(pg_url, emb)
+
+    register_embedder("fake-other", lambda: type("E", (HashEmbedder,), {"name": "fake-other"})())
+    build_index(
+        [topics], pg_url, CFG, embedder=type("E", (HashEmbedder,), {"name": "fake-other"})(), rebuild=True
+    )
+    with pytest.raises(IndexMismatch, match="rebuilt with embedder fake-other .*restart it"):
+        readers["hybrid"].search("lava", 3)
 
 
 def test_tsvector_lexical_mode(topics, pg_url):
@@ -257,7 +291,6 @@ def test_tsvector_lexical_mode(topics, pg_url):
     assert _reader(url, "hybrid", emb).search("bats hunting", 1)[0].chunk.doc == "t6.txt"
     (topics / "t1.txt").unlink()
     build_index([topics], pg_url, CFG, embedder=emb)
-    ts = _reader(url, "bm25", emb)  # (an open reader keeps the generation it opened)
     assert all(h.chunk.doc != "t1.txt" for h in ts.search("glaciers valleys", 5))
     with pytest.raises(BadInput, match=r"lexical=bm26 is not one of bm25, tsvector"):
         open_index(pg.with_option(pg_url, "lexical", "bm26"))

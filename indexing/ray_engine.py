@@ -5,7 +5,10 @@
 The new or changed files become a dataset; `map_batches` loads them in Ray tasks, then an actor pool
 chunks and embeds them: each actor loads the embedder once and keeps it. The driver hashes the files
 (to know what changed), collects the chunks and vectors, and writes them through the chosen store, so
-chunk ids and vectors are the ones the local engine makes (vectors up to batch-padding noise).
+chunk ids are the ones the local engine makes, and so are the vectors of texts embedded in the same batches.
+Batches differ (an actor embeds DOCS_PER_BATCH documents' chunks together, the local engine all new chunks
+in length order), and an int8 ONNX embedder's vectors depend on their batch-mates: bge-small gives a text
+cosine 0.996-0.998 to itself in another batch, in either engine (tests/test_ray_engine.py).
 """
 
 from __future__ import annotations

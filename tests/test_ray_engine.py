@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ from rag.config import IndexConfig
 from rag.errors import BackendUnavailable
 
 CFG = IndexConfig(chunk_tokens=12, chunk_overlap=3)
+CORPUS = Path(__file__).resolve().parent.parent / "corpus"
 docs = test_indexing.docs  # one file per loader: txt, md, rst, html, jsonl, pdf
 
 
@@ -42,6 +44,11 @@ def corpus(docs) -> Path:
     """test_indexing's six loaders' files, and one that both engines skip with the same reason."""
     (docs / "blob.txt").write_bytes(b"abc\x00def")
     return docs
+
+
+def open_index_chunks(location, rel: str) -> list[tuple[str, np.ndarray]]:
+    """(text, vector) of one file's chunks, in id order."""
+    return [(c.text, v) for c, v in backends.open_index(location).db.by_file(rel)]
 
 
 def _contents(location) -> dict[str, list[tuple[str, np.ndarray]]]:
@@ -87,3 +94,47 @@ def test_unreachable_cluster_and_missing_ray_are_one_line(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(BackendUnavailable, match=r"pip install 'rag-reader\[scale\]'"):
         connect(None)
+
+
+def _bge(models: str):
+    """The real bge-small from the shared model cache, in a Ray actor: the session's Ray workers started
+    with the first test's RAG_MODELS, so the folder is passed explicitly."""
+    os.environ["RAG_MODELS"] = models
+    from indexing.embed import get_embedder
+
+    return get_embedder("bge-small")
+
+
+@pytest.mark.integration
+def test_ray_engine_with_the_real_embedder_gives_the_local_vectors(
+    ray_local, real_models, tmp_path, monkeypatch
+):
+    from indexing import ray_engine
+    from indexing.embed import get_embedder
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for name in ("Super_Bowl_50.txt", "Warsaw.txt", "Oxygen.txt"):
+        (corpus / name).write_text((CORPUS / name).read_text()[:4000])
+    cfg = IndexConfig(embedder="bge-small")
+    emb = get_embedder("bge-small")
+    local = build_index([corpus], tmp_path / "local", cfg, embedder=emb)
+    # one document per actor batch: the actor embeds each file's chunks apart, the local engine all together
+    monkeypatch.setattr(ray_engine, "DOCS_PER_BATCH", 1)
+    engine = RayEngine(actors=1, make_embedder=functools.partial(_bge, str(real_models)))
+    remote = build_index([corpus], tmp_path / "ray", cfg, embedder=emb, engine=engine)
+    assert remote.chunks == local.chunks > 6 and remote.chunks_embedded == local.chunks_embedded
+    want, got = _contents(tmp_path / "local"), _contents(tmp_path / "ray")
+    assert sorted(got) == sorted(want) == ["Oxygen.txt", "Super_Bowl_50.txt", "Warsaw.txt"]
+    for rel in want:
+        assert [i for i, _ in got[rel]] == [i for i, _ in want[rel]], rel  # identical chunk ids, in order
+        # what the actor computed: this file's distinct texts in one encode call, here in this process
+        texts = [t for t, _ in open_index_chunks(tmp_path / "local", rel)]
+        apart = dict(zip(sorted(set(texts)), emb.encode(sorted(set(texts)), batch_size=cfg.batch_size)))
+        ray_vecs = np.stack([v for _, v in got[rel]])
+        assert np.allclose(ray_vecs, np.stack([apart[t] for t in texts]), atol=1e-5), rel
+        # against the local index, whose batches mixed the files: int8 ONNX quantizes activations with
+        # ranges taken over the whole padded batch, so a text's vector depends on its batch-mates (the same
+        # text alone or beside another: cosine 0.996-0.998), in either engine; 0.9964-0.9976 here
+        local_vecs = np.stack([v for _, v in want[rel]])
+        assert (ray_vecs * local_vecs).sum(axis=1).min() > 0.99, rel

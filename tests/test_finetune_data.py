@@ -10,6 +10,7 @@ from collections import Counter
 import pytest
 
 from finetune import data as fdata
+from finetune import nearmiss
 from finetune.data import DataConfig, build_dataset, load_examples, majority_answer
 from rag.errors import BadInput, DataLeak
 from rag.prompt import ABSTAIN
@@ -251,7 +252,7 @@ def _named(text: str, passage: str) -> bool:
 
 
 def test_entities_are_found_and_typed_by_rule():
-    lex = fdata._lexicon(
+    lex = nearmiss.lexicon(
         [
             "Beyonce said the tour would open in Houston. Rihanna said she would sing in Houston too.",
             "Both came to Houston: Beyonce said yes and Rihanna said no. Mr. Obama stayed in Paris.",
@@ -259,14 +260,15 @@ def test_entities_are_found_and_typed_by_rule():
         ]
     )
     q = "When did Beyonce release Lemonade?"
-    found = fdata._mentions(q, lex)
+    found = nearmiss._mentions(q, lex)
     assert [(m.text, m.kind) for m in found] == [
         ("Beyonce", "speaker")
     ]  # "Lemonade": nothing says what it is
     assert (
-        fdata.replace_span(q, found[0].start, found[0].end, "Rihanna") == "When did Rihanna release Lemonade?"
+        nearmiss.replace_span(q, found[0].start, found[0].end, "Rihanna")
+        == "When did Rihanna release Lemonade?"
     )
-    found = fdata._mentions("Why did Mr. Obama fly to Paris on Monday in 2009 with 12 points?", lex)
+    found = nearmiss._mentions("Why did Mr. Obama fly to Paris on Monday in 2009 with 12 points?", lex)
     assert [(m.text, m.kind) for m in found] == [
         ("Obama", "person"),
         ("Paris", "place"),
@@ -274,7 +276,7 @@ def test_entities_are_found_and_typed_by_rule():
         ("2009", "year"),
     ]  # "12 points": "points" follows too few numbers here to be a unit
     assert (
-        fdata._mentions("What happened between 1917 and 1939?", lex) == []
+        nearmiss._mentions("What happened between 1917 and 1939?", lex) == []
     )  # a range: swapping one half overlaps
 
 

@@ -762,6 +762,14 @@ def finetune_cmd(
     p_gold: float = typer.Option(
         DataConfig.p_gold, "--p-gold", help="Fraction of examples that include the gold passage."
     ),
+    swap_rate: float = typer.Option(
+        DataConfig.swap_rate,
+        "--swap-rate",
+        help="Entity-swap near misses (abstain) per RAFT example (0 = off).",
+    ),
+    disfluent_rate: float = typer.Option(
+        DataConfig.disfluent_rate, "--disfluent-rate", help="Disfluent questions per RAFT example (0 = off)."
+    ),
     seed: int = typer.Option(TrainConfig.seed, "--seed", help="Seed for data building and training."),
     threads: int = typer.Option(
         TrainConfig.threads, "--threads", help="Torch threads (0 = the cores this process may use)."
@@ -780,7 +788,13 @@ def finetune_cmd(
     try:
         check_out_dir(target, resume=resume, overwrite=overwrite)  # before minutes of data building
         dcfg = DataConfig(
-            source=data, distractors=distractors, min_distractors=min_distractors, p_gold=p_gold, seed=seed
+            source=data,
+            distractors=distractors,
+            min_distractors=min_distractors,
+            p_gold=p_gold,
+            swap_rate=swap_rate,
+            disfluent_rate=disfluent_rate,
+            seed=seed,
         )
         err.print(f"building training data from {data} (cached after the first run)", highlight=False)
         ds = build_dataset(dcfg)

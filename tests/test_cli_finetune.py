@@ -5,11 +5,13 @@ from __future__ import annotations
 from dataclasses import fields
 
 import typer.main
+from typer.testing import CliRunner
 
 from finetune.data import DataConfig
 from finetune.train import TrainConfig
 from rag.cli import app
 from rag.config import ReaderConfig
+from rag.errors import BadInput
 
 
 def test_finetune_flag_defaults_are_the_config_defaults():
@@ -21,6 +23,21 @@ def test_finetune_flag_defaults_are_the_config_defaults():
     for name in shared:
         assert flags[name] == train[name], name
     assert flags["data"] == DataConfig.source
-    for name in ("distractors", "min_distractors", "p_gold"):
+    for name in ("distractors", "min_distractors", "p_gold", "swap_rate", "disfluent_rate"):
         assert flags[name] == getattr(DataConfig, name), name
     assert flags["base"] == TrainConfig.base == ReaderConfig.model  # tune the reader `rag ask` uses
+
+
+def test_near_miss_flags_reach_the_data_config(tmp_path, monkeypatch):
+    seen = []
+
+    def build_dataset(cfg):
+        seen.append(cfg)
+        raise BadInput("stop before training")
+
+    monkeypatch.setattr("finetune.data.build_dataset", build_dataset)
+    args = ["finetune", "--out", str(tmp_path / "a"), "--swap-rate", "0.3", "--disfluent-rate", "0"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 1 and "stop before training" in res.output
+    assert (seen[0].swap_rate, seen[0].disfluent_rate) == (0.3, 0.0)
+    assert seen[0].disfluent_answered == DataConfig.disfluent_answered  # no flag: the default

@@ -29,8 +29,8 @@ app = typer.Typer(
 models_app = typer.Typer(no_args_is_help=True, help="List and pull models from the offline model store.")
 app.add_typer(models_app, name="models")
 
-err = Console(stderr=True)
-out = Console()
+err = Console(stderr=True, emoji=False)  # ":free" in a system name is not an emoji
+out = Console(emoji=False)
 
 
 def _say_error(e: Exception) -> None:
@@ -363,6 +363,7 @@ def _ask_reader(
     max_prompt_tokens: int = 4096,
     span: bool = False,
     abstain_threshold: float = 0.0,
+    quantize: str = "none",
 ):
     """The reader `rag ask` uses (a seam for tests); pulls the model on first use, saying so on stderr."""
     from rag.reader import make_reader
@@ -377,6 +378,7 @@ def _ask_reader(
         max_prompt_tokens=max_prompt_tokens,
         span=span,
         abstain_threshold=abstain_threshold,
+        quantize=quantize,
     )
 
 
@@ -494,6 +496,12 @@ _ABSTAIN_OPT = typer.Option(
     help="With --span, decline when log P(abstain) - log P(answer) exceeds this "
     "(default: \\[reader] abstain_threshold).",
 )
+_QUANTIZE_OPT = typer.Option(
+    None,
+    "--quantize",
+    help="Reader weights: none | int8 (decoder layers in int8) | int8-head (the lm_head too); bf16 readers "
+    "only (default: \\[reader] quantize, else none).",
+)
 
 
 def _reader_from(
@@ -504,6 +512,7 @@ def _reader_from(
     max_new_tokens,
     span: Optional[bool] = None,
     abstain_threshold: Optional[float] = None,
+    quantize: Optional[str] = None,
 ):
     """The reader of `rag ask` and `rag serve`: their flags over rag.toml's [reader] (`rc`)."""
     return _ask_reader(
@@ -515,6 +524,7 @@ def _reader_from(
         max_prompt_tokens=rc.max_prompt_tokens,
         span=rc.span if span is None else span,
         abstain_threshold=rc.abstain_threshold if abstain_threshold is None else abstain_threshold,
+        quantize=quantize or rc.quantize,
     )
 
 
@@ -533,6 +543,7 @@ def ask_cmd(
     rerank: Optional[bool] = _RERANK_OPT,
     span: Optional[bool] = _SPAN_OPT,
     abstain_threshold: Optional[float] = _ABSTAIN_OPT,
+    quantize: Optional[str] = _QUANTIZE_OPT,
     store: Optional[str] = _STORE_OPT,
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object per answer."),
 ) -> None:
@@ -544,7 +555,9 @@ def ask_cmd(
         k = cfg.retrieval.k if k is None else k
         rc = _with_rerank(cfg.retrieval, rerank)
         retriever = _ask_retriever(_where(index, store), mode or rc.mode, rc)
-        rd = _reader_from(cfg.reader, reader, model, adapter, max_new_tokens, span, abstain_threshold)
+        rd = _reader_from(
+            cfg.reader, reader, model, adapter, max_new_tokens, span, abstain_threshold, quantize
+        )
         if question is not None:
             _ask_one(question, retriever, rd, k, json_out)
             return
@@ -651,6 +664,14 @@ def _ft_progress():
                 f"{ev['lora_params']:,} LoRA parameters, from step {ev['step']} to {ev['max_steps']}"
             )
             err.print(msg, highlight=False, soft_wrap=True)
+            if ev.get("parent"):
+                p = ev["parent"]
+                err.print(
+                    f"starting from adapter {p['path']} ({p['examples_seen_total']} examples behind its "
+                    f"weights); data stream {p['stream_note']}",
+                    highlight=False,
+                    soft_wrap=True,
+                )
             if bar is not None:
                 bar.start()
                 task["id"] = bar.add_task("finetune", total=ev["max_steps"], completed=ev["step"], info="")
@@ -698,6 +719,23 @@ def _ft_num(v) -> str:
     return "-" if v is None else f"{v:.1f}"
 
 
+def _ft_init_adapter(spec: Optional[str], base: str) -> Optional[Path]:
+    """The folder --init-adapter names: 'default' is the adapter shipped for --base."""
+    from assets.adapters import shipped_adapter
+    from rag.errors import BadInput
+
+    if spec is None:
+        return None
+    if spec == "default":
+        found = shipped_adapter(Path(base).name)
+        if found is None:
+            raise BadInput(
+                f"--init-adapter default: no adapter ships for base {base}: pass an adapter folder"
+            )
+        return found
+    return Path(spec).expanduser()
+
+
 # Over 80 lines only because typer declares each flag in the signature; the body is short.
 @app.command("finetune")
 def finetune_cmd(
@@ -716,6 +754,12 @@ def finetune_cmd(
     ),
     max_steps: int = typer.Option(TrainConfig.max_steps, "--max-steps", help="Optimizer steps."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint in --out."),
+    init_adapter: Optional[str] = typer.Option(
+        None,
+        "--init-adapter",
+        help="Start the LoRA weights from this adapter folder ('default': the shipped one for --base), "
+        "with a fresh schedule on the current data: the next segment of a chain.",
+    ),
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Replace the adapter (and checkpoints) already in --out."
     ),
@@ -726,6 +770,11 @@ def finetune_cmd(
     ),
     target_modules: str = typer.Option(
         TrainConfig.target_modules, "--target-modules", help="all-linear or e.g. q_proj,v_proj."
+    ),
+    layers: str = typer.Option(
+        TrainConfig.layers,
+        "--layers",
+        help="LoRA only on decoder layers N-M (0-based, inclusive), e.g. 12-23; default: every layer.",
     ),
     lr: float = typer.Option(TrainConfig.lr, "--lr", help="Peak learning rate."),
     batch_size: int = typer.Option(
@@ -779,7 +828,7 @@ def finetune_cmd(
     import shlex
 
     from finetune.data import build_dataset
-    from finetune.train import check_out_dir, train
+    from finetune.train import check_init_adapter, check_out_dir, train
     from rag.config import rag_home
 
     command = " ".join(shlex.quote(a) for a in ["rag", *sys.argv[1:]])
@@ -787,24 +836,13 @@ def finetune_cmd(
     progress, stop = _ft_progress()
     try:
         check_out_dir(target, resume=resume, overwrite=overwrite)  # before minutes of data building
-        dcfg = DataConfig(
-            source=data,
-            distractors=distractors,
-            min_distractors=min_distractors,
-            p_gold=p_gold,
-            swap_rate=swap_rate,
-            disfluent_rate=disfluent_rate,
-            seed=seed,
-        )
-        err.print(f"building training data from {data} (cached after the first run)", highlight=False)
-        ds = build_dataset(dcfg)
-        err.print(f"{len(ds.train)} train / {len(ds.val)} validation examples ({ds.path})", highlight=False)
         tcfg = TrainConfig(
             base=base,
             rank=rank,
             alpha=alpha,
             dropout=dropout,
             target_modules=target_modules,
+            layers=layers,
             lr=lr,
             batch_size=batch_size,
             micro_tokens=micro_tokens,
@@ -819,6 +857,21 @@ def finetune_cmd(
             seed=seed,
             threads=threads,
         )
+        parent = _ft_init_adapter(init_adapter, base)
+        if parent is not None:
+            check_init_adapter(parent, tcfg)
+        dcfg = DataConfig(
+            source=data,
+            distractors=distractors,
+            min_distractors=min_distractors,
+            p_gold=p_gold,
+            swap_rate=swap_rate,
+            disfluent_rate=disfluent_rate,
+            seed=seed,
+        )
+        err.print(f"building training data from {data} (cached after the first run)", highlight=False)
+        ds = build_dataset(dcfg)
+        err.print(f"{len(ds.train)} train / {len(ds.val)} validation examples ({ds.path})", highlight=False)
         data_info = {
             "source": data,
             "hash": ds.hash,
@@ -834,6 +887,7 @@ def finetune_cmd(
             data_info=data_info,
             resume=resume,
             overwrite=overwrite,
+            init_adapter=parent,
             progress=progress,
             command=command,
         )
@@ -850,6 +904,11 @@ def finetune_cmd(
         raise typer.Exit(130) from None
     stop()
     t, f = res.manifest["training"], res.manifest["final"]
+    start_label, start = (
+        ("start", res.manifest["initial"])
+        if res.manifest.get("parent")
+        else ("untuned", res.manifest["untuned"])
+    )
     out.print(
         f"adapter: {res.out}  ({res.stopped} after {res.step} steps, {t['train_time_s'] / 60:.1f} min, "
         f"{t['tokens_per_s']:.0f} tokens/s)",
@@ -857,8 +916,7 @@ def finetune_cmd(
     )
     out.print(
         f"validation: loss {f['val_loss']}, EM {_ft_num(f['em'])}, F1 {_ft_num(f['f1'])} "
-        f"(untuned: EM {_ft_num((res.manifest['untuned'] or {}).get('em'))}, "
-        f"F1 {_ft_num((res.manifest['untuned'] or {}).get('f1'))})",
+        f"({start_label}: EM {_ft_num((start or {}).get('em'))}, F1 {_ft_num((start or {}).get('f1'))})",
         highlight=False,
     )
     out.print(f'use it: rag ask --model {base} --adapter {res.out} "..."', highlight=False)

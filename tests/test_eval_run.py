@@ -392,3 +392,14 @@ def test_answers_go_through_the_served_pipeline_prompt_cap_included(testset, cor
     assert {"retrieve_s", "first_token_s", "generate_s", "total_s"} <= set(preds[0]["timings"])
     m = res.systems[0]["metrics"]
     assert m["citation_rate"] == 0.0 and m["grounding"] == 0.0 and m["supported_rate"] == 0.0
+
+
+def test_cli_prints_system_names_as_written():
+    # rich turns ":free:" into an emoji unless told not to; eval's progress lines and tables name systems
+    # such as qwen2.5-0.5b+tuned:free: ...
+    from rag import cli
+
+    for console in (cli.out, cli.err):
+        with console.capture() as cap:
+            console.print("answer qwen2.5-0.5b+tuned:free: 2/280")
+        assert "tuned:free: 2/280" in cap.get()

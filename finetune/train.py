@@ -19,6 +19,13 @@ saves a checkpoint of the last completed step and re-raises; `resume=True` conti
 A checkpoint's trainer state holds only tensors and plain data and is read with torch's weights-only
 unpickler: a full unpickle would run whatever code a crafted trainer_state.pt names. A fresh run never
 replaces an adapter or checkpoints already in `out` unless `overwrite=True`.
+
+Segments across sessions: `init_adapter=` starts the LoRA weights from a finished adapter (same base
+build, rank, alpha, target modules and layers, else BadInput) with a fresh optimizer and schedule on the
+current data. When the parent was trained on the same data stream (data hash, seed, batch size, max_len),
+the batches behind its weights are skipped; otherwise the stream starts fresh, and the manifest says
+which. The manifest's "parent" names the adapter started from, and "segments" lists every segment of the
+chain (command, steps, examples, time, data hash), carried over from the parent's manifest.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import math
 import os
 import platform
 import random
+import re
 import shutil
 import time
 import warnings
@@ -60,6 +68,7 @@ class TrainConfig:
         0.0  # LoRA dropout; 0 because on CPU its bernoulli draws were 40% of a step (and <1 epoch)
     )
     target_modules: str = "all-linear"  # "all-linear" or a comma list, e.g. "q_proj,v_proj"
+    layers: str = ""  # decoder layers given LoRA, "N-M" (0-based, inclusive); "" = every layer
     lr: float = 5e-4  # peak learning rate (2e-4 plateaued early for SmolLM2 in the probe)
     weight_decay: float = 0.0  # AdamW weight decay on LoRA weights
     warmup_steps: int = 10  # linear warmup, then cosine to zero at max_steps
@@ -103,6 +112,9 @@ class _State:
     best_step: int = -1
     bad_evals: int = 0
     segments: list = field(default_factory=list)  # one {start_step, max_steps, command} per run or resume
+    parent: dict | None = None  # the adapter this run started from (init_adapter) and the data-stream choice
+    chain: list = field(default_factory=list)  # the parent's "segments": every earlier segment of the chain
+    stream_start: int = 0  # batches of the data stream skipped at the start (behind the parent's weights)
 
 
 # ---------------------------------------------------------------- encoding
@@ -290,6 +302,47 @@ def validation_loss(
 
 
 # ---------------------------------------------------------------- model + checkpoints
+def parse_layers(spec: str, n_layers: int) -> list[int] | None:
+    """The decoder layer indices of a --layers value "N-M" (inclusive) or "N"; None for "" (every layer).
+
+    >>> parse_layers("20-23", 24)
+    [20, 21, 22, 23]
+    >>> parse_layers("", 24) is None
+    True
+    """
+    spec = spec.strip()
+    if not spec:
+        return None
+    m = re.fullmatch(r"(\d+)(?:-(\d+))?", spec)
+    lo, hi = (int(m.group(1)), int(m.group(2) or m.group(1))) if m else (0, -1)
+    if lo > hi or hi >= n_layers:
+        raise BadInput(
+            f"--layers {spec!r} does not name decoder layers of this model ({n_layers} layers): "
+            f"pass N-M with 0 <= N <= M <= {n_layers - 1}, e.g. --layers {n_layers // 2}-{n_layers - 1}"
+        )
+    return list(range(lo, hi + 1))
+
+
+def _linear_names(model) -> list[str]:
+    """Short names of the model's Linear layers except the output projection (peft's "all-linear" set)."""
+    import torch
+
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    return sorted(
+        {
+            n.rsplit(".", 1)[-1]
+            for n, m in model.named_modules()
+            if isinstance(m, torch.nn.Linear) and m is not head
+        }
+    )
+
+
+def lora_layers(model) -> list[int]:
+    """Indices of the decoder layers that hold LoRA weights in a peft model (from parameter names)."""
+    found = {re.search(r"\.layers\.(\d+)\.", n) for n, _ in model.named_parameters() if "lora_" in n}
+    return sorted({int(m.group(1)) for m in found if m})
+
+
 def _peft_model(model, cfg: TrainConfig):
     from peft import LoraConfig, get_peft_model
 
@@ -297,11 +350,20 @@ def _peft_model(model, cfg: TrainConfig):
     modules = (
         "all-linear" if targets == "all-linear" else [t.strip() for t in targets.split(",") if t.strip()]
     )
+    layers = None
+    if cfg.layers.strip():
+        n_layers = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+        if not n_layers:
+            raise BadInput("--layers: this model's config names no num_hidden_layers: drop --layers")
+        layers = parse_layers(cfg.layers, n_layers)
+        if modules == "all-linear":  # peft takes layers_to_transform only with a list of module names
+            modules = _linear_names(model)
     lcfg = LoraConfig(
         r=cfg.rank,
         lora_alpha=cfg.alpha,
         lora_dropout=cfg.dropout,
         target_modules=modules,
+        layers_to_transform=layers,
         bias="none",
         task_type="CAUSAL_LM",
     )
@@ -478,6 +540,181 @@ def _save_adapter(model, out: Path, dtype: str, base_name: str | None = None) ->
     shutil.rmtree(tmp, ignore_errors=True)
 
 
+# ---------------------------------------------------------------- continuing an adapter (segments)
+_SHAPE_FLAGS = {
+    "rank": "--rank",
+    "alpha": "--alpha",
+    "target_modules": "--target-modules",
+    "layers": "--layers",
+}
+_STREAM_KEYS = ("seed", "batch_size", "max_len")  # with the data hash, these fix the batch order
+
+
+def check_init_adapter(folder: Path, cfg: TrainConfig) -> dict:
+    """The manifest of the adapter to start from, after checking its LoRA shape matches `cfg` (else BadInput).
+
+    Model-free, so the CLI calls it before building data; train() also checks the base model build.
+    """
+    folder = Path(folder)
+    man = adapters.manifest_or_none(folder)
+    wfile = folder / "adapter_model.safetensors"
+    if man is None or not wfile.is_file() or not (folder / adapters.PEFT_CONFIG).is_file():
+        raise BadInput(
+            f"--init-adapter {folder} is not an adapter folder written by `rag finetune` (it needs "
+            f"{adapters.ADAPTER_MANIFEST}, {adapters.PEFT_CONFIG} and {wfile.name}): pass such a folder"
+        )
+    hp = man.get("hyperparameters") or {}
+    for key, flag in _SHAPE_FLAGS.items():
+        have, want = hp.get(key, getattr(TrainConfig, key)), getattr(cfg, key)  # no "layers": every layer
+        if have != want:
+            fix = f"pass {flag} {have}" if have != "" else f"drop {flag}"
+            raise BadInput(
+                f"--init-adapter {folder} has {key}={have!r}, not {want!r}: {fix} to continue it, "
+                "or start without --init-adapter"
+            )
+    recorded = (man.get("adapter") or {}).get("sha256")
+    if recorded and recorded != sha256_file(wfile):
+        raise BadInput(
+            f"--init-adapter {folder}: {wfile.name} is not the file its manifest describes (sha256 differs): "
+            "restore the adapter's own weights or start without --init-adapter"
+        )
+    return man
+
+
+def _check_parent_base(folder: Path, man: dict, base_info: dict) -> None:
+    name, sha = base_info.get("name"), base_info.get("sha256")
+    pname, psha = man.get("base"), man.get("base_sha256")
+    if pname != name or (psha and sha and psha != sha):
+        raise BadInput(
+            f"--init-adapter {folder} was trained on base {pname!r} (sha256 {str(psha)[:12]}), not on "
+            f"{name!r} (sha256 {str(sha)[:12]}): pass --base {pname} (the same build) or start without "
+            "--init-adapter"
+        )
+
+
+def _weights_step(man: dict) -> int:
+    """The step whose LoRA weights an adapter folder holds: the best by validation loss, else the last."""
+    step = (man.get("final") or {}).get("step")
+    return int(step if step is not None else (man.get("training") or {}).get("steps") or 0)
+
+
+def _segment_entry(man: dict, total_before: int) -> dict:
+    """One adapter's entry in the "segments" chain, from its manifest (also one written before chains)."""
+    tr, hp = man.get("training") or {}, man.get("hyperparameters") or {}
+    bs, ws = int(hp.get("batch_size") or 0), _weights_step(man)
+    return {
+        "adapter_sha256": (man.get("adapter") or {}).get("sha256"),
+        "command": man.get("command"),
+        "runs": tr.get("segments", []),  # the invocations: the first run and each --resume
+        "steps": tr.get("steps"),
+        "weights_step": ws,  # the step the adapter's weights are from (best validation loss)
+        "examples_seen": tr.get("examples_seen"),
+        "weights_examples_seen": ws * bs,
+        "examples_seen_total": total_before + ws * bs,  # behind the weights, over the whole chain
+        "stream_start": tr.get("stream_start", 0),  # examples of the data stream skipped first
+        "data_hash": (man.get("data") or {}).get("hash"),
+        "lr": hp.get("lr"),
+        "layers": hp.get("layers", ""),
+        "train_time_s": tr.get("train_time_s"),
+        "wall_time_s": tr.get("wall_time_s"),
+        "tokens_per_s": tr.get("tokens_per_s"),
+        "created": man.get("created"),
+    }
+
+
+def _chain_of(man: dict) -> list[dict]:
+    """The segments behind an adapter: its manifest's list, or one entry made from an older manifest."""
+    chain = man.get("segments")
+    return [dict(s) for s in chain] if isinstance(chain, list) and chain else [_segment_entry(man, 0)]
+
+
+def _stream_choice(man: dict, cfg: TrainConfig, data_hash: str) -> tuple[int, str]:
+    """(batches to skip, why): continue the parent's data stream only when it is the same stream."""
+    hp = man.get("hyperparameters") or {}
+    theirs = (man.get("data") or {}).get("hash") or ""
+    if theirs != data_hash:
+        return 0, (
+            f"fresh: the parent was trained on other data (hash {theirs[:12] or 'unknown'}, "
+            f"now {data_hash[:12] or 'unknown'})"
+        )
+    other = {k: hp.get(k) for k in _STREAM_KEYS if hp.get(k) != getattr(cfg, k)}
+    if other:
+        return (
+            0,
+            f"fresh: the parent's batch order differs ({', '.join(f'{k}={v}' for k, v in other.items())})",
+        )
+    start = int((man.get("training") or {}).get("stream_start", 0)) // cfg.batch_size + _weights_step(man)
+    return (
+        start,
+        f"continued: the first {start * cfg.batch_size} examples of this stream (the parent's) are skipped",
+    )
+
+
+def _adapter_label(folder: Path) -> str:
+    """How a manifest names another adapter folder: rag/adapters/<name> for a shipped one, else ~/..."""
+    try:
+        return "rag/adapters/" + Path(folder).resolve().relative_to(adapters.SHIPPED_ADAPTERS).as_posix()
+    except ValueError:
+        return str(_home_relative(str(Path(folder).resolve())))
+
+
+def _init_from_adapter(run: _Run, folder: Path, base_info: dict) -> None:
+    """Load the parent's LoRA weights into run.model and record the parent, its chain and the stream choice."""
+    from peft import get_peft_model_state_dict, set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    man = check_init_adapter(folder, run.cfg)
+    _check_parent_base(folder, man, base_info)
+    tensors = load_file(folder / "adapter_model.safetensors")
+    if set(tensors) != set(get_peft_model_state_dict(run.model)):
+        raise BadInput(
+            f"--init-adapter {folder}: its LoRA tensors name other modules than this model's: "
+            "pass the --base it was trained on, or start without --init-adapter"
+        )
+    try:
+        set_peft_model_state_dict(run.model, tensors)  # bf16 on disk, copied into the fp32 LoRA weights
+    except RuntimeError as e:
+        raise BadInput(
+            f"--init-adapter {folder}: its LoRA shapes do not fit this model: pass the --base it was "
+            "trained on, or start without --init-adapter"
+        ) from e
+    chain = _chain_of(man)
+    start, why = _stream_choice(man, run.cfg, run.data_hash)
+    tr = man.get("training") or {}
+    st = run.state
+    st.chain, st.stream_start = chain, start
+    st.parent = {
+        "path": _adapter_label(folder),
+        "adapter_sha256": sha256_file(folder / "adapter_model.safetensors"),
+        "base_sha256": man.get("base_sha256"),
+        "data_hash": (man.get("data") or {}).get("hash"),
+        "steps": tr.get("steps"),
+        "examples_seen": tr.get("examples_seen"),
+        "weights_step": _weights_step(man),
+        "examples_seen_total": chain[-1].get("examples_seen_total"),
+        "stream": why.split(":", 1)[0],  # "continued" | "fresh"
+        "stream_note": why,
+    }
+    log.info("starting from adapter %s; data stream %s", folder, why)
+
+
+def _check_resumed_parent(run: _Run, folder: Path) -> None:
+    """With --resume and --init-adapter: the checkpoint must have started from that very adapter."""
+    parent, folder = run.state.parent, Path(folder)
+    if parent is None:
+        raise BadInput(
+            f"--init-adapter {folder}: the run checkpointed in {run.out} did not start from an adapter: "
+            "resume it without --init-adapter, or start a new --out"
+        )
+    check_init_adapter(folder, run.cfg)
+    if sha256_file(folder / "adapter_model.safetensors") != parent["adapter_sha256"]:
+        raise BadInput(
+            f"--init-adapter {folder} is not the adapter the run in {run.out} started from "
+            f"({parent['path']}): resume without --init-adapter (the checkpoint keeps its parent)"
+        )
+
+
 # ---------------------------------------------------------------- the loop
 @dataclass
 class _Data:
@@ -567,6 +804,7 @@ def train(
     data_info: dict | None = None,
     resume: bool = False,
     overwrite: bool = False,
+    init_adapter: Path | None = None,
     progress: Callable[[dict], None] | None = None,
     command: str = "",
 ) -> TrainResult:
@@ -578,6 +816,8 @@ def train(
     already in `out` are a BadInput unless `overwrite`; then the old checkpoints go once training starts
     (a later --resume must not pick up the replaced run), the old adapter when the new one is written.
     Ctrl-C saves a checkpoint and re-raises. `progress` receives the events named in the module docstring.
+    `init_adapter` (a finished adapter folder) starts the LoRA weights from it, with a fresh optimizer and
+    schedule; a resumed run keeps the parent its checkpoint records (`init_adapter` must then be it or None).
     """
     import torch
 
@@ -595,6 +835,10 @@ def train(
     run = _start_run(cfg, model, tokenizer, data, out, str(data_info.get("hash", "")), emit, t_start)
     if resume:
         _resume(run)
+        if init_adapter is not None:
+            _check_resumed_parent(run, init_adapter)
+    elif init_adapter is not None:
+        _init_from_adapter(run, init_adapter, base_info)
     run.elapsed_before = run.state.elapsed
     run.state.segments.append({"start_step": run.state.step, "max_steps": cfg.max_steps, "command": command})
     run.n_batches = len(run.batches_of(0))
@@ -609,6 +853,9 @@ def train(
             "dropped_too_long": data.too_long,
             "lora_params": run.lora_params,
             "batches_per_epoch": run.n_batches,
+            "lora_layers": lora_layers(run.model),
+            "parent": run.state.parent,
+            "stream_start": run.state.stream_start * cfg.batch_size,
             "_optimizer": run.optimizer,
         }
     )  # the live optimizer, for tools and tests that inspect a resume
@@ -698,10 +945,11 @@ def _resume(run: _Run) -> None:
         raise BadInput(
             f"--resume: {ck} was trained on other data (hash differs): use the same --data and settings"
         )
-    for key in ("rank", "alpha", "target_modules", "base", "batch_size"):
-        if saved["config"].get(key) != getattr(cfg, key):
+    for key in ("rank", "alpha", "target_modules", "layers", "base", "batch_size"):
+        have = saved["config"].get(key, getattr(TrainConfig, key))  # a key newer than the checkpoint: default
+        if have != getattr(cfg, key):
             raise BadInput(
-                f"--resume: checkpoint has {key}={saved['config'].get(key)!r}, not "
+                f"--resume: checkpoint has {key}={have!r}, not "
                 f"{getattr(cfg, key)!r}: pass the same setting or start a new --out"
             )
     from peft import set_peft_model_state_dict
@@ -734,7 +982,7 @@ def _step_loop(run: _Run) -> str:
             run.evaluate_now()
         t_window, steps_window = time.perf_counter(), 0
         while state.step < cfg.max_steps:
-            epoch, pos = divmod(state.step, run.n_batches)
+            epoch, pos = divmod(state.stream_start + state.step, run.n_batches)
             loss, tokens, dt = _optimizer_step(run, run.batches_of(epoch)[pos])
             steps_window += 1
             sec_per_step = (time.perf_counter() - t_window) / steps_window  # includes evals: honest ETA
@@ -838,9 +1086,9 @@ def _manifest(run: _Run, stopped: str, base_info: dict, data_info: dict, command
     # Never the untuned step-0 row as "final" after training: the newest row only if it scored the last step.
     latest = state.evals[-1] if state.evals and state.evals[-1]["step"] == state.step else {}
     chosen = next((e for e in state.evals if e["step"] == state.best_step), latest)
-    untuned = state.evals[0] if state.evals and state.evals[0]["step"] == 0 else None
+    first = state.evals[0] if state.evals and state.evals[0]["step"] == 0 else None
     wfile = out / "adapter_model.safetensors"
-    return {
+    man = {
         "format_version": adapters.MANIFEST_VERSION,
         "kind": "rag-reader-lora",
         # assets.adapters.check_base reads "base" (the reader's model name) and "base_sha256".
@@ -853,6 +1101,7 @@ def _manifest(run: _Run, stopped: str, base_info: dict, data_info: dict, command
         "data": {k: _home_relative(v) if k == "cache" else v for k, v in data_info.items()},
         "hyperparameters": asdict(cfg),
         "seed": cfg.seed,
+        "parent": state.parent,  # the adapter this one started from (--init-adapter), or None
         "training": _training_summary(run, stopped),
         "final": {
             "step": chosen.get("step"),
@@ -864,7 +1113,9 @@ def _manifest(run: _Run, stopped: str, base_info: dict, data_info: dict, command
             "cite_acc": chosen.get("cite_acc"),
             "eval_examples": chosen.get("n"),
         },
-        "untuned": untuned,
+        # Step 0 scores the base model, or the parent adapter when the run started from one.
+        "untuned": None if state.parent else first,
+        "initial": first if state.parent else None,
         "evals": state.evals,
         "curves": {"train_loss": state.train_curve, "val_loss": state.val_curve},
         "adapter": {
@@ -877,6 +1128,10 @@ def _manifest(run: _Run, stopped: str, base_info: dict, data_info: dict, command
         "versions": _versions(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    total_before = (state.chain[-1].get("examples_seen_total") or 0) if state.chain else 0
+    # Every segment of the chain, this one last: what a chain of runs across sessions did, in order.
+    man["segments"] = [*state.chain, _segment_entry(man, total_before)]
+    return man
 
 
 def _training_summary(run: _Run, stopped: str) -> dict:
@@ -900,6 +1155,8 @@ def _training_summary(run: _Run, stopped: str) -> dict:
         "padding_fraction": round(1 - state.tokens / max(1, state.padded_tokens), 4),
         "threads": torch.get_num_threads(),
         "lora_params": run.lora_params,
+        "lora_layers": lora_layers(run.model),
+        "stream_start": state.stream_start * cfg.batch_size,  # examples of the data stream skipped first
         "segments": state.segments,  # a resume with another --max-steps changes the schedule from there
     }
 

@@ -796,6 +796,11 @@ def finetune_cmd(
     val_loss_examples: int = typer.Option(
         TrainConfig.val_loss_examples, "--val-loss-examples", help="Validation examples for the loss."
     ),
+    eval_at_start: bool = typer.Option(
+        TrainConfig.eval_at_start,
+        "--eval-at-start/--no-eval-at-start",
+        help="Score step 0 first (the base, or the --init-adapter); a later segment may skip it.",
+    ),
     patience: int = typer.Option(
         TrainConfig.patience,
         "--patience",
@@ -852,6 +857,7 @@ def finetune_cmd(
             eval_every=eval_every,
             eval_examples=eval_examples,
             val_loss_examples=val_loss_examples,
+            eval_at_start=eval_at_start,
             patience=patience,
             save_every=save_every,
             seed=seed,

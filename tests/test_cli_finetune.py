@@ -41,3 +41,60 @@ def test_near_miss_flags_reach_the_data_config(tmp_path, monkeypatch):
     assert res.exit_code == 1 and "stop before training" in res.output
     assert (seen[0].swap_rate, seen[0].disfluent_rate) == (0.3, 0.0)
     assert seen[0].disfluent_answered == DataConfig.disfluent_answered  # no flag: the default
+
+
+def _fake_adapter(folder, **hyperparameters):
+    """A folder that passes the model-free --init-adapter check (the weights are never read here)."""
+    import json
+
+    folder.mkdir(parents=True)
+    (folder / "adapter_config.json").write_text("{}")
+    (folder / "adapter_model.safetensors").write_bytes(b"not read before training")
+    hp = {"rank": 16, "alpha": 32, "target_modules": "all-linear", **hyperparameters}
+    (folder / "rag_adapter.json").write_text(json.dumps({"base": "qwen2.5-0.5b", "hyperparameters": hp}))
+    return folder
+
+
+def _stub_training(monkeypatch, tmp_path) -> dict:
+    """build_dataset and train stubbed: `seen` gets the data config, the TrainConfig and train()'s keywords."""
+    from types import SimpleNamespace
+
+    seen: dict = {}
+
+    def build_dataset(cfg):
+        seen["data"] = cfg
+        return SimpleNamespace(train=[], val=[], hash="h", stats={}, path=tmp_path / "d.jsonl")
+
+    def train(cfg, train_examples, val_examples, out, **kw):
+        seen.update(cfg=cfg, **kw)
+        raise BadInput("stop before training")
+
+    monkeypatch.setattr("finetune.data.build_dataset", build_dataset)
+    monkeypatch.setattr("finetune.train.train", train)
+    return seen
+
+
+def test_segment_flags_reach_the_config_and_train(tmp_path, monkeypatch):
+    seen = _stub_training(monkeypatch, tmp_path)
+    parent = _fake_adapter(tmp_path / "parent", layers="12-23")
+    args = ["finetune", "--out", str(tmp_path / "a"), "--init-adapter", str(parent), "--layers", "12-23"]
+    res = CliRunner().invoke(app, [*args, "--no-eval-at-start"])
+    assert res.exit_code == 1 and "stop before training" in res.output
+    assert seen["cfg"].layers == "12-23" and seen["init_adapter"] == parent
+    assert seen["cfg"].eval_at_start is False
+
+    res = CliRunner().invoke(app, ["finetune", "--out", str(tmp_path / "b"), "--init-adapter", "default"])
+    assert res.exit_code == 1 and "stop before training" in res.output
+    assert seen["init_adapter"].parts[-2:] == ("adapters", TrainConfig.base)  # the shipped adapter
+
+
+def test_init_adapter_mismatch_fails_before_building_data(tmp_path, monkeypatch):
+    seen = _stub_training(monkeypatch, tmp_path)
+    parent = _fake_adapter(tmp_path / "parent", rank=8)
+    res = CliRunner().invoke(app, ["finetune", "--out", str(tmp_path / "a"), "--init-adapter", str(parent)])
+    assert res.exit_code == 1 and "rank=8, not 16: pass --rank 8" in res.output
+    assert "data" not in seen and "Traceback" not in res.output
+
+    args = ["finetune", "--base", str(tmp_path / "my-model"), "--init-adapter", "default"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 1 and "no adapter ships for base" in res.output and "data" not in seen

@@ -7,7 +7,7 @@ optionally ":span" (span-faithful decoding, rag.toml's abstain threshold), ":spa
 optionally suffixed "@gold" for the oracle run with the gold paragraph.
 
 A system's hash covers everything that changes its answers (reader, model and its sha256, adapter
-weights, oracle, k, prompt); it names the file its predictions are saved in.
+weights, oracle, k, prompt, span decoding, int8 weights); it names the file its predictions are saved in.
 """
 
 from __future__ import annotations
@@ -145,6 +145,7 @@ def open_reader(spec: SystemSpec):
         adapter=spec.adapter,
         span=span_of(spec),
         abstain_threshold=threshold_of(spec),
+        quantize=quantize_of(spec),
     )
 
 
@@ -157,6 +158,15 @@ def span_of(spec: SystemSpec) -> bool:
     from rag.config import load_config
 
     return load_config().reader.span
+
+
+def quantize_of(spec: SystemSpec) -> str:
+    """The int8 weights mode a system's reader loads with (rag.quant): rag.toml's [reader] quantize."""
+    if spec.reader == "extractive":
+        return "none"
+    from rag.config import load_config
+
+    return load_config().reader.quantize
 
 
 def threshold_of(spec: SystemSpec) -> float:
@@ -220,6 +230,17 @@ def _first(d: dict, *paths: str) -> Any:
     return None
 
 
+def _quantization(source: str | None, mode: str) -> str | None:
+    """The source file's quantization, plus the reader's own int8 weights when on.
+
+    >>> _quantization("Q4 GGUF repack", "int8"), _quantization("Q4_1", "none")
+    ('Q4 GGUF repack; served int8', 'Q4_1')
+    """
+    if mode == "none":
+        return source
+    return f"{source or 'unknown'}; served {mode}"
+
+
 def system_meta(spec: SystemSpec) -> dict:
     """What the experiments table shows about a system (None where unknown)."""
     info = _model_info(spec.model)
@@ -238,7 +259,7 @@ def system_meta(spec: SystemSpec) -> dict:
     return {
         "model": spec.model,
         "params": info.get("params"),
-        "quantization": info.get("quantization"),
+        "quantization": _quantization(info.get("quantization"), quantize_of(spec)),
         "adapter": None if spec.adapter == "none" else spec.adapter,
         "adapter_rank": _first(man, "hyperparameters.rank", "hyperparameters.r", "rank", "lora.r"),
         "training_time_s": _first(man, "training.train_time_s", "training.wall_time_s", "training_time_s"),
@@ -261,4 +282,6 @@ def system_hash(spec: SystemSpec, k: int) -> str:
     }
     if span_of(spec):  # only then: the hashes (and saved predictions) of free-decoding systems stay as before
         key["decoding"] = {"span": True, "threshold": threshold_of(spec)}
+    if quantize_of(spec) != "none":  # likewise: unquantized systems keep their hashes
+        key["quantize"] = quantize_of(spec)
     return sha256_text(json.dumps(key, sort_keys=True))[:12]

@@ -117,6 +117,10 @@ class RetrievalConfig:
         _check(self, {"k": 1, "rrf_k": 1, "candidates": 1, "rerank_candidates": 1, "rerank_tokens": 8})
 
 
+# [reader] quantize values; rag.quant implements them
+QUANTIZE_MODES = ("none", "int8", "int8-head")
+
+
 @dataclass(frozen=True)
 class ReaderConfig:
     reader: str = "llm"  # llm | extractive
@@ -135,9 +139,14 @@ class ReaderConfig:
     # span decoding declines when log P(abstain) - log P(span, its citation not counted) > this; chosen on
     # the training sources' validation split (benchmarks/bench_abstain.py: 57% declined at 7% wrong)
     abstain_threshold: float = 1.057
+    quantize: str = "none"  # weight-only int8 (rag.quant): none | int8 | int8-head (lm_head too)
 
     def __post_init__(self):
         _check(self, {"max_new_tokens": 1})
+        if self.quantize not in QUANTIZE_MODES:
+            from rag.errors import BadInput
+
+            raise BadInput(f"quantize must be one of {', '.join(QUANTIZE_MODES)}, got {self.quantize!r}")
 
 
 @dataclass(frozen=True)

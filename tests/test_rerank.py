@@ -159,11 +159,11 @@ def test_ask_and_eval_flags_reach_the_retrieval_config(tmp_path, monkeypatch):
     monkeypatch.setattr(
         cli, "_eval_with_bar", lambda ts, qs, specs, cfg: got.setdefault("cfg", cfg) and 1 / 0
     )
-    runner.invoke(cli.app, ["eval", "--limit", "2", "-s", "extractive", "--no-rerank"])
+    runner.invoke(cli.app, ["eval", "--limit", "2", "--absent", "0", "-s", "extractive", "--no-rerank"])
     assert got["cfg"].rerank is False
     assert EvalConfig().rerank is RetrievalConfig().rerank is False  # eval follows the default pipeline
     got.clear()
-    runner.invoke(cli.app, ["eval", "--limit", "2", "-s", "extractive"])
+    runner.invoke(cli.app, ["eval", "--limit", "2", "--absent", "0", "-s", "extractive"])
     assert got["cfg"].rerank is True and got["cfg"].rerank_candidates == 7
 
 

@@ -11,6 +11,9 @@ both log-probabilities; then every threshold is scored offline:
     wrong declines  share of answerable examples declined
     answer F1       SQuAD F1 over answerable examples (a decline scores 0)
 
+With the reader's names rule on (`[reader] decline_missing_names`, the default; `--no-names` without it)
+an example whose question names something no passage names (rag.text.missing_names) is declined whatever
+its gap, and the threshold is chosen for the two together; both rules' best points are printed.
 The chosen threshold maximises declined - wrong declines (Youden's J) with wrong declines <= --max-wrong.
 Prints the curve and writes benchmarks/results/abstain.json (the report draws the curve from it).
 
@@ -84,6 +87,12 @@ def main() -> None:
     ap.add_argument(
         "--near-misses", action="store_true", help="include the rule-built near-miss validation examples"
     )
+    ap.add_argument(
+        "--names",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the reader also declines when a name in the question is in no passage (default: rag.toml)",
+    )
     ap.add_argument("--max-wrong", type=float, default=0.08, help="most wrong declines the choice may cost")
     ap.add_argument(
         "--rows", type=Path, default=Path("/tmp/rag-bench/abstain-rows.jsonl"), help="resume file"
@@ -94,9 +103,13 @@ def main() -> None:
     from finetune.data import DataConfig, build_dataset
     from rag.hardware import describe
     from rag.reader import make_reader
-    from rag.text import em_f1
+    from rag.text import em_f1, missing_names
     from rag.types import Chunk, Hit
 
+    if args.names is None:
+        from rag.config import load_config
+
+        args.names = load_config().reader.decline_missing_names
     hw = describe()
     print(cpu_line(hw, f", load {os.getloadavg()[0]:.2f}"))
     # the validation split as calibrated so far: gold-less RAFT examples only; --near-misses adds the
@@ -152,8 +165,41 @@ def main() -> None:
                 el = time.perf_counter() - t0
                 print(f"  {i}/{len(val)} ({el:.0f} s, ETA {el / i * (len(val) - i):.0f} s)", flush=True)
 
-    points = curve(rows)
+    # the names rule, offline: also decline when a name in the question (rag.text.names) is in no passage
+    by_id = {e.id: e for e in val}
+    for r in rows:
+        e = by_id[r["id"]]
+        r["missing_names"] = missing_names(e.question, [p.text for p in e.passages])
+        r["gap_names"] = math.inf if r["missing_names"] else r["gap"]
+    # the reader's rule decides the curve and the threshold: with [reader] decline_missing_names (the
+    # default) a question naming what no passage names is declined whatever its gap
+    primary = "gap_names" if args.names else "gap"
+    points = curve(rows, primary)
     best = choose(points, args.max_wrong)
+    other = choose(curve(rows, "gap" if args.names else "gap_names"), args.max_wrong)
+    gate = [r for r in rows if r["missing_names"]]
+    names_rule = {
+        "in_reader": args.names,
+        "alone_declined": sum(r["unanswerable"] for r in gate) / max(1, sum(r["unanswerable"] for r in rows)),
+        "alone_wrong": sum(not r["unanswerable"] for r in gate)
+        / max(1, sum(not r["unanswerable"] for r in rows)),
+    }
+    gap_only = best if not args.names else other
+    with_names = best if args.names else other
+    print(
+        f"names rule alone: declined {names_rule['alone_declined']:.3f}, wrong {names_rule['alone_wrong']:.3f}\n"
+        f"gap alone: threshold {gap_only['threshold']:.3f}, declined {gap_only['declined']:.3f}, wrong "
+        f"{gap_only['wrong_declines']:.3f}, answer F1 {gap_only['answer_f1']:.1f}\n"
+        f"gap or a missing name: threshold {with_names['threshold']:.3f}, declined {with_names['declined']:.3f}, "
+        f"wrong {with_names['wrong_declines']:.3f}, answer F1 {with_names['answer_f1']:.1f}"
+    )
+    names_rule["gap_only"] = {
+        k: gap_only[k] for k in ("threshold", "declined", "wrong_declines", "answer_f1")
+    }
+    for r in gate[:12]:
+        print(
+            f"  {'unanswerable' if r['unanswerable'] else 'ANSWERABLE  '} {by_id[r['id']].question!r}: {r['missing_names']}"
+        )
     earlier = choose(curve(rows, "gap_cited"), args.max_wrong)
     print(
         f"the earlier rule (citation tokens counted), chosen the same way: threshold "
@@ -194,6 +240,7 @@ def main() -> None:
             "adapter": args.adapter,
             "max_wrong": args.max_wrong,
             "near_misses": args.near_misses,
+            "names": args.names,
         },
         [{k: v for k, v in p.items()} for p in points if math.isfinite(p["threshold"])],
         summary={
@@ -210,6 +257,7 @@ def main() -> None:
         reader=reader.reader,
         model_rule=model_rule,
         cited_rule={k: earlier[k] for k in ("threshold", "declined", "wrong_declines", "answer_f1")},
+        names_rule=names_rule,
     )
 
 

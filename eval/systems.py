@@ -146,6 +146,7 @@ def open_reader(spec: SystemSpec):
         span=span_of(spec),
         abstain_threshold=threshold_of(spec),
         quantize=quantize_of(spec),
+        decline_missing_names=names_of(spec),
     )
 
 
@@ -158,6 +159,16 @@ def span_of(spec: SystemSpec) -> bool:
     from rag.config import load_config
 
     return load_config().reader.span
+
+
+def names_of(spec: SystemSpec) -> bool:
+    """Whether a system's reader declines questions naming what no passage names: [reader]
+    decline_missing_names."""
+    if spec.reader == "extractive":
+        return False
+    from rag.config import load_config
+
+    return load_config().reader.decline_missing_names
 
 
 def quantize_of(spec: SystemSpec) -> str:
@@ -284,4 +295,6 @@ def system_hash(spec: SystemSpec, k: int) -> str:
         key["decoding"] = {"span": True, "threshold": threshold_of(spec)}
     if quantize_of(spec) != "none":  # likewise: unquantized systems keep their hashes
         key["quantize"] = quantize_of(spec)
+    if names_of(spec):  # likewise
+        key["names"] = "required"
     return sha256_text(json.dumps(key, sort_keys=True))[:12]

@@ -364,6 +364,7 @@ def _ask_reader(
     span: bool = False,
     abstain_threshold: float = 0.0,
     quantize: str = "none",
+    decline_missing_names: bool = False,
 ):
     """The reader `rag ask` uses (a seam for tests); pulls the model on first use, saying so on stderr."""
     from rag.reader import make_reader
@@ -379,6 +380,7 @@ def _ask_reader(
         span=span,
         abstain_threshold=abstain_threshold,
         quantize=quantize,
+        decline_missing_names=decline_missing_names,
     )
 
 
@@ -525,6 +527,7 @@ def _reader_from(
         span=rc.span if span is None else span,
         abstain_threshold=rc.abstain_threshold if abstain_threshold is None else abstain_threshold,
         quantize=quantize or rc.quantize,
+        decline_missing_names=rc.decline_missing_names,
     )
 
 

@@ -102,6 +102,116 @@ def support(answer: str, passage: str) -> float:
     return sum(stem(w) in have for w in cw) / len(cw)
 
 
+_TERM = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.'\-]*")
+
+
+def names(question: str) -> list[str]:
+    """The question's names: words with a capital letter (a capitalized function word such as the
+    opening "What" aside), a digit or an underscore; in order, no repeats. A question about a name no
+    passage mentions cannot be answered from them.
+
+    >>> names("When did Beyonce release Lemonade in 2016?"), names("What does __lt__ return in Python 3?")
+    (['Beyonce', 'Lemonade', '2016'], ['__lt__', 'Python', '3'])
+    >>> names("What is the boiling point of mercury?"), names("Name the NFL team that won.")
+    ([], ['NFL'])
+    """
+    out: list[str] = []
+    for i, t in enumerate(_TERM.findall(_INVISIBLE.sub("", question))):
+        t = t.rstrip(".'-")
+        if not t or t.lower() in STOPWORDS or t in out or not words(t):
+            continue
+        # the first word is capitalized by grammar ("Name the ...", "Besides ..."): a name only when it
+        # has a capital past its first letter, a digit or an underscore ("NFL", "JSONDecodeError")
+        rest = t[1:] if i == 0 else t
+        if any(c.isupper() for c in rest) or any(c.isdigit() or c == "_" for c in t):
+            out.append(t)
+    return out
+
+
+_TITLES = frozenset("mr mrs ms dr prof st jr sr sir gen col lt sgt rev".split())  # "Mr." names no one
+_NUMBERS = dict(
+    enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+        "sixteen seventeen eighteen nineteen twenty".split()
+    )
+)
+_CAPS = re.compile(r"[A-Z][\w'\-]*")
+_JOINERS = frozenset("of the and for de du la von van".split())
+
+
+def _close(a: str, b: str) -> bool:
+    """A misspelt or inflected copy: one names the other ("christians"/"christianity") or they are
+    within an edit or two ("rommey"/"romney", "cheasepeake"/"chesapeake"); words of 5+ letters only."""
+    if len(a) < 5 or len(b) < 5 or a[0] != b[0] or abs(len(a) - len(b)) > 3:
+        return a == b
+    if a.startswith(b) or b.startswith(a):
+        return True
+    limit = 1 if min(len(a), len(b)) < 8 else 2
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        if min(cur) > limit:
+            return False
+        prev = cur
+    return prev[-1] <= limit
+
+
+def _initials(passages: Sequence[str]) -> set[str]:
+    """Acronyms the passages spell out: initials of runs of capitalized words ("United States of
+    America" -> usa, us, sa, ...), joiners such as "of" skipped."""
+    out: set[str] = set()
+    for p in passages:
+        run: list[str] = []
+        for tok in re.findall(r"[\w'\-]+", p):
+            if _CAPS.fullmatch(tok):
+                run.append(tok[0].lower())
+            elif tok.lower() in _JOINERS and run:
+                continue
+            else:
+                run = []
+                continue
+            for i in range(max(0, len(run) - 6), len(run) - 1):
+                out.add("".join(run[i:]))
+    return out
+
+
+def missing_names(question: str, passages: Sequence[str]) -> list[str]:
+    """The question's names (see `names`) that none of the passages contains. Case, hyphens, plurals
+    and possessives aside; a misspelling within an edit or two, an acronym the passages spell out and a
+    number written as a word ("3"/"three") count as contained; titles such as "Mr." are not names.
+
+    >>> missing_names("When did Rihanna release Lemonade?", ["Beyonce released Lemonade in 2016."])
+    ['Rihanna']
+    >>> missing_names("Which NFL team won Super Bowl 50?", ["Super Bowl 50 was an NFL game."])
+    []
+    >>> missing_names("What did Mr. Rommey's USA buy 3 times?", ["Romney of the United States of America",
+    ...                                                         "bought three."])
+    []
+    """
+    have = {stem(w) for p in passages for w in words(p)}
+    acronyms: set[str] | None = None
+
+    def contained(w: str) -> bool:
+        nonlocal acronyms
+        if stem(w) in have or (w.isdigit() and _NUMBERS.get(int(w)) in have):
+            return True
+        if w.isalpha() and 2 <= len(w) <= 6:
+            acronyms = _initials(passages) if acronyms is None else acronyms
+            if w in acronyms:
+                return True
+        return any(_close(stem(w), h) for h in have)
+
+    out = []
+    for t in names(question):
+        # a possessive's lone "s" is not part of the name ("Chauvin's" is named where "Chauvin" is)
+        parts = [w for w in words(t) if (len(w) > 1 or w.isdigit()) and w not in _TITLES]
+        if parts and not all(contained(w) for w in parts):
+            out.append(t)
+    return out
+
+
 # ---------------------------------------------------------------- SQuAD v1.1 EM/F1
 _NO_PUNCT = str.maketrans("", "", string.punctuation)
 _ARTICLES = re.compile(r"\b(a|an|the)\b")

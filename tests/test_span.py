@@ -170,3 +170,20 @@ def test_flags_and_rag_toml_reach_the_reader(tmp_path, monkeypatch):
     assert (got[-1]["span"], got[-1]["abstain_threshold"]) == (True, 2.0)
     runner.invoke(cli.app, ["ask", "Who won?", "--no-span"])
     assert got[-1]["span"] is False
+    assert got[-1]["decline_missing_names"] is True  # the default
+    (tmp_path / "rag.toml").write_text("[reader]\ndecline_missing_names = false\n")
+    runner.invoke(cli.app, ["ask", "Who won?"])
+    assert got[-1]["decline_missing_names"] is False
+
+
+@pytest.mark.parametrize("span", [True, False])
+def test_a_name_no_passage_holds_is_declined_before_generating(tok, span):
+    r = span_reader(tok, ["Denver Broncos [1]"], threshold=math.inf)
+    r.span, r.decline_missing_names = span, True
+    ans = r.answer("Who won Super Bowl 51 in Houston?", HITS)
+    assert ans.abstained and r.last_new_tokens == 0
+    assert ans.decision == {"missing_names": ["51", "Houston"]}
+    # names the passages hold pass through to the model; with the rule off nothing is declined by it
+    assert not r.answer("Who won Super Bowl 50 for Denver?", HITS).abstained
+    r.decline_missing_names = False
+    assert not r.answer("Who won Super Bowl 51 in Houston?", HITS).abstained

@@ -295,6 +295,8 @@ def system_hash(spec: SystemSpec, k: int) -> str:
         key["decoding"] = {"span": True, "threshold": threshold_of(spec)}
     if quantize_of(spec) != "none":  # likewise: unquantized systems keep their hashes
         key["quantize"] = quantize_of(spec)
-    if names_of(spec):  # likewise
-        key["names"] = "required"
+    if names_of(spec):  # likewise; the rule's version, so answers saved under an older rule are redone
+        from rag.text import NAMES_RULE
+
+        key["names"] = NAMES_RULE
     return sha256_text(json.dumps(key, sort_keys=True))[:12]

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from eval.report import bench
 from eval.report.facts import Facts
-from eval.report.i18n import EN, Lang
+from eval.report.i18n import EN, LANGS, Lang
 from eval.report.render import FONT, Slide, Table, table_fits
 from rag.config import IndexConfig, ReaderConfig
 
@@ -1037,16 +1037,15 @@ def benchmark_slides(f: Facts, t: Lang = EN) -> list[Slide]:
     """The engineering benchmarks: one table row per benchmarks/results/*.json, over as many slides as
     keep the table legible; each slide's bullets spell out the CPUs its rows ran on."""
     title = t("Engineering benchmarks")
-    note = (
+    note_en = (
         []
         if bench.abstain_points(f.benchmarks.get("abstain"))
         else [
-            t(
-                "Abstention threshold curve: not measured (no usable benchmarks/results/abstain.json; "
-                "`python benchmarks/bench_abstain.py` writes it)."
-            )
+            "Abstention threshold curve: not measured (no usable benchmarks/results/abstain.json; "
+            "`python benchmarks/bench_abstain.py` writes it)."
         ]
     )
+    note = [t(n) for n in note_en]
     rows, cpus = bench.table_rows(f.benchmarks, t)
     if not rows:
         return [
@@ -1061,34 +1060,47 @@ def benchmark_slides(f: Facts, t: Lang = EN) -> list[Slide]:
                 ],
             )
         ]
-    foot = t(
+    foot_en = (
         "benchmarks/results/*.json, read when this deck was built; each file's command field says how it "
         "ran. CPU: the letter of the line above the table, as the file recorded it."
     )
 
-    def page(chunk: list[list[str]], first: bool) -> Slide:
-        used = sorted({r[2] for r in chunk})
-        return Slide(
-            title,
-            bullets=[t("CPU {letter}: {line}", letter=k, line=cpus[k]) for k in used]
-            + (note if first else []),
-            table=Table([t(h) for h in BENCH_HEADER], chunk, align="llcc"),
-            footnote=foot,
-        )
+    def pager(lang: Lang, rows: list[list[str]], cpus: dict[str, str]) -> Callable[[int, int, bool], Slide]:
+        def page(a: int, b: int, first: bool) -> Slide:
+            used = sorted({r[2] for r in rows[a:b]})
+            return Slide(
+                lang("Engineering benchmarks"),
+                bullets=[lang("CPU {letter}: {line}", letter=k, line=cpus[k]) for k in used]
+                + ([lang(n) for n in note_en] if first else []),
+                table=Table([lang(h) for h in BENCH_HEADER], rows[a:b], align="llcc"),
+                footnote=lang(foot_en),
+            )
+
+        return page
+
+    # the rows per slide are chosen for every edition at once, so the English and Russian decks have the
+    # same slides (the longer Russian text may need more of them)
+    pages_of = [pager(t, rows, cpus)]
+    for code in LANGS:
+        other = Lang(code)
+        if other.code != t.code:
+            pages_of.append(pager(other, *bench.table_rows(f.benchmarks, other)))
+
+    def fits(a: int, b: int, first: bool) -> bool:
+        return all(table_fits(page(a, b, first), BENCH_MIN_FONT) for page in pages_of)
 
     sizes: list[int] = [0]  # rows per slide, filled greedily
     for i in range(len(rows)):
         start = sum(sizes[:-1])
-        if sizes[-1] and not table_fits(page(rows[start : i + 1], len(sizes) == 1), BENCH_MIN_FONT):
+        if sizes[-1] and not fits(start, i + 1, len(sizes) == 1):
             sizes.append(0)
         sizes[-1] += 1
     even = [len(rows) // len(sizes) + (i < len(rows) % len(sizes)) for i in range(len(sizes))]
     cuts = [sum(even[:i]) for i in range(len(even) + 1)]
-    balanced = [page(rows[a:b], i == 0) for i, (a, b) in enumerate(zip(cuts, cuts[1:]))]
-    if all(table_fits(p, BENCH_MIN_FONT) for p in balanced):
+    if all(fits(a, b, i == 0) for i, (a, b) in enumerate(zip(cuts, cuts[1:]))):
         sizes = even  # as many slides, rows spread evenly over them
     cuts = [sum(sizes[:i]) for i in range(len(sizes) + 1)]
-    pages = [page(rows[a:b], i == 0) for i, (a, b) in enumerate(zip(cuts, cuts[1:]))]
+    pages = [pages_of[0](a, b, i == 0) for i, (a, b) in enumerate(zip(cuts, cuts[1:]))]
     if len(pages) > 1:
         pages = [dataclasses.replace(p, title=f"{title} ({i}/{len(pages)})") for i, p in enumerate(pages, 1)]
     return pages

@@ -15,9 +15,12 @@ With the reader's names rule on (`[reader] decline_missing_names`, the default; 
 an example whose question names something no passage names (rag.text.missing_names) is declined whatever
 its gap, and the threshold is chosen for the two together; both rules' best points are printed.
 The chosen threshold maximises declined - wrong declines (Youden's J) with wrong declines <= --max-wrong.
+With --rerank (the default) each example's passages are also scored by the reranker, and the pair
+([reader] min_rerank_score, threshold) is chosen the same way: an example whose best passage scores
+below the cut is declined unread (`rerank_rule` in the JSON; the reader's defaults come from it).
 Prints the curve and writes benchmarks/results/abstain.json (the report draws the curve from it).
 
-    python benchmarks/bench_abstain.py [--limit 300] [--model qwen2.5-0.5b] [--adapter default]
+    python benchmarks/bench_abstain.py [--limit 300] [--near-misses] [--model qwen2.5-0.5b] [--adapter default]
 """
 
 from __future__ import annotations
@@ -92,6 +95,12 @@ def main() -> None:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="the reader also declines when a name in the question is in no passage (default: rag.toml)",
+    )
+    ap.add_argument(
+        "--rerank",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also choose [reader] min_rerank_score: decline when the best passage's reranker score is below it",
     )
     ap.add_argument("--max-wrong", type=float, default=0.08, help="most wrong declines the choice may cost")
     ap.add_argument(
@@ -171,6 +180,7 @@ def main() -> None:
         e = by_id[r["id"]]
         r["missing_names"] = missing_names(e.question, [p.text for p in e.passages])
         r["gap_names"] = math.inf if r["missing_names"] else r["gap"]
+    evidence = rerank_rule(rows, val, args) if args.rerank else None
     # the reader's rule decides the curve and the threshold: with [reader] decline_missing_names (the
     # default) a question naming what no passage names is declined whatever its gap
     primary = "gap_names" if args.names else "gap"
@@ -258,7 +268,70 @@ def main() -> None:
         model_rule=model_rule,
         cited_rule={k: earlier[k] for k in ("threshold", "declined", "wrong_declines", "answer_f1")},
         names_rule=names_rule,
+        rerank_rule=evidence,
     )
+
+
+def rerank_rule(rows: list[dict], val: list, args) -> dict:
+    """[reader] min_rerank_score, chosen with the abstain threshold: each example's best passage score from
+    the reranker (cached beside the rows), then every (score cut, gap threshold) pair scored as above. The
+    names rule is in when args.names. Prints the best point per score cut; returns the chosen pair."""
+    from indexing.rerank import load_reranker
+    from rag.config import load_config
+
+    rc = load_config().retrieval
+    scorer = load_reranker(rc.reranker, max_tokens=rc.rerank_tokens)
+    tag = f"{rc.reranker}/{rc.rerank_tokens}"
+    cache = args.rows.with_name(args.rows.stem + "-rerank.jsonl")
+    have = {}
+    if cache.is_file():
+        have = {r["id"]: r["best"] for r in map(json.loads, open(cache)) if r.get("reranker") == tag}
+    by_id = {e.id: e for e in val}
+    t0 = time.perf_counter()
+    with open(cache, "a") as sink:
+        for r in rows:
+            if r["id"] not in have:
+                e = by_id[r["id"]]
+                have[r["id"]] = max(scorer.score(e.question, [p.text for p in e.passages]))
+                sink.write(json.dumps({"id": r["id"], "best": have[r["id"]], "reranker": tag}) + "\n")
+            r["rerank_best"] = have[r["id"]]
+    print(f"reranker scores of {len(rows)} examples' passages: {time.perf_counter() - t0:.0f} s ({tag})")
+    base = "gap_names" if args.names else "gap"
+    best_of: list[tuple[float, dict]] = []
+    for cut in [-math.inf] + [x / 2 for x in range(-16, 9)]:
+        for r in rows:
+            r["gap_rerank"] = math.inf if r["rerank_best"] < cut else r[base]
+        best_of.append((cut, choose(curve(rows, "gap_rerank"), args.max_wrong)))
+    n_un = sum(r["unanswerable"] for r in rows)
+    print(
+        f"\n{'score cut':>10} {'gap thr':>8} {'declined':>9} {'wrong':>7} {'answer F1':>10}  (reranker cut alone)"
+    )
+    for cut, p in best_of:
+        alone = [r for r in rows if r["rerank_best"] < cut]
+        a_un = sum(r["unanswerable"] for r in alone) / max(1, n_un)
+        a_wr = sum(not r["unanswerable"] for r in alone) / max(1, len(rows) - n_un)
+        print(
+            f"{cut:>10.1f} {p['threshold']:>8.3f} {p['declined']:>9.3f} {p['wrong_declines']:>7.3f} "
+            f"{p['answer_f1']:>10.1f}  ({a_un:.3f} / {a_wr:.3f})"
+        )
+    cut, p = max(best_of, key=lambda cp: (cp[1]["declined"] - cp[1]["wrong_declines"], -cp[0]))
+    print(
+        f"chosen: min_rerank_score {cut}, threshold {p['threshold']:.3f}: declined {p['declined']:.3f}, "
+        f"wrong {p['wrong_declines']:.3f}, answer F1 {p['answer_f1']:.1f}"
+    )
+    return {
+        "reranker": tag,
+        "min_rerank_score": cut,
+        **{k: p[k] for k in ("threshold", "declined", "wrong_declines", "answer_f1")},
+        "per_cut": [
+            {
+                "min_rerank_score": c,
+                **{k: q[k] for k in ("threshold", "declined", "wrong_declines", "answer_f1")},
+            }
+            for c, q in best_of
+            if math.isfinite(c)
+        ],
+    }
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,6 +148,7 @@ def open_reader(spec: SystemSpec):
         abstain_threshold=threshold_of(spec),
         quantize=quantize_of(spec),
         decline_missing_names=names_of(spec),
+        min_rerank_score=min_rerank_of(spec),
     )
 
 
@@ -169,6 +171,16 @@ def names_of(spec: SystemSpec) -> bool:
     from rag.config import load_config
 
     return load_config().reader.decline_missing_names
+
+
+def min_rerank_of(spec: SystemSpec) -> float:
+    """The reranker score below which a system's reader declines unread: [reader] min_rerank_score (it acts
+    only on reranked passages)."""
+    if spec.reader == "extractive":
+        return float("-inf")
+    from rag.config import load_config
+
+    return load_config().reader.min_rerank_score
 
 
 def quantize_of(spec: SystemSpec) -> str:
@@ -299,4 +311,6 @@ def system_hash(spec: SystemSpec, k: int) -> str:
         from rag.text import NAMES_RULE
 
         key["names"] = NAMES_RULE
+    if math.isfinite(min_rerank_of(spec)):  # likewise
+        key["min_rerank_score"] = min_rerank_of(spec)
     return sha256_text(json.dumps(key, sort_keys=True))[:12]

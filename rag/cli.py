@@ -365,6 +365,7 @@ def _ask_reader(
     abstain_threshold: float = 0.0,
     quantize: str = "none",
     decline_missing_names: bool = False,
+    min_rerank_score: float = float("-inf"),
 ):
     """The reader `rag ask` uses (a seam for tests); pulls the model on first use, saying so on stderr."""
     from rag.reader import make_reader
@@ -381,6 +382,7 @@ def _ask_reader(
         abstain_threshold=abstain_threshold,
         quantize=quantize,
         decline_missing_names=decline_missing_names,
+        min_rerank_score=min_rerank_score,
     )
 
 
@@ -528,6 +530,7 @@ def _reader_from(
         abstain_threshold=rc.abstain_threshold if abstain_threshold is None else abstain_threshold,
         quantize=quantize or rc.quantize,
         decline_missing_names=rc.decline_missing_names,
+        min_rerank_score=rc.min_rerank_score,
     )
 
 

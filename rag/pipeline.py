@@ -10,6 +10,7 @@ the final Answer is on the stream object once it is exhausted.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -103,9 +104,20 @@ def answer_to_json(ans: Answer, question: str | None = None) -> dict[str, Any]:
             "timings": {k: round(v, 4) if isinstance(v, float) else v for k, v in ans.timings.items()},
         }
     )
-    if ans.decision:
-        obj["decision"] = {k: round(v, 4) if isinstance(v, float) else v for k, v in ans.decision.items()}
+    if ans.decision:  # an infinite threshold (a rule turned off) is null: JSON has no Infinity
+        obj["decision"] = {k: _json_number(v) for k, v in ans.decision.items()}
     return obj
+
+
+def _json_number(v: Any) -> Any:
+    """Floats rounded to 4 places, infinities as None; anything else as is.
+
+    >>> _json_number(1.23456), _json_number(float("inf")), _json_number("x")
+    (1.2346, None, 'x')
+    """
+    if not isinstance(v, float):
+        return v
+    return round(v, 4) if math.isfinite(v) else None
 
 
 def hits_to_json(hits: list[Hit]) -> list[dict[str, Any]]:

@@ -51,7 +51,11 @@ def test_index_then_search_json(docs, rag_home):
     hits = json.loads(r.stdout)
     assert hits[0]["source"] == "mercury.md" and hits[0]["rank"] == 1
     assert set(hits[0]) == {"rank", "score", "rerank_score", "source", "start", "end", "text"}
-    assert hits[0]["rerank_score"] is None  # reranking is off by default
+    assert hits[0]["rerank_score"] == 1.0  # reranked by default (conftest's OverlapScorer: one shared word)
+    r = runner.invoke(
+        app, ["search", "smallest planet", "-k", "1", "--json", "--mode", "bm25", "--no-rerank"]
+    )
+    assert json.loads(r.stdout)[0]["rerank_score"] is None
 
     r = runner.invoke(app, ["index", str(docs), "--json"])  # no --embedder: the index keeps fake-hash
     assert r.exit_code == 0 and "keeping the index's embedder fake-hash" in r.stderr, r.output
@@ -118,12 +122,14 @@ def test_retrieval_config_reaches_the_retriever(docs, tmp_path, monkeypatch):
 
     runner.invoke(app, ["index", str(docs), "--embedder", "fake-hash"])
     idx = tmp_path / "rag_home" / "index"
-    r = retrieve.open_retriever(idx, cfg=RetrievalConfig(rrf_k=7, candidates=3))
+    r = retrieve.open_retriever(idx, cfg=RetrievalConfig(rrf_k=7, candidates=3, rerank=False))
     assert isinstance(r, retrieve.HybridRetriever) and (r.rrf_k, r.candidates) == (7, 3)
+    r = retrieve.open_retriever(idx, cfg=RetrievalConfig(rrf_k=7, candidates=3))  # reranked by default
+    assert isinstance(r.inner, retrieve.HybridRetriever) and (r.inner.rrf_k, r.inner.candidates) == (7, 3)
     bm25 = retrieve.open_retriever(idx, cfg=RetrievalConfig(mode="bm25", rerank=False))
     assert isinstance(bm25, retrieve.BM25Retriever)
     r = cli._ask_retriever(idx, "hybrid", RetrievalConfig(rrf_k=7, candidates=3))  # what `rag ask` opens
-    assert (r.rrf_k, r.candidates) == (7, 3)
+    assert (r.inner.rrf_k, r.inner.candidates, r.candidates) == (7, 3, 20)
 
     opened = []
     real = retrieve.open_retriever
@@ -133,7 +139,7 @@ def test_retrieval_config_reaches_the_retriever(docs, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "rag.toml").write_text("[retrieval]\nrrf_k = 7\ncandidates = 3\n")
     _search("smallest planet")
-    assert (opened[0].rrf_k, opened[0].candidates) == (7, 3)
+    assert (opened[0].inner.rrf_k, opened[0].inner.candidates) == (7, 3)
 
 
 def test_search_shows_where_a_document_is(docs):

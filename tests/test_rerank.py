@@ -92,7 +92,8 @@ def test_bm25_mode_reranks_without_vectors(monkeypatch):
 def test_config_fields_are_validated():
     from rag.errors import BadInput
 
-    assert RetrievalConfig().rerank is False and RetrievalConfig().rerank_candidates == 20
+    assert RetrievalConfig().rerank is True and RetrievalConfig().rerank_candidates == 20
+    assert RetrievalConfig().k == 3  # reranked passages: 3 read as well as 5
     with pytest.raises(BadInput, match="rerank_candidates must be at least 1"):
         RetrievalConfig(rerank_candidates=0)
     with pytest.raises(BadInput, match="rerank must be true or false"):
@@ -122,14 +123,15 @@ def test_search_flags_and_rag_toml_reach_the_reranker(index, tmp_path, monkeypat
     scorer = FakeScorer()
     monkeypatch.setattr(indexing.retrieve, "load_scorer", lambda cfg: scorer)
     monkeypatch.chdir(tmp_path)
-    plain = _search()  # off by default
+    plain = _search("--no-rerank")
     assert plain[0]["source"] == "mercury.md" and plain[0]["rerank_score"] is None and not scorer.calls
-    reranked = _search("--rerank")
+    reranked = _search()  # on by default
     assert [h["source"] for h in reranked] == ["broncos.txt", "mercury.md"]
     assert reranked[0]["rerank_score"] == 2.0 and reranked[0]["score"] > 0  # both scores shown
-    (tmp_path / "rag.toml").write_text("[retrieval]\nrerank = true\n")
-    assert _search() == reranked
-    assert _search("--no-rerank") == plain  # the flag wins over the file
+    assert _search("--rerank") == reranked
+    (tmp_path / "rag.toml").write_text("[retrieval]\nrerank = false\n")
+    assert _search() == plain
+    assert _search("--rerank") == reranked  # the flag wins over the file
     r = open_retriever(index, mode="bm25", cfg=RetrievalConfig(rerank=True))
     assert r.search("Super Bowl 50 planet", 1)[0].chunk.doc == "broncos.txt"
 
@@ -161,7 +163,8 @@ def test_ask_and_eval_flags_reach_the_retrieval_config(tmp_path, monkeypatch):
     )
     runner.invoke(cli.app, ["eval", "--limit", "2", "--absent", "0", "-s", "extractive", "--no-rerank"])
     assert got["cfg"].rerank is False
-    assert EvalConfig().rerank is RetrievalConfig().rerank is False  # eval follows the default pipeline
+    assert EvalConfig().rerank is RetrievalConfig().rerank is True  # eval follows the default pipeline
+    assert EvalConfig().k == RetrievalConfig().k
     got.clear()
     runner.invoke(cli.app, ["eval", "--limit", "2", "--absent", "0", "-s", "extractive"])
     assert got["cfg"].rerank is True and got["cfg"].rerank_candidates == 7

@@ -174,6 +174,10 @@ def test_flags_and_rag_toml_reach_the_reader(tmp_path, monkeypatch):
     (tmp_path / "rag.toml").write_text("[reader]\ndecline_missing_names = false\n")
     runner.invoke(cli.app, ["ask", "Who won?"])
     assert got[-1]["decline_missing_names"] is False
+    assert got[-1]["min_rerank_score"] == -3.5  # the default
+    (tmp_path / "rag.toml").write_text("[reader]\nmin_rerank_score = -inf\n")
+    runner.invoke(cli.app, ["ask", "Who won?"])
+    assert got[-1]["min_rerank_score"] == -math.inf
 
 
 @pytest.mark.parametrize("span", [True, False])
@@ -187,3 +191,21 @@ def test_a_name_no_passage_holds_is_declined_before_generating(tok, span):
     assert not r.answer("Who won Super Bowl 50 for Denver?", HITS).abstained
     r.decline_missing_names = False
     assert not r.answer("Who won Super Bowl 51 in Houston?", HITS).abstained
+
+
+@pytest.mark.parametrize("span", [True, False])
+def test_passages_the_reranker_scores_low_are_declined_before_generating(tok, span):
+    import dataclasses
+
+    r = span_reader(tok, ["Denver Broncos [1]"], threshold=math.inf)
+    r.span, r.min_rerank_score = span, -3.0
+    low = [dataclasses.replace(h, rerank_score=s) for h, s in zip(HITS, (-3.5, -7.0))]
+    ans = r.answer(Q, low)
+    assert ans.abstained and r.last_new_tokens == 0
+    assert ans.decision == {"rerank_score": -3.5, "min_rerank_score": -3.0}
+    # one passage at the cut is enough to read; hits that were never reranked are read whatever the cut
+    high = [dataclasses.replace(h, rerank_score=s) for h, s in zip(HITS, (-7.0, -3.0))]
+    assert r.answer(Q, high).text == "Denver Broncos"
+    assert r.answer(Q, HITS).text == "Denver Broncos"
+    r.min_rerank_score = -math.inf  # off
+    assert r.answer(Q, low).text == "Denver Broncos"

@@ -520,6 +520,10 @@ RU: dict[str, str] = {
     "unanswerable declined": "отказы на вопросы без ответа",
     "answerable declined": "отказы на вопросы с ответом",
     "precision": "точность",
+    "reranker score cut": "порог оценки переранжировщика",
+    "threshold with the cut": "порог вместе с ним",
+    "declined with the cut": "отказы вместе с ним",
+    "wrongly declined with the cut": "ошибочные отказы вместе с ним",
     "examples": "примеры",
     "{label} {value}": "{label}: {value}",
     # units

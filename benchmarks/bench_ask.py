@@ -235,6 +235,7 @@ def bench_preset(preset: str, args, questions: list[dict], squad: list[dict], re
             max_new_tokens=args.max_new_tokens,
             dtype=args.dtype,
             span=args.span,
+            **args.reader_rules,
         )
         torch.set_num_threads(args.threads)
         row["adapter"] = reader.reader["adapter"]
@@ -341,6 +342,11 @@ def main() -> None:
     ap.add_argument("--adapter", default="none", help="adapter for the llm presets: none | default | DIR")
     ap.add_argument("--index", type=Path, default=None, help="index over corpus/ [default: $RAG_HOME/index]")
     ap.add_argument("--n", type=int, default=20, help="questions for warm latency")
+    ap.add_argument(
+        "--default-pipeline",
+        action="store_true",
+        help="k, reranking and the reader's rules as rag.toml / the defaults set them (overrides --k --rerank --span)",
+    )
     ap.add_argument("--k", type=int, default=5)
     ap.add_argument("--rerank", type=int, default=0, help="rerank the fused top N (0: off)")
     ap.add_argument("--span", action="store_true", help="span-faithful decoding for the llm presets")
@@ -356,6 +362,18 @@ def main() -> None:
     ap.add_argument("--skip-warm", action="store_true", help="only the cold start and the SQuAD floor")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "ask.json")
     args = ap.parse_args()
+    args.reader_rules = {}
+    if args.default_pipeline:
+        from rag.config import load_config
+
+        cfg = load_config()
+        args.k, args.span = cfg.retrieval.k, cfg.reader.span
+        args.rerank = cfg.retrieval.rerank_candidates if cfg.retrieval.rerank else 0
+        args.reader_rules = {
+            "abstain_threshold": cfg.reader.abstain_threshold,
+            "decline_missing_names": cfg.reader.decline_missing_names,
+            "min_rerank_score": cfg.reader.min_rerank_score,
+        }
 
     import torch
 
@@ -430,6 +448,13 @@ def main() -> None:
         "adapter": args.adapter,
         "mode": "hybrid",
         "index": str(args.index),
+        "rerank": args.rerank,
+        "span": args.span,
+        "default_pipeline": args.default_pipeline,
+        **{
+            k: (v if v == v and abs(v) != float("inf") else str(v)) if isinstance(v, float) else v
+            for k, v in args.reader_rules.items()
+        },
     }
     write_result(args.out, "ask", hw, settings, rows, machine=machine)
 

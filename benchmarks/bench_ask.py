@@ -388,10 +388,11 @@ def main() -> None:
     load_before = os.getloadavg()
     questions = load_questions(args.n, seed=1)
     squad = load_questions(args.squad, seed=0) if args.squad else []
-    retriever = open_retriever(args.index, mode="hybrid")
+    from rag.config import RetrievalConfig  # reranking is on by default: rows add it themselves
+
+    retriever = open_retriever(args.index, mode="hybrid", cfg=RetrievalConfig(rerank=False))
     if args.rerank:
         from indexing.retrieve import with_reranker
-        from rag.config import RetrievalConfig
 
         retriever = with_reranker(retriever, RetrievalConfig(rerank=True, rerank_candidates=args.rerank))
     retriever.search("warm up", args.k)

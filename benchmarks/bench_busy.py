@@ -67,7 +67,9 @@ def worker(args) -> None:
     from rag.reader import make_reader
 
     index = args.index or default_index_dir()
-    retriever = open_retriever(index, mode="hybrid")
+    from rag.config import RetrievalConfig  # reranking is on by default: rows add it themselves
+
+    retriever = open_retriever(index, mode="hybrid", cfg=RetrievalConfig(rerank=False))
     reader = make_reader("llm", model=args.model, adapter="default", max_new_tokens=32)
     questions = load_questions(args.n + 1, seed=1)
     ask(questions[0]["question"], retriever, reader, k=args.k)  # warm-up

@@ -81,7 +81,11 @@ def worker(args) -> None:
     t0 = time.perf_counter()
     reader = load_reader(args.variant, args.model)
     load_s = time.perf_counter() - t0
-    retriever = open_retriever(args.index or default_index_dir(), mode="hybrid")
+    from rag.config import RetrievalConfig  # reranking is on by default: rows add it themselves
+
+    retriever = open_retriever(
+        args.index or default_index_dir(), mode="hybrid", cfg=RetrievalConfig(rerank=False)
+    )
     qs = load_questions(args.n + 1, seed=1)
     ask(qs[0]["question"], retriever, reader, k=args.k)  # warm-up
     total, first, per_tok = [], [], []

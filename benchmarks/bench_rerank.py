@@ -61,7 +61,9 @@ def main() -> None:
     rows = random.Random(0).sample(rows, args.limit)
     queries = [r["question"] for r in rows]
 
-    hybrid = open_retriever(index, mode="hybrid")
+    from rag.config import RetrievalConfig  # reranking is on by default: rows add it themselves
+
+    hybrid = open_retriever(index, mode="hybrid", cfg=RetrievalConfig(rerank=False))
     fused = hybrid.search_batch(queries, args.candidates)
     scorer = load_reranker("minilm-reranker", max_tokens=args.tokens)
     scorer.score(queries[0], [h.chunk.text for h in fused[0]])  # warm-up: the first run builds kernels

@@ -129,7 +129,9 @@ def main() -> None:
             builds[emb] = {"seconds": round(build_s, 1), "chunks": stats.chunks}
         print(f"{emb}: {stats.chunks} chunks, {stats.files_indexed} files embedded now in {build_s:.1f} s")
         for mode in ("dense", "bm25", "hybrid") if emb == args.embedders[0] else ("dense", "hybrid"):
-            r = open_retriever(index, mode=mode)
+            from rag.config import RetrievalConfig  # reranking is on by default: rows add it themselves
+
+            r = open_retriever(index, mode=mode, cfg=RetrievalConfig(rerank=False))
             fused = r.search_batch(queries, max(10, n_max))
             name = mode if mode == "bm25" else f"{mode} ({emb})"
             row = {"system": name, "embedder": None if mode == "bm25" else emb, "questions": len(rows)}

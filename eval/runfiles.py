@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 from collections.abc import Sequence
@@ -81,15 +82,32 @@ def read_jsonl(path: Path) -> list[dict]:
     return rows
 
 
+def strict_json(v):
+    """`v` with infinite and NaN floats as None, at any depth: JSON that any reader parses (Python's
+    json would write Infinity, which jq and most other tools reject).
+
+    >>> strict_json({"threshold": float("inf"), "gaps": [1.5, float("nan")]})
+    {'threshold': None, 'gaps': [1.5, None]}
+    """
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if isinstance(v, dict):
+        return {k: strict_json(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [strict_json(x) for x in v]
+    return v
+
+
 class Appender:
-    """Append JSON lines, flushed per line so an interruption loses at most the line being written."""
+    """Append JSON lines, flushed per line so an interruption loses at most the line being written;
+    non-finite floats are written as null (strict_json)."""
 
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
         self._f = open(path, "a", encoding="utf-8")
 
     def write(self, row: dict) -> None:
-        self._f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        self._f.write(json.dumps(strict_json(row), ensure_ascii=False, allow_nan=False) + "\n")
         self._f.flush()
 
     def close(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import re
 from pathlib import Path
 
@@ -403,3 +404,37 @@ def test_cli_prints_system_names_as_written():
         with console.capture() as cap:
             console.print("answer qwen2.5-0.5b+tuned:free: 2/280")
         assert "tuned:free: 2/280" in cap.get()
+
+
+class InfiniteThresholdReader(KnowingReader):
+    """KnowingReader whose decisions carry the default reader's infinite threshold and a NaN."""
+
+    def answer(self, question: str, hits: list[Hit]) -> Answer:
+        ans = super().answer(question, hits)
+        ans.decision = {"threshold": math.inf, "gaps": [1.5, math.nan], "min_rerank_score": -3.5}
+        return ans
+
+
+def test_saved_predictions_are_strict_json(testset, corpus, tmp_path):
+    # The default abstain threshold is inf; Python's json would write it as Infinity, which jq and most
+    # JSON readers reject. Saved rows write it as null and keep the finite numbers.
+    _, chunks = corpus
+
+    def strict(s):
+        raise ValueError(f"non-standard JSON constant {s}")
+
+    run_eval(
+        testset,
+        testset.questions,
+        [LLM],
+        EvalConfig(k=2, runs=tmp_path / "runs", n_boot=50),
+        retriever=WordOverlapRetriever(chunks),
+        index_key="toy",
+        reader_factory=lambda s: InfiniteThresholdReader(_golds()),
+    )
+    (path,) = (tmp_path / "runs" / "eval").glob("*/pred-*.jsonl")
+    rows = [json.loads(line, parse_constant=strict) for line in path.open()]
+    assert len(rows) == len(QUESTIONS)
+    assert all(
+        r["decision"] == {"threshold": None, "gaps": [1.5, None], "min_rerank_score": -3.5} for r in rows
+    )

@@ -33,14 +33,15 @@ import hashlib
 import json
 import logging
 import random
-import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from finetune import nearmiss
+from finetune.examples import Example, majority_answer, negatives, source_name
 from rag.config import data_dir
 from rag.errors import BadInput, DataLeak
-from rag.prompt import ABSTAIN, Passage, format_target
+from rag.prompt import Passage
 from rag.text import normalize_answer
 
 log = logging.getLogger(__name__)
@@ -67,37 +68,6 @@ class DataConfig:
 
 
 @dataclass
-class Example:
-    id: str  # question id from the source
-    article: str  # article title: the unit of the train/validation split
-    question: str
-    passages: list[Passage]  # in the order the reader sees them
-    gold: int | None  # 1-based position of the passage that answers, None when no passage does
-    answers: list[str]  # all gold answer strings (for EM/F1); [] for a near miss no passage answers
-    answer: str | None = None  # the target answer, None for abstention
-    split: str = "train"
-    kind: str = "raft"  # "raft", "swap" (entity swapped: abstain) or "disfluent" (finetune/nearmiss.py)
-
-    @property
-    def target(self) -> str:
-        """What the reader must generate (before EOS)."""
-        if self.gold is None or self.answer is None:
-            return ABSTAIN
-        return format_target(self.answer, [self.gold])
-
-    def to_json(self) -> dict:
-        d = asdict(self)
-        d["passages"] = [{"source": p.source, "text": p.text} for p in self.passages]
-        return d
-
-    @classmethod
-    def from_json(cls, d: dict) -> Example:
-        d = dict(d)
-        d["passages"] = [Passage(**p) for p in d["passages"]]
-        return cls(**d)
-
-
-@dataclass
 class Dataset:
     train: list[Example]
     val: list[Example]
@@ -105,32 +75,6 @@ class Dataset:
     hash: str  # sha256 of the cached JSONL (stable for the same source and config)
     stats: dict = field(default_factory=dict)  # counts for the manifest
     path: Path | None = None  # the cache file
-
-
-# ---------------------------------------------------------------- small pure helpers
-def majority_answer(answers: list[str]) -> str:
-    """The most frequent answer text, the shortest on ties.
-
-    SQuADShifts' first answer is sometimes a whole sentence while the others are the short span; SQuAD
-    scoring takes the best over the gold answers, so the short consensus span is the better target.
-
-    >>> majority_answer(["the brotherhood of priests", "priests"])
-    'priests'
-    """
-    texts = [a.strip() for a in answers if a.strip()]
-    counts = Counter(texts)
-    best = max(counts.values())
-    return min((t for t in texts if counts[t] == best), key=len)
-
-
-def _contains_answer(norm_text: str, norm_answers: list[str]) -> bool:
-    """Whole-word containment of any answer; both sides already normalize_answer()-ed.
-
-    >>> _contains_answer("denver broncos won", ["broncos"]), _contains_answer("broncosx", ["broncos"])
-    (True, False)
-    """
-    padded = f" {norm_text} "
-    return any(a and f" {a} " in padded for a in norm_answers)
 
 
 # ---------------------------------------------------------------- reading sources
@@ -310,38 +254,6 @@ def _split_articles(titles: list[str], frac: float, rng: random.Random) -> set[s
     return set(uniq[:n_val])
 
 
-def _source_name(title: str) -> str:
-    """A passage's shown name: the article title as a file name ("nyt/Foo Bar" -> "Foo_Bar.txt")."""
-    base = title.rsplit("/", 1)[-1].strip() or "document"
-    return re.sub(r"[^\w.-]+", "_", base)[:60] + ".txt"
-
-
-def _negatives(
-    cand: list[int],
-    exclude: set[int],
-    norm_answers: list[str],
-    need: int,
-    idx: list[int],
-    norm_paras: list[str],
-    rng: random.Random,
-    stats: Counter,
-) -> list[int]:
-    """Up to `need` paragraphs that hold no answer: BM25 candidates first, then random ones of the split."""
-    pool_neg = [j for j in cand if j not in exclude and not _contains_answer(norm_paras[j], norm_answers)]
-    rng.shuffle(pool_neg)
-    negs = pool_neg[:need]
-    if len(negs) < need:  # too few hard negatives: fill with random paragraphs of this split
-        others = [j for j in idx if j not in exclude and j not in negs]
-        rng.shuffle(others)
-        for j in others:
-            if len(negs) >= need:
-                break
-            if not _contains_answer(norm_paras[j], norm_answers):
-                negs.append(j)
-                stats["random_fill"] += 1
-    return negs
-
-
 def _build(pool: _Pool, cfg: DataConfig) -> tuple[list[Example], list[Example], dict]:
     rng = random.Random(cfg.seed)
     norm_paras = [normalize_answer(p) for p in pool.paragraphs]  # once, not once per candidate
@@ -350,8 +262,6 @@ def _build(pool: _Pool, cfg: DataConfig) -> tuple[list[Example], list[Example], 
     out: dict[str, list[Example]] = {"train": [], "val": []}
     near_miss = cfg.swap_rate > 0 or cfg.disfluent_rate > 0
     if near_miss:  # its own generator, so the RAFT examples do not depend on the near-miss settings
-        from finetune import nearmiss  # here, not at the top: nearmiss builds on this module's Example
-
         nm_rng = random.Random(f"near-miss-{cfg.seed}")
         lex = nearmiss.lexicon(pool.paragraphs + [q.question for q in pool.questions])
         folded = [nearmiss.fold(p) for p in pool.paragraphs]
@@ -366,14 +276,14 @@ def _build(pool: _Pool, cfg: DataConfig) -> tuple[list[Example], list[Example], 
             k = rng.randint(cfg.min_distractors, cfg.distractors)
             with_gold = rng.random() < cfg.p_gold
             need = k if with_gold else k + 1  # same passage count either way: length must not give it away
-            negs = _negatives(cand, {q.para}, norm_answers, need, idx, norm_paras, rng, stats)
+            negs = negatives(cand, {q.para}, norm_answers, need, idx, norm_paras, rng, stats)
             if len(negs) < need:  # a tiny pool: fewer passages rather than no example
                 stats["short_of_negatives"] += 1
                 if not negs and not with_gold:
                     continue
             order = list(negs) + ([q.para] if with_gold else [])
             rng.shuffle(order)
-            passages = [Passage(source=_source_name(pool.titles[j]), text=pool.paragraphs[j]) for j in order]
+            passages = [Passage(source=source_name(pool.titles[j]), text=pool.paragraphs[j]) for j in order]
             gold = order.index(q.para) + 1 if with_gold else None
             out[split].append(
                 Example(

@@ -40,7 +40,7 @@ import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 
-from finetune.data import Example, _contains_answer, _negatives, _source_name, majority_answer
+from finetune.examples import Example, contains_answer, majority_answer, negatives, source_name
 from rag.prompt import Passage
 from rag.text import STOPWORDS, normalize_answer, stem
 
@@ -441,7 +441,7 @@ class NearMisses:
         """Pool indices shown with qs[i]: its gold paragraph and k hard negatives, shuffled."""
         q = self.qs[i]
         k = self.rng.randint(self.cfg.min_distractors, self.cfg.distractors)
-        negs = _negatives(
+        negs = negatives(
             self.cands[i], {q.para}, self.norm_answers[i], k, self.idx, self.norm_paras, self.rng, self.stats
         )
         order = [*negs, q.para]
@@ -506,7 +506,7 @@ class NearMisses:
             id=id_,
             article=pool.titles[q.para],
             question=question,
-            passages=[Passage(source=_source_name(pool.titles[j]), text=pool.paragraphs[j]) for j in order],
+            passages=[Passage(source=source_name(pool.titles[j]), text=pool.paragraphs[j]) for j in order],
             gold=order.index(gold) + 1 if gold is not None else None,
             answers=list(q.answers) if gold is not None else [],
             answer=majority_answer(q.answers) if gold is not None else None,
@@ -532,10 +532,10 @@ class NearMisses:
             theirs = self.norm_answers[c]
             if normalize_answer(self.qs[c].question) == normalize_answer(q.question):
                 continue
-            if any(_contains_answer(a, [b]) or _contains_answer(b, [a]) for a in mine for b in theirs):
+            if any(contains_answer(a, [b]) or contains_answer(b, [a]) for a in mine for b in theirs):
                 continue  # the two questions share an answer: the final intent would not matter
             if shown is not None and (
-                self.qs[c].para in shown or any(_contains_answer(self.norm_paras[j], theirs) for j in shown)
+                self.qs[c].para in shown or any(contains_answer(self.norm_paras[j], theirs) for j in shown)
             ):
                 continue  # a shown passage answers the final question after all
             return c

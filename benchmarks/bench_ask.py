@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from common import cpu_line, write_result  # noqa: E402
+from common import cpu_line, fused_retriever, write_result  # noqa: E402
 
 # Runs a command and reports its wall time and peak RSS (ru_maxrss of the only child it waited for).
 RSS_WRAPPER = (
@@ -377,7 +377,6 @@ def main() -> None:
 
     import torch
 
-    from indexing.retrieve import open_retriever
     from rag.config import default_index_dir
     from rag.hardware import describe
 
@@ -388,11 +387,10 @@ def main() -> None:
     load_before = os.getloadavg()
     questions = load_questions(args.n, seed=1)
     squad = load_questions(args.squad, seed=0) if args.squad else []
-    from rag.config import RetrievalConfig  # reranking is on by default: rows add it themselves
-
-    retriever = open_retriever(args.index, mode="hybrid", cfg=RetrievalConfig(rerank=False))
+    retriever = fused_retriever(args.index)
     if args.rerank:
         from indexing.retrieve import with_reranker
+        from rag.config import RetrievalConfig
 
         retriever = with_reranker(retriever, RetrievalConfig(rerank=True, rerank_candidates=args.rerank))
     retriever.search("warm up", args.k)

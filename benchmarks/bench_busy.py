@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from common import cpu_line, run_worker, write_result  # noqa: E402
+from common import cpu_line, fused_retriever, run_worker, write_result  # noqa: E402
 
 ALL = str(os.cpu_count() or 1)
 POLICIES = {
@@ -60,16 +60,13 @@ def worker(args) -> None:
         os.environ["RAG_THREADS"] = str(max(1, hardware.cores() - int(busy + 0.5)))
     from bench_ask import load_questions
 
-    from indexing.retrieve import open_retriever
     from rag.config import default_index_dir
     from rag.hardware import describe
     from rag.pipeline import ask
     from rag.reader import make_reader
 
     index = args.index or default_index_dir()
-    from rag.config import RetrievalConfig  # reranking is on by default: rows add it themselves
-
-    retriever = open_retriever(index, mode="hybrid", cfg=RetrievalConfig(rerank=False))
+    retriever = fused_retriever(index)
     reader = make_reader("llm", model=args.model, adapter="default", max_new_tokens=32)
     questions = load_questions(args.n + 1, seed=1)
     ask(questions[0]["question"], retriever, reader, k=args.k)  # warm-up

@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from common import cpu_line, run_worker, write_result  # noqa: E402
+from common import cpu_line, fused_retriever, run_worker, write_result  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
@@ -73,7 +73,6 @@ def worker(args) -> None:
     from bench_ask import gold_hit, load_questions
 
     from eval.metrics import em_f1
-    from indexing.retrieve import open_retriever
     from rag.config import default_index_dir
     from rag.hardware import describe
     from rag.pipeline import ask
@@ -81,11 +80,7 @@ def worker(args) -> None:
     t0 = time.perf_counter()
     reader = load_reader(args.variant, args.model)
     load_s = time.perf_counter() - t0
-    from rag.config import RetrievalConfig  # reranking is on by default: rows add it themselves
-
-    retriever = open_retriever(
-        args.index or default_index_dir(), mode="hybrid", cfg=RetrievalConfig(rerank=False)
-    )
+    retriever = fused_retriever(args.index or default_index_dir())
     qs = load_questions(args.n + 1, seed=1)
     ask(qs[0]["question"], retriever, reader, k=args.k)  # warm-up
     total, first, per_tok = [], [], []

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from common import cpu_line, write_result  # noqa: E402
+from common import cpu_line, fused_retriever, write_result  # noqa: E402
 
 
 def overlaps(chunk, row) -> bool:
@@ -49,7 +49,6 @@ def main() -> None:
 
     from indexing.build import build_index
     from indexing.rerank import load_reranker, rerank
-    from indexing.retrieve import open_retriever
     from rag.config import IndexConfig, default_index_dir
     from rag.hardware import describe
 
@@ -61,9 +60,7 @@ def main() -> None:
     rows = random.Random(0).sample(rows, args.limit)
     queries = [r["question"] for r in rows]
 
-    from rag.config import RetrievalConfig  # reranking is on by default: rows add it themselves
-
-    hybrid = open_retriever(index, mode="hybrid", cfg=RetrievalConfig(rerank=False))
+    hybrid = fused_retriever(index)
     fused = hybrid.search_batch(queries, args.candidates)
     scorer = load_reranker("minilm-reranker", max_tokens=args.tokens)
     scorer.score(queries[0], [h.chunk.text for h in fused[0]])  # warm-up: the first run builds kernels

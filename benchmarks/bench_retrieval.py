@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from common import cpu_line, write_result  # noqa: E402
+from common import cpu_line, fused_retriever, write_result  # noqa: E402
 
 KS = (1, 3, 5, 10)
 
@@ -88,7 +88,6 @@ def main() -> None:
 
     from indexing.build import build_index
     from indexing.rerank import load_reranker, rerank
-    from indexing.retrieve import open_retriever
     from rag.config import IndexConfig
     from rag.hardware import describe
 
@@ -129,9 +128,7 @@ def main() -> None:
             builds[emb] = {"seconds": round(build_s, 1), "chunks": stats.chunks}
         print(f"{emb}: {stats.chunks} chunks, {stats.files_indexed} files embedded now in {build_s:.1f} s")
         for mode in ("dense", "bm25", "hybrid") if emb == args.embedders[0] else ("dense", "hybrid"):
-            from rag.config import RetrievalConfig  # reranking is on by default: rows add it themselves
-
-            r = open_retriever(index, mode=mode, cfg=RetrievalConfig(rerank=False))
+            r = fused_retriever(index, mode)
             fused = r.search_batch(queries, max(10, n_max))
             name = mode if mode == "bm25" else f"{mode} ({emb})"
             row = {"system": name, "embedder": None if mode == "bm25" else emb, "questions": len(rows)}

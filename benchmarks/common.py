@@ -48,3 +48,12 @@ def write_result(
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")
+
+
+def fused_retriever(index, mode: str = "hybrid"):
+    """The retriever over `index` without the reranker (which is on by default), for benchmarks that
+    time or add the reranking themselves."""
+    from indexing.retrieve import open_retriever
+    from rag.config import RetrievalConfig
+
+    return open_retriever(index, mode=mode, cfg=RetrievalConfig(rerank=False))

@@ -82,7 +82,12 @@ def main() -> None:
     ap.add_argument(
         "--hits", type=Path, nargs="+", required=True, help="the run folder's reranked hits files"
     )
-    ap.add_argument("--rule", action="append", required=True, help="CUT,GAP, e.g. --rule=-3.5,inf (with = : the value starts with a minus)")
+    ap.add_argument(
+        "--rule",
+        action="append",
+        required=True,
+        help="CUT,GAP, e.g. --rule=-3.5,inf (with = : the value starts with a minus)",
+    )
     ap.add_argument("--gold", type=Path, default=ROOT / "eval" / "data" / "squad_dev.jsonl")
     ap.add_argument("--k", type=int, default=3, help="passages the reader was given")
     args = ap.parse_args()

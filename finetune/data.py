@@ -107,8 +107,47 @@ def _answers_of(a) -> list[str]:
     return out
 
 
+def _sample_questions(articles: list[dict], n: int, seed: str) -> list[dict]:
+    """The articles with only a seeded sample of n of their questions kept (paragraphs stay as they are)."""
+    refs = [
+        (a, p, q)
+        for a, art in enumerate(articles)
+        for p, para in enumerate(art["paragraphs"])
+        for q in range(len(para["qas"]))
+    ]
+    keep = set(random.Random(seed).sample(range(len(refs)), min(n, len(refs))))
+    kept = {refs[i] for i in keep}
+    return [
+        {
+            **art,
+            "paragraphs": [
+                {**para, "qas": [qa for q, qa in enumerate(para["qas"]) if (a, p, q) in kept]}
+                for p, para in enumerate(art["paragraphs"])
+            ],
+        }
+        for a, art in enumerate(articles)
+    ]
+
+
 def _articles_from_source(source: str) -> tuple[list[dict], str]:
-    """SQuAD-format articles plus a content hash of what was read."""
+    """SQuAD-format articles plus a content hash of what was read.
+
+    Sources can be mixed with "+", and "@N" after one keeps a seeded sample of N of its questions:
+    "squadshifts@2400+~/data/manpages-qa.jsonl" is 2,400 SQuADShifts questions plus every manual one.
+    """
+    if "+" in source:
+        articles, hashes = [], []
+        for part in source.split("+"):
+            arts, h = _articles_from_source(part.strip())
+            articles += arts
+            hashes.append(h)
+        return articles, hashlib.sha256("+".join(hashes).encode()).hexdigest()
+    name, at, count = source.rpartition("@")
+    if at and count.isdigit():
+        arts, h = _articles_from_source(name)
+        return _sample_questions(arts, int(count), f"{h}-{count}"), hashlib.sha256(
+            f"{h}@{count}".encode()
+        ).hexdigest()
     from assets import bigbench  # the data sets: bigbench sdist members, cached
 
     if source == "squadshifts" or source.startswith("squadshifts:"):

@@ -753,7 +753,8 @@ def finetune_cmd(
     data: str = typer.Option(
         DataConfig.source,
         "--data",
-        help="squadshifts[:new_wiki,nyt], a SQuAD JSON file, or JSONL {question, context, answers}.",
+        help="squadshifts[:new_wiki,nyt], a SQuAD JSON file, or JSONL {question, context, answers}; mix with + "
+        "and sample with @N: squadshifts@2400+manpages.jsonl (python -m finetune.manpages builds that one).",
     ),
     out_dir: Optional[Path] = typer.Option(
         None, "--out", help="Adapter folder \\[default: $RAG_HOME/adapters/<base>]."

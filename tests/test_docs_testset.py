@@ -122,3 +122,10 @@ def test_no_training_data_source_points_at_the_docs_set():
         if leak.search(line)
     ]
     assert hits == []
+
+
+def test_manual_page_training_rows_leave_git_out():
+    """finetune/manpages.py reads section-1 pages: none of git's packages, and no git* page (see its test)."""
+    from finetune import manpages
+
+    assert not [p for p in manpages.PACKAGES if p.startswith("git")]

@@ -398,3 +398,20 @@ def test_near_misses_are_seeded(named, tmp_path):
     a, b, c = near_misses(1, "a"), near_misses(1, "b"), near_misses(2, "c")
     assert a == b and len(a) > 20
     assert a != c
+
+
+def test_sources_mix_with_plus_and_sample_with_at(tmp_path):
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    a.write_text("\n".join(json.dumps(r) for r in _rows(n_articles=6, seed=1)) + "\n")
+    b.write_text("\n".join(json.dumps({**r, "title": "B " + r["title"]}) for r in _rows(n_articles=4)) + "\n")
+    arts, h = fdata._articles_from_source(f"{a}@50+{b}")
+    kept = Counter(art["title"].startswith("B ") for art in arts for p in art["paragraphs"] for _ in p["qas"])
+    assert kept == {False: 50, True: 80}  # 50 of a's 120 questions, all 80 of b's
+    assert sum(len(p["paragraphs"]) for p in arts) == 6 * 4 + 4 * 4  # paragraphs stay as distractors
+    again, h2 = fdata._articles_from_source(f"{a}@50+{b}")
+    assert again == arts and h2 == h  # seeded
+    assert fdata._articles_from_source(f"{a}@51+{b}")[1] != h
+    ds = build_dataset(DataConfig(source=f"{a}@50+{b}", swap_rate=0, disfluent_rate=0), cache_dir=tmp_path)
+    assert len({(e.article, e.id) for e in ds.train + ds.val}) == 130
+    with pytest.raises(BadInput, match="no training data"):
+        fdata._articles_from_source(f"{a}+{tmp_path / 'missing.jsonl'}")

@@ -1,0 +1,95 @@
+"""Documentation-style QA rows from manual pages: the rules on rendered text, and groff on a real page."""
+
+from __future__ import annotations
+
+import gzip
+import random
+import shutil
+
+import pytest
+
+from finetune import manpages
+
+RENDERED = """NAME
+       frob - frobnicate text files
+
+DESCRIPTION
+       Frobnicate each FILE.
+
+       -r, --reverse
+              reverse the result of comparisons
+
+       -q     do not print the file names; see below
+
+       --with-l
+              with -l, print the author of each file
+
+       --version
+              output version information and exit
+"""
+
+
+def test_entries_come_from_option_blocks_and_the_name_line():
+    got = list(manpages.entries(RENDERED))
+    assert manpages.Entry("command", ("frob",), "frobnicate text files") in got
+    assert manpages.Entry("option", ("--reverse", "-r"), "reverse the result of comparisons") in got
+    assert manpages.Entry("option", ("-q",), "do not print the file names") in got
+    assert not [e for e in got if "--version" in e.names]  # boilerplate every page has
+
+
+def test_questions_are_phrased_from_the_description_and_answered_verbatim():
+    rows = []
+    for seed in range(12):
+        for e in manpages.entries(RENDERED):
+            rows += list(manpages.questions("frob", e, random.Random(seed)))
+    qs = {q for q, _ in rows}
+    assert "Which command frobnicates text files?" in qs
+    assert "Which frob option reverses the result of comparisons?" in qs
+    assert "How do I make frob not print the file names?" in qs
+    assert "What does the --reverse option of frob do?" in qs
+    assert not [q for q in qs if "with -l" in q]  # not an imperative: no question reads right
+    for _, answers in rows:
+        assert all(a in RENDERED for a in answers)
+
+
+def test_clause_keeps_a_short_first_clause_only():
+    assert manpages.clause("list entries by columns; see below") == "list entries by columns"
+    assert manpages.clause("use locale-defined grouping of digits, e.g., 1,000,000") == (
+        "use locale-defined grouping of digits"
+    )
+    assert manpages.clause("do not list implied . and ..") is None  # cut mid-sentence
+    assert manpages.clause("ignored") is None
+
+
+def test_chunks_pack_blocks_without_splitting_them():
+    text = "\n\n".join(f"block {i} " + "word " * 50 for i in range(7))
+    out = manpages.chunks(text, chunk_words=120)
+    assert "\n\n".join(out) == text
+    assert all(len(c.split()) <= 120 for c in out) and len(out) == 4
+
+
+@pytest.mark.skipif(shutil.which("groff") is None, reason="groff is not installed")
+def test_a_real_page_renders_and_yields_rows(tmp_path):
+    page = tmp_path / "frob.1.gz"
+    page.write_bytes(
+        gzip.compress(
+            b'.TH FROB "1"\n.SH NAME\nfrob \\- frobnicate text files\n.SH DESCRIPTION\n.TP\n'
+            b"\\fB\\-r\\fR, \\fB\\-\\-reverse\\fR\nreverse the result of comparisons\n"
+        )
+    )
+    text = manpages.render(page)
+    assert "frob - frobnicate text files" in text and "       -r, --reverse" in text
+    assert manpages.Entry("option", ("--reverse", "-r"), "reverse the result of comparisons") in list(
+        manpages.entries(text)
+    )
+
+
+def test_git_pages_are_never_read(tmp_path, monkeypatch):
+    (tmp_path / "git-push.1.gz").write_bytes(b"")
+    (tmp_path / "ls.1.gz").write_bytes(b"")
+
+    class Listing:
+        stdout = f"{tmp_path}/git-push.1.gz\n{tmp_path}/ls.1.gz\n"
+
+    monkeypatch.setattr(manpages.subprocess, "run", lambda *a, **k: Listing())
+    assert [p.name for _, p in manpages.pages(tmp_path, ["x"])] == ["ls.1.gz"]  # git's is the docs test set

@@ -102,6 +102,12 @@ def main() -> None:
         default=True,
         help="also choose [reader] min_rerank_score: decline when the best passage's reranker score is below it",
     )
+    ap.add_argument(
+        "--rerank-names",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the reranker reads each passage after its document's name (default: rag.toml's rerank_names)",
+    )
     ap.add_argument("--max-wrong", type=float, default=0.08, help="most wrong declines the choice may cost")
     ap.add_argument(
         "--rows", type=Path, default=Path("/tmp/rag-bench/abstain-rows.jsonl"), help="resume file"
@@ -276,12 +282,13 @@ def rerank_rule(rows: list[dict], val: list, args) -> dict:
     """[reader] min_rerank_score, chosen with the abstain threshold: each example's best passage score from
     the reranker (cached beside the rows), then every (score cut, gap threshold) pair scored as above. The
     names rule is in when args.names. Prints the best point per score cut; returns the chosen pair."""
-    from indexing.rerank import load_reranker
+    from indexing.rerank import load_reranker, pair_text
     from rag.config import load_config
 
     rc = load_config().retrieval
+    names = rc.rerank_names if args.rerank_names is None else args.rerank_names
     scorer = load_reranker(rc.reranker, max_tokens=rc.rerank_tokens)
-    tag = f"{rc.reranker}/{rc.rerank_tokens}"
+    tag = f"{rc.reranker}/{rc.rerank_tokens}" + ("/names" if names else "")
     cache = args.rows.with_name(args.rows.stem + "-rerank.jsonl")
     have = {}
     if cache.is_file():
@@ -292,7 +299,8 @@ def rerank_rule(rows: list[dict], val: list, args) -> dict:
         for r in rows:
             if r["id"] not in have:
                 e = by_id[r["id"]]
-                have[r["id"]] = max(scorer.score(e.question, [p.text for p in e.passages]))
+                texts = [pair_text(p.text, p.source if names else None) for p in e.passages]
+                have[r["id"]] = max(scorer.score(e.question, texts))
                 sink.write(json.dumps({"id": r["id"], "best": have[r["id"]], "reranker": tag}) + "\n")
             r["rerank_best"] = have[r["id"]]
     print(f"reranker scores of {len(rows)} examples' passages: {time.perf_counter() - t0:.0f} s ({tag})")

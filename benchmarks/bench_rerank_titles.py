@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import random
-import re
 import sys
 import tempfile
 from pathlib import Path
@@ -32,12 +31,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from common import cpu_line, fused_retriever, write_result  # noqa: E402
 
+from indexing.rerank import pair_text  # noqa: E402
+
 KS = (1, 2, 3, 5)
-
-
-def doc_title(doc: str) -> str:
-    """'git-fetch.txt' -> 'git fetch', 'Super_Bowl_50.txt' -> 'Super Bowl 50'."""
-    return re.sub(r"[_\-]+", " ", Path(doc).stem).strip()
 
 
 def overlaps(chunk, q: dict) -> bool:
@@ -55,7 +51,7 @@ def first_hits(retriever, scorer, qs: list[dict], candidates: int) -> dict[str, 
         gold = [overlaps(h.chunk, q) for h in hits]
         texts = {
             "plain": [h.chunk.text for h in hits],
-            "titles": [f"{doc_title(h.chunk.doc)}. {h.chunk.text}" for h in hits],
+            "titles": [pair_text(h.chunk.text, h.chunk.doc) for h in hits],
         }
         for name, t in texts.items():
             s = scorer.score(q["question"], t) if t else []

@@ -22,9 +22,10 @@ from typing import Any
 from eval.memory import PeakRSS, release_models
 from eval.retrieval import Contexts, Progress
 from eval.runfiles import Appender, ctx_hash, read_jsonl, safe_name, short_hash
-from eval.systems import SystemSpec
+from eval.systems import SystemSpec, min_rerank_of
 from eval.testset import Question
 from rag.pipeline import ask_stream
+from rag.reader import best_rerank_score
 from rag.types import Hit
 
 Todo = list[tuple[Question, list[Hit]]]  # questions still to answer, with the passages to read
@@ -73,11 +74,21 @@ def pred_path(run_dir: Path, spec: SystemSpec, system_hash: str) -> Path:
     return run_dir / f"pred-{safe_name(spec.name)}-{system_hash}.jsonl"
 
 
+def same_cut(row: dict, ctx: list[Hit], cut: float) -> bool:
+    """Whether the reranker cut ([reader] min_rerank_score) would decide for `ctx` as it did for the saved
+    row: the cache key holds the passages, not their scores, and the same passages can score differently
+    (for example read after their document's name: [retrieval] rerank_names)."""
+    best = best_rerank_score(ctx[: row.get("passages") or len(ctx)])
+    declined_by_cut = "rerank_score" in (row.get("decision") or {})
+    return declined_by_cut == (best is not None and best < cut)
+
+
 def saved_predictions(
     spec: SystemSpec, path: Path, qs: Sequence[Question], contexts: Contexts, fresh: bool
 ) -> tuple[dict[str, dict], Todo]:
     """(saved predictions still valid, by question id; what is left to answer)."""
     have = {} if fresh else {r["id"]: r for r in read_jsonl(path)}
+    cut = min_rerank_of(spec)
     keep: dict[str, dict] = {}
     todo: Todo = []
     for q in qs:
@@ -85,7 +96,12 @@ def saved_predictions(
         if ctx is None:
             continue  # oracle without a gold paragraph for this question
         r = have.get(q.id)
-        if r and r.get("qhash") == short_hash(q.question) and r.get("ctx") == ctx_hash(ctx):
+        if (
+            r
+            and r.get("qhash") == short_hash(q.question)
+            and r.get("ctx") == ctx_hash(ctx)
+            and same_cut(r, ctx, cut)
+        ):
             keep[q.id] = r
         else:
             todo.append((q, ctx))

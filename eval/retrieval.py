@@ -64,6 +64,7 @@ def retrieval_config(cfg: EvalConfig) -> RetrievalConfig:
         rerank_candidates=cfg.rerank_candidates,
         reranker=cfg.reranker,
         rerank_tokens=cfg.rerank_tokens,
+        rerank_names=cfg.rerank_names,
     )
 
 
@@ -83,6 +84,8 @@ def hits_key(index_key: str | None, cfg: EvalConfig, depth: int) -> str:
         parts += [cfg.rrf_k, cfg.candidates]
     if cfg.rerank:  # unreranked runs keep their old keys
         parts += ["rerank", cfg.reranker, cfg.rerank_candidates, cfg.rerank_tokens]
+        if cfg.rerank_names:  # runs without names keep their keys
+            parts.append("names")
     return short_hash(json.dumps(parts))
 
 

@@ -74,6 +74,7 @@ class EvalConfig:
     rerank_candidates: int = _RETRIEVAL.rerank_candidates  # fused hits the reranker rescores
     reranker: str = _RETRIEVAL.reranker  # reranker preset or ONNX folder
     rerank_tokens: int = _RETRIEVAL.rerank_tokens  # longest query+passage pair the reranker reads
+    rerank_names: bool = _RETRIEVAL.rerank_names  # the reranker reads each passage after its document's name
     index_dir: Path | str | None = None  # None = the default index; a folder or a postgresql:// URL
     absent_index: Path | None = None  # the held-out index corpus-absent questions are asked against
     seed: int = 0  # sampling and judge-subsample seed, recorded

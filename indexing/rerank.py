@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 
@@ -68,13 +69,30 @@ class Reranker:
         return scores
 
 
-def rerank(scorer: Scorer, query: str, hits: Sequence[Hit], top_k: int) -> list[Hit]:
+def doc_name(doc: str) -> str:
+    """A document's name as words, for the reranker to read before its passage.
+
+    >>> doc_name("docs/git-fetch.txt"), doc_name("Super_Bowl_50.txt")
+    ('git fetch', 'Super Bowl 50')
+    """
+    return re.sub(r"[_\-]+", " ", Path(doc).stem).strip()
+
+
+def pair_text(text: str, doc: str | None) -> str:
+    """What the reranker reads for a passage: "<doc name>. <text>", or the text alone when doc is None."""
+    name = doc_name(doc) if doc else ""
+    return f"{name}. {text}" if name else text
+
+
+def rerank(scorer: Scorer, query: str, hits: Sequence[Hit], top_k: int, names: bool = False) -> list[Hit]:
     """The top_k of `hits` by the scorer; each keeps its fused `score` and gains `rerank_score`.
 
-    Ties keep the fused order (the sort is stable)."""
+    With `names` the scorer reads each passage after its document's name (pair_text): a manual's page
+    name is often the one word that says which command a passage is about. Ties keep the fused order
+    (the sort is stable)."""
     if not hits:
         return []
-    scores = scorer.score(query, [h.chunk.text for h in hits])
+    scores = scorer.score(query, [pair_text(h.chunk.text, h.chunk.doc if names else None) for h in hits])
     order = sorted(range(len(hits)), key=lambda i: -scores[i])[:top_k]
     return [dataclasses.replace(hits[i], rerank_score=float(scores[i])) for i in order]
 
@@ -82,11 +100,11 @@ def rerank(scorer: Scorer, query: str, hits: Sequence[Hit], top_k: int) -> list[
 class RerankingRetriever:
     """Any retriever, with its top `candidates` hits rescored by a cross-encoder (needs no vectors)."""
 
-    def __init__(self, inner: Any, scorer: Scorer, candidates: int = 20):
-        self.inner, self.scorer, self.candidates = inner, scorer, candidates
+    def __init__(self, inner: Any, scorer: Scorer, candidates: int = 20, names: bool = False):
+        self.inner, self.scorer, self.candidates, self.names = inner, scorer, candidates, names
 
     def search(self, query: str, k: int) -> list[Hit]:
-        return rerank(self.scorer, query, self.inner.search(query, max(k, self.candidates)), k)
+        return rerank(self.scorer, query, self.inner.search(query, max(k, self.candidates)), k, self.names)
 
     def search_batch(self, queries: list[str], k: int) -> list[list[Hit]]:
         n = max(k, self.candidates)
@@ -94,7 +112,7 @@ class RerankingRetriever:
             fused = self.inner.search_batch(queries, n)
         else:
             fused = [self.inner.search(q, n) for q in queries]
-        return [rerank(self.scorer, q, hits, k) for q, hits in zip(queries, fused)]
+        return [rerank(self.scorer, q, hits, k, self.names) for q, hits in zip(queries, fused)]
 
     def __getattr__(self, name: str) -> Any:  # index, source_path, get, mode-specific helpers
         return getattr(self.inner, name)

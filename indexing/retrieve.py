@@ -199,7 +199,9 @@ def with_reranker(retriever, cfg: RetrievalConfig, scorer=None):
         return retriever
     from indexing.rerank import RerankingRetriever
 
-    return RerankingRetriever(retriever, scorer or load_scorer(cfg), candidates=cfg.rerank_candidates)
+    return RerankingRetriever(
+        retriever, scorer or load_scorer(cfg), candidates=cfg.rerank_candidates, names=cfg.rerank_names
+    )
 
 
 def load_scorer(cfg: RetrievalConfig):

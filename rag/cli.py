@@ -1132,6 +1132,7 @@ def eval_cmd(
             rerank_candidates=rc.rerank_candidates,
             reranker=rc.reranker,
             rerank_tokens=rc.rerank_tokens,
+            rerank_names=rc.rerank_names,
             index_dir=_ask_where(_where(index, store)),
             seed=seed,
             limit=limit,

@@ -438,3 +438,34 @@ def test_saved_predictions_are_strict_json(testset, corpus, tmp_path):
     assert all(
         r["decision"] == {"threshold": None, "gaps": [1.5, None], "min_rerank_score": -3.5} for r in rows
     )
+
+
+def test_a_saved_answer_is_reused_only_if_the_reranker_cut_decides_the_same(tmp_path, monkeypatch):
+    """Predictions are keyed by the passages, not their scores: the same passages read after their
+    document's name ([retrieval] rerank_names) score differently, and the cut may then decide otherwise."""
+    from dataclasses import replace
+
+    from eval import answers
+    from eval.runfiles import ctx_hash, short_hash
+    from eval.systems import parse_system
+    from eval.testset import Question
+
+    monkeypatch.setattr(answers, "min_rerank_of", lambda spec: -3.5)
+    spec = parse_system("qwen2.5-0.5b+tuned")
+    q = Question(id="q1", question="Who won?", answers=("Denver",), unanswerable=False)
+    chunk = Chunk(id="a.txt:0-10", doc="a.txt", text="Denver won", start=0, end=10)
+    low = [Hit(chunk, 1.0, rerank_score=-5.0)]
+    high = [replace(low[0], rerank_score=1.0)]
+    cut_row = {"id": "q1", "qhash": short_hash(q.question), "ctx": ctx_hash(low), "passages": 1}
+    cut_row["decision"] = {"rerank_score": -5.0, "min_rerank_score": -3.5}
+    path = tmp_path / "pred.jsonl"
+    path.write_text(json.dumps(cut_row) + "\n")
+    assert ctx_hash(low) == ctx_hash(high)  # the key alone cannot tell them apart
+    keep, todo = answers.saved_predictions(spec, path, [q], lambda s, qq: low, fresh=False)
+    assert list(keep) == ["q1"] and not todo
+    keep, todo = answers.saved_predictions(spec, path, [q], lambda s, qq: high, fresh=False)
+    assert not keep and [t[0].id for t in todo] == ["q1"]  # now above the cut: answer it again
+    read_row = {**cut_row, "decision": {"abstain_logprob": -3.0, "answer_logprob": -1.0}}
+    path.write_text(json.dumps(read_row) + "\n")
+    assert list(answers.saved_predictions(spec, path, [q], lambda s, qq: high, fresh=False)[0]) == ["q1"]
+    assert not answers.saved_predictions(spec, path, [q], lambda s, qq: low, fresh=False)[0]

@@ -72,6 +72,28 @@ def test_reranking_retriever_rescores_exactly_the_top_candidates():
     assert [len(b) for b in r.search_batch(["q", "q"], 3)] == [3, 3]  # no search_batch inside: per query
 
 
+def test_names_put_the_document_name_before_each_passage(tmp_path, monkeypatch):
+    hits = [hit("docs/Denver_Broncos.txt", "they won", score=0.9), hit("mercury.md", "Broncos", score=0.5)]
+    scorer = FakeScorer()
+    out = rr.RerankingRetriever(FakeRetriever(hits), scorer, candidates=5, names=True).search("q", 2)
+    assert scorer.calls[-1][1] == ["Denver Broncos. they won", "mercury. Broncos"]
+    assert [h.chunk.text for h in out] == ["they won", "Broncos"]  # the hits keep their own text
+    assert [h.rerank_score for h in out] == [1.0, 1.0]
+    rr.RerankingRetriever(FakeRetriever(hits), scorer, candidates=5).search("q", 2)
+    assert scorer.calls[-1][1] == ["they won", "Broncos"]  # off by default
+    from eval.retrieval import hits_key, retrieval_config
+    from eval.run import EvalConfig
+
+    named = EvalConfig(rerank_names=True)
+    assert retrieval_config(named).rerank_names
+    assert hits_key("i", named, 10) != hits_key("i", EvalConfig(), 10)  # other scores: other saved hits
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "rag.toml").write_text("[retrieval]\nrerank_names = true\n")
+    from rag.config import load_config
+
+    assert load_config().retrieval.rerank_names is True
+
+
 def test_bm25_mode_reranks_without_vectors(monkeypatch):
     import indexing.retrieve
 

@@ -6,7 +6,7 @@ git docs test set). This module turns section-1 manual pages of a fixed list of 
 rows for `rag finetune --data` (JSONL {question, context, answers, title, id}), one row per option or
 command entry, with the question phrased from the entry's own description:
 
-    -r, --reverse            ->  "Which sort option reverses the result of comparisons?"  --reverse | -r
+    -r, --reverse            ->  "Which sort option reverses the result of comparisons?"  --reverse
            reverse the result of comparisons
                                  "What does the --reverse option of sort do?"  reverse the result of ...
     sort - sort lines of text files  ->  "Which command sorts lines of text files?"  sort
@@ -153,8 +153,13 @@ def entries(chunk: str) -> Iterator[Entry]:
 
 
 def questions(cmd: str, e: Entry, rng: random.Random) -> Iterator[tuple[str, list[str]]]:
-    """(question, answers) pairs for one entry; the templates are drawn with rng."""
+    """(question, answers) pairs for one entry; the templates are drawn with rng.
+
+    An option's answer is its longest spelling only (`--reverse`, not `-r`): the training target is the
+    shortest of the most common answers (finetune.examples.majority_answer), and segment 3, trained
+    with both spellings as answers, learned to answer `-b` where a manual's reader wants `--branch`."""
     tp = third_person(e.desc)
+    opt = [e.names[0]]
     if e.kind == "command":
         if tp and cmd in e.names:
             yield f"Which command {tp}?", [cmd]
@@ -163,14 +168,14 @@ def questions(cmd: str, e: Entry, rng: random.Random) -> Iterator[tuple[str, lis
     if tp:
         t = rng.randrange(3)
         if t == 0:
-            yield f"Which {cmd} option {tp}?", list(e.names)
+            yield f"Which {cmd} option {tp}?", opt
         elif t == 1:
             how = f"not {imperative}" if imperative else e.desc
-            yield f"How do I make {cmd} {how}?", list(e.names)
+            yield f"How do I make {cmd} {how}?", opt
         else:
             yield (
                 f"What option tells {cmd} to {'not ' + imperative if imperative else e.desc}?",
-                list(e.names),
+                opt,
             )
     if tp and rng.random() < 0.3:  # a verb-initial description reads as an answer to "what does it do"
         yield f"What does the {e.names[0]} option of {cmd} do?", [e.desc]

@@ -47,6 +47,7 @@ def test_questions_are_phrased_from_the_description_and_answered_verbatim():
     assert "Which frob option reverses the result of comparisons?" in qs
     assert "How do I make frob not print the file names?" in qs
     assert "What does the --reverse option of frob do?" in qs
+    assert ("Which frob option reverses the result of comparisons?", ["--reverse"]) in rows  # the long one
     assert not [q for q in qs if "with -l" in q]  # not an imperative: no question reads right
     for _, answers in rows:
         assert all(a in RENDERED for a in answers)

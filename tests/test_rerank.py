@@ -84,14 +84,14 @@ def test_names_put_the_document_name_before_each_passage(tmp_path, monkeypatch):
     from eval.retrieval import hits_key, retrieval_config
     from eval.run import EvalConfig
 
-    named = EvalConfig(rerank_names=True)
-    assert retrieval_config(named).rerank_names
-    assert hits_key("i", named, 10) != hits_key("i", EvalConfig(), 10)  # other scores: other saved hits
+    plain = EvalConfig(rerank_names=False)
+    assert not retrieval_config(plain).rerank_names and retrieval_config(EvalConfig()).rerank_names  # on
+    assert hits_key("i", plain, 10) != hits_key("i", EvalConfig(), 10)  # other scores: other saved hits
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "rag.toml").write_text("[retrieval]\nrerank_names = true\n")
+    (tmp_path / "rag.toml").write_text("[retrieval]\nrerank_names = false\n")
     from rag.config import load_config
 
-    assert load_config().retrieval.rerank_names is True
+    assert load_config().retrieval.rerank_names is False
 
 
 def test_bm25_mode_reranks_without_vectors(monkeypatch):
@@ -99,7 +99,7 @@ def test_bm25_mode_reranks_without_vectors(monkeypatch):
 
     scorer = FakeScorer()
     monkeypatch.setattr(indexing.retrieve, "load_scorer", lambda cfg: scorer)
-    cfg = RetrievalConfig(rerank=True, rerank_candidates=5)
+    cfg = RetrievalConfig(rerank=True, rerank_candidates=5, rerank_names=False)  # the scorer sees the text
     r = memory_retriever(_chunks(), mode="bm25", cfg=cfg)  # no embedder is ever loaded in bm25 mode
     out = r.search("Broncos football", 2)
     assert isinstance(r, rr.RerankingRetriever) and r.candidates == 5

@@ -116,8 +116,10 @@ class RetrievalConfig:
     rerank_tokens: int = 256  # longest query+passage pair the reranker reads, in its tokens (passage cut)
     # the reranker reads "<document name>. <passage>" ("git fetch. ..."): git docs recall@3 0.813 -> 0.867
     # and reader F1 66.5 -> 69.0 (+2.4 [-0.4, +6.4]); headline sample F1 +0.3 [-2.5, +3.0]; the cut chosen
-    # again with names on the validation split is the same -3.5 (benchmarks/results/abstain-names.json)
-    rerank_names: bool = True
+    # again with names on the validation split is the same -3.5 (benchmarks/results/abstain-names.json).
+    # Off by default: README's Super Bowl question then answers "Broncos [2]", not "Denver Broncos". For
+    # manuals, set it in rag.toml.
+    rerank_names: bool = False
 
     def __post_init__(self):
         _check(self, {"k": 1, "rrf_k": 1, "candidates": 1, "rerank_candidates": 1, "rerank_tokens": 8})

@@ -84,14 +84,14 @@ def test_names_put_the_document_name_before_each_passage(tmp_path, monkeypatch):
     from eval.retrieval import hits_key, retrieval_config
     from eval.run import EvalConfig
 
-    plain = EvalConfig(rerank_names=False)
-    assert not retrieval_config(plain).rerank_names and retrieval_config(EvalConfig()).rerank_names  # on
-    assert hits_key("i", plain, 10) != hits_key("i", EvalConfig(), 10)  # other scores: other saved hits
+    named = EvalConfig(rerank_names=True)
+    assert retrieval_config(named).rerank_names and not retrieval_config(EvalConfig()).rerank_names  # off
+    assert hits_key("i", named, 10) != hits_key("i", EvalConfig(), 10)  # other scores: other saved hits
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "rag.toml").write_text("[retrieval]\nrerank_names = false\n")
+    (tmp_path / "rag.toml").write_text("[retrieval]\nrerank_names = true\n")
     from rag.config import load_config
 
-    assert load_config().retrieval.rerank_names is False
+    assert load_config().retrieval.rerank_names is True
 
 
 def test_bm25_mode_reranks_without_vectors(monkeypatch):

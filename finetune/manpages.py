@@ -28,7 +28,9 @@ import json
 import logging
 import random
 import re
+import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -197,6 +199,11 @@ def build_rows(
     packages: list[str] = PACKAGES, man_dir: Path = Path("/usr/share/man/man1"), seed: int = 0
 ) -> list[dict]:
     """One JSONL row per (question, chunk) for the packages' pages, in a stable order."""
+    for tool in ("dpkg", "groff"):
+        if shutil.which(tool) is None:
+            raise BadInput(
+                f"{tool} is not installed: this builder reads Debian's manual pages (apt-get install {tool})"
+            )
     found = pages(man_dir, list(packages))
     if not found:
         raise BadInput(f"no manual pages of {', '.join(packages)} under {man_dir}: apt-get install them")
@@ -235,7 +242,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    rows = build_rows(args.packages, seed=args.seed)
+    try:
+        rows = build_rows(args.packages, seed=args.seed)
+    except BadInput as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     tmp = args.out.with_suffix(".tmp")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))

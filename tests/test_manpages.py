@@ -94,3 +94,13 @@ def test_git_pages_are_never_read(tmp_path, monkeypatch):
 
     monkeypatch.setattr(manpages.subprocess, "run", lambda *a, **k: Listing())
     assert [p.name for _, p in manpages.pages(tmp_path, ["x"])] == ["ls.1.gz"]  # git's is the docs test set
+
+
+def test_a_machine_without_groff_gets_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(
+        manpages.shutil, "which", lambda tool: None if tool == "groff" else "/usr/bin/" + tool
+    )
+    assert manpages.main(["--out", str(tmp_path / "rows.jsonl")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: groff is not installed") and "\n" not in err
+    assert not (tmp_path / "rows.jsonl").exists()

@@ -27,15 +27,29 @@ from common import cpu_line  # noqa: E402
 
 
 def _OnnxLangChain(emb):
-    """The LangChain Embeddings a user would write for an ONNX model: the same session, batches of 32 in
-    input order (no length sorting: that is one of the things our build does differently)."""
+    """The LangChain Embeddings a user would write for an ONNX model: the same model file and tokenizer in
+    one InferenceSession on every core, batches of 32 in input order, the real attention mask, CLS
+    pooling. Our build differs in how it runs the model (one text per call on one-thread sessions, longest
+    first: indexing.onnx), not in the model."""
+    import numpy as np
     from langchain_core.embeddings import Embeddings
+
+    from indexing.onnx import feed, make_session
+    from rag.hardware import cpu_threads
+
+    session = make_session(emb.folder / "model.onnx", cpu_threads())
+
+    def run(texts):
+        inputs = feed(emb._cut.encode_batch(list(texts)), emb.pad_id, emb.inputs)
+        (hidden,) = session.run(None, inputs)
+        vecs = hidden[:, 0]
+        return vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
 
     class OnnxEmbeddings(Embeddings):
         def embed_documents(self, texts):
             out = []
             for i in range(0, len(texts), 32):
-                out.extend(emb._embed(texts[i : i + 32]).tolist())
+                out.extend(run(texts[i : i + 32]).tolist())
             return out
 
         def embed_query(self, text):

@@ -83,6 +83,20 @@ def test_real_bge_ranks_the_answer_first_and_uses_the_query_prefix(bge):
 
 
 @pytest.mark.integration
+def test_real_bge_vectors_do_not_depend_on_batch_mates_or_threads(bge, monkeypatch):
+    texts = [(CORPUS / n).read_text()[:700] for n in ("Super_Bowl_50.txt", "Warsaw.txt", "Oxygen.txt")]
+    texts += ["short text", "Warsaw is the capital of Poland."]
+    together = bge.encode(texts, batch_size=2)
+    alone = np.stack([bge.encode([t])[0] for t in texts])
+    assert np.array_equal(together, alone)  # each text runs on its own: no batch-mates, no padding
+    monkeypatch.setenv("RAG_THREADS", "1")
+    assert np.array_equal(bge.encode(texts), together)  # one worker or several: the same vectors
+    seen = []
+    bge.encode(texts * 20, batch_size=16, progress=lambda d, n: seen.append((d, n)))
+    assert seen[-1] == (100, 100) and [d for d, _ in seen] == sorted(d for d, _ in seen)
+
+
+@pytest.mark.integration
 def test_real_bge_counts_past_its_limit_and_encodes_long_text(bge):
     long = "The Broncos defeated the Panthers in Santa Clara. " * 120
     assert bge.count_tokens(long) > 1000  # real length, not capped at 512

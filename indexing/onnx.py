@@ -127,6 +127,72 @@ def folder_settings(folder: Path, name: str) -> dict[str, Any]:
     return {"pooling": meta.get("pooling", "mean"), "query_prefix": meta.get("query_prefix", "")}
 
 
+class SessionPool:
+    """One-thread sessions of one model file, one per worker thread (the first given, more opened on first
+    use and kept), and `map`, which makes one call per item across them."""
+
+    def __init__(self, path: Path | str, first: Any):
+        self.path, self._sessions, self._lock = Path(path), [first], threading.Lock()
+
+    def sessions(self, n: int) -> list:
+        """min(n, cpu_threads()) sessions, at least one."""
+        from rag.hardware import cpu_threads
+
+        want = max(1, min(n, cpu_threads()))
+        with self._lock:
+            while len(self._sessions) < want:
+                self._sessions.append(make_session(self.path, 1))
+            return self._sessions[:want]
+
+    def map(
+        self,
+        fn: Callable[[Any, Any], Any],
+        items: Sequence,
+        progress: Progress | None = None,
+        every: int = 32,
+    ) -> list:
+        """[fn(session, item) for item in items], each worker thread taking the next item; `progress(done,
+        total)` is called from this thread about every `every` items and at the end. A worker's error is
+        raised here, after the others stop at their next item."""
+        sessions = self.sessions(len(items))
+        out: list = [None] * len(items)
+        if len(sessions) == 1:
+            for n, item in enumerate(items):
+                out[n] = fn(sessions[0], item)
+                if progress and ((n + 1) % every == 0 or n + 1 == len(items)):
+                    progress(n + 1, len(items))
+            return out
+        todo, lock, done, failed = iter(range(len(items))), threading.Lock(), [0], []
+
+        def work(session) -> None:
+            while True:
+                with lock:
+                    n = None if failed else next(todo, None)
+                if n is None:
+                    return
+                try:
+                    out[n] = fn(session, items[n])
+                except BaseException:
+                    failed.append(n)
+                    raise
+                with lock:
+                    done[0] += 1
+
+        with ThreadPoolExecutor(len(sessions), thread_name_prefix="rag-onnx") as ex:
+            futures = [ex.submit(work, s) for s in sessions]
+            shown = 0
+            while True:
+                _, running = wait(futures, timeout=0.5, return_when=FIRST_EXCEPTION)
+                if progress and (done[0] - shown >= every or not running) and not failed:
+                    shown = done[0]
+                    progress(shown, len(items))
+                if not running or failed:
+                    break
+            for f in futures:
+                f.result()
+        return out
+
+
 class OnnxEmbedder:
     """A BERT-style ONNX encoder -> pooled, L2-normalised float32 vectors (the indexing.embed.Embedder
     protocol, plus encode_queries for the query prefix)."""
@@ -137,8 +203,7 @@ class OnnxEmbedder:
         self.folder, self.name = Path(folder), name
         self.pooling, self.query_prefix = pooling, query_prefix
         self.tok, session, self.inputs = open_model(folder, "embedder", name, "bge-small", threads=1)
-        self._sessions = [session]  # one-thread sessions, one per worker thread, made on first use
-        self._lock = threading.Lock()
+        self.pool = SessionPool(self.folder / "model.onnx", session)
         self.pad_id = self.tok.token_to_id("[PAD]") or 0
         self.specials = self.tok.num_special_tokens_to_add(is_pair=False)
         limit = 512
@@ -156,16 +221,6 @@ class OnnxEmbedder:
     def count_tokens(self, text: str) -> int:
         return len(self.tok.encode(text, add_special_tokens=False).ids)
 
-    def _workers(self, n: int) -> list:
-        """min(n, cpu_threads()) one-thread sessions (more are opened on first use and kept)."""
-        from rag.hardware import cpu_threads
-
-        want = max(1, min(n, cpu_threads()))
-        with self._lock:
-            while len(self._sessions) < want:
-                self._sessions.append(make_session(self.folder / "model.onnx", 1))
-            return self._sessions[:want]
-
     def _embed_one(self, session, text: str) -> np.ndarray:
         enc = self._cut.encode(text)  # truncation is a second guard: chunks are checked first
         (hidden,) = session.run(None, feed([enc], self.pad_id, self.inputs))
@@ -177,41 +232,11 @@ class OnnxEmbedder:
         across the worker threads; `batch_size` only sets how often `progress` is called."""
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
-        sessions = self._workers(len(order))
-        if len(sessions) == 1:
-            for n, i in enumerate(order, 1):
-                out[i] = self._embed_one(sessions[0], texts[i])
-                if progress and (n % batch_size == 0 or n == len(order)):
-                    progress(n, len(order))
-            return out
-        todo, lock, done, failed = iter(order), threading.Lock(), [0], []
-
-        def work(session) -> None:
-            while True:
-                with lock:
-                    i = None if failed else next(todo, None)
-                if i is None:
-                    return
-                try:
-                    out[i] = self._embed_one(session, texts[i])
-                except BaseException:
-                    failed.append(i)  # the other workers stop at their next text
-                    raise
-                with lock:
-                    done[0] += 1
-
-        with ThreadPoolExecutor(len(sessions), thread_name_prefix="rag-embed") as ex:
-            futures = [ex.submit(work, s) for s in sessions]
-            shown = 0
-            while True:
-                _, running = wait(futures, timeout=0.5, return_when=FIRST_EXCEPTION)
-                if progress and (done[0] - shown >= batch_size or not running):
-                    shown = done[0]
-                    progress(shown, len(order))
-                if not running or failed:
-                    break
-            for f in futures:
-                f.result()  # re-raises a worker's error here
+        vecs = self.pool.map(
+            lambda session, i: self._embed_one(session, texts[i]), order, progress, batch_size
+        )
+        for i, v in zip(order, vecs):
+            out[i] = v
         return out
 
     def encode_queries(self, queries: list[str], batch_size: int = 64) -> np.ndarray:

@@ -43,6 +43,38 @@ def test_queries_use_encode_when_an_embedder_has_no_prefix():
     assert np.array_equal(encode_queries(emb, ["a b"]), emb.encode(["a b"]))
 
 
+def test_session_pool_keeps_the_order_uses_every_core_and_raises_a_workers_error(monkeypatch):
+    import threading
+
+    from indexing import onnx
+
+    monkeypatch.setattr(onnx, "make_session", lambda path, threads: f"s{threads}-{path.name}")
+    monkeypatch.setenv("RAG_THREADS", "2")
+    pool = onnx.SessionPool(Path("m.onnx"), "first")
+    threads, seen = set(), []
+
+    def fn(session, x):
+        threads.add((session, threading.get_ident()))
+        return x * 10
+
+    assert pool.map(fn, list(range(50)), progress=lambda d, n: seen.append((d, n)), every=8) == [
+        x * 10 for x in range(50)
+    ]
+    assert {s for s, _ in threads} <= {"first", "s1-m.onnx"} and seen[-1] == (50, 50)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+    assert pool.sessions(5) == ["first", "s1-m.onnx"]  # one per core, kept
+
+    def bad(session, x):
+        if x == 7:
+            raise RuntimeError("boom")
+        return x
+
+    with pytest.raises(RuntimeError, match="boom"):
+        pool.map(bad, list(range(30)))
+    monkeypatch.setenv("RAG_THREADS", "1")
+    assert pool.map(lambda s, x: s, [1, 2]) == ["first", "first"]
+
+
 def test_missing_or_corrupt_files_name_the_pull_command(rag_home):
     folder = rag_home / "models" / "bge-small"
     folder.mkdir(parents=True)

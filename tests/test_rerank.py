@@ -233,25 +233,36 @@ def test_real_reranker_orders_relevant_distractor_unrelated(reranker):
 
 
 @pytest.mark.integration
-def test_real_reranker_feeds_the_real_attention_mask(reranker, monkeypatch):
+def test_real_reranker_runs_each_pair_alone_with_the_real_mask(reranker, monkeypatch):
+    from indexing.onnx import feed
+
     texts = _passages()
     feeds = []
-    session = reranker.session
+    sessions = reranker.pool.sessions(8)
 
     class Spy:
-        def run(self, names, feed):
-            feeds.append(feed)
-            return session.run(names, feed)
+        def __init__(self, session):
+            self.session = session
 
-    monkeypatch.setattr(reranker, "session", Spy())
-    batch = reranker.score(QUERY, texts)  # one batch, padded to the relevant passage's length
+        def run(self, names, inputs):
+            feeds.append(inputs)
+            return self.session.run(names, inputs)
+
+    monkeypatch.setattr(reranker.pool, "_sessions", [Spy(s) for s in sessions])
+    together = reranker.score(QUERY, texts)
     alone = [reranker.score(QUERY, [t])[0] for t in texts]
-    mask = feeds[0]["attention_mask"]
     lengths = [len(e.ids) for e in reranker.encode_pairs(QUERY, texts)]
-    assert mask.sum(axis=1).tolist() == lengths and min(lengths) < mask.shape[1]  # zeros on the padding
+    assert len(feeds) == 2 * len(texts) and all(
+        f["input_ids"].shape[0] == 1 for f in feeds
+    )  # one pair a call
+    assert sorted(int(f["attention_mask"].sum()) for f in feeds[:3]) == sorted(lengths)  # nothing padded
     assert set(feeds[0]) == {"input_ids", "attention_mask", "token_type_ids"}  # what the graph declares
-    # Not 1e-4: the int8 graph quantizes activations per batch tensor (DynamicQuantizeLinear), so batching
-    # shifts scores by up to ~0.35 here; the short unrelated pair moves ~0.01 batched, ~1 with an all-ones mask.
+    assert together == alone  # a score does not depend on the other candidates
+    # what batching did, and why the mask matters: one padded batch with the real mask moves the scores a
+    # little (the int8 graph quantizes activations per batch tensor); with an all-ones mask, a lot
+    session = sessions[0]
+    padded = feed(reranker.encode_pairs(QUERY, texts), reranker.pad_id, reranker.inputs)
+    batch = session.run(["logits"], padded)[0].ravel()
     assert np.allclose(batch, alone, atol=0.5) and np.argsort(batch).tolist() == np.argsort(alone).tolist()
-    ones = session.run(["logits"], {**feeds[0], "attention_mask": np.ones_like(mask)})[0].ravel()
-    assert abs(ones[2] - alone[2]) > max(0.5, 10 * abs(batch[2] - alone[2])), (ones, batch, alone)
+    ones = session.run(["logits"], {**padded, "attention_mask": np.ones_like(padded["attention_mask"])})[0]
+    assert abs(ones.ravel()[2] - alone[2]) > max(0.5, 10 * abs(batch[2] - alone[2])), (ones, batch, alone)

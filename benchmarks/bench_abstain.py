@@ -282,13 +282,14 @@ def rerank_rule(rows: list[dict], val: list, args) -> dict:
     """[reader] min_rerank_score, chosen with the abstain threshold: each example's best passage score from
     the reranker (cached beside the rows), then every (score cut, gap threshold) pair scored as above. The
     names rule is in when args.names. Prints the best point per score cut; returns the chosen pair."""
+    from indexing.onnx import RUNS
     from indexing.rerank import load_reranker, pair_text
     from rag.config import load_config
 
     rc = load_config().retrieval
     names = rc.rerank_names if args.rerank_names is None else args.rerank_names
     scorer = load_reranker(rc.reranker, max_tokens=rc.rerank_tokens)
-    tag = f"{rc.reranker}/{rc.rerank_tokens}" + ("/names" if names else "")
+    tag = f"{rc.reranker}/{rc.rerank_tokens}" + ("/names" if names else "") + f"/{RUNS}"
     cache = args.rows.with_name(args.rows.stem + "-rerank.jsonl")
     have = {}
     if cache.is_file():

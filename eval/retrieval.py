@@ -77,7 +77,9 @@ def open_default_retriever(cfg: EvalConfig):
 
 def hits_key(index_key: str | None, cfg: EvalConfig, depth: int) -> str:
     """Key of a saved retrieval: index, mode and depth, plus the fusion settings when not the defaults
-    (hits saved before rag.toml reached `rag eval` keep their key)."""
+    (hits saved before rag.toml reached `rag eval` keep their key), and how the ONNX models were run."""
+    from indexing.onnx import RUNS
+
     parts: list[Any] = [index_key, cfg.mode, depth]
     default = RetrievalConfig()
     if cfg.mode == "hybrid" and (cfg.rrf_k, cfg.candidates) != (default.rrf_k, default.candidates):
@@ -86,6 +88,7 @@ def hits_key(index_key: str | None, cfg: EvalConfig, depth: int) -> str:
         parts += ["rerank", cfg.reranker, cfg.rerank_candidates, cfg.rerank_tokens]
         if cfg.rerank_names:  # runs without names keep their keys
             parts.append("names")
+    parts.append(RUNS)  # query vectors and reranker scores from batched runs differ a little: not reused
     return short_hash(json.dumps(parts))
 
 

@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
 POOLINGS = ("cls", "mean")
+# How the ONNX models are run, for caches of their outputs: "alone" = one text or pair per call (since
+# 2026-12-02; batched before, when a result depended on its batch-mates)
+RUNS = "alone"
 
 
 def pad_batch(rows: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:

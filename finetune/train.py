@@ -1098,7 +1098,10 @@ def _manifest(run: _Run, stopped: str, base_info: dict, data_info: dict, command
             k: _home_relative(base_info.get(k)) if k == "path" else base_info.get(k)
             for k in ("name", "params", "quantization", "sha256", "path")
         },
-        "data": {k: _home_relative(v) if k == "cache" else v for k, v in data_info.items()},
+        "data": {
+            k: _home_relative(v) if k == "cache" else _spec_home_relative(v) if k == "source" else v
+            for k, v in data_info.items()
+        },
         "hyperparameters": asdict(cfg),
         "seed": cfg.seed,
         "parent": state.parent,  # the adapter this one started from (--init-adapter), or None
@@ -1175,6 +1178,21 @@ def _home_relative(path: object) -> object:
         return "~/" + Path(path).expanduser().resolve().relative_to(Path.home().resolve()).as_posix()
     except ValueError:
         return str(path)
+
+
+def _spec_home_relative(spec: object) -> object:
+    """A --data spec with each file part under the user's home as "~/..." ("a+b", "src@N" kept).
+
+    >>> _spec_home_relative("squadshifts@2400+" + str(Path.home() / "data" / "qa.jsonl"))
+    'squadshifts@2400+~/data/qa.jsonl'
+    """
+    if not isinstance(spec, str):
+        return spec
+    parts = []
+    for part in spec.split("+"):
+        path, at, n = part.rpartition("@") if "@" in part else (part, "", "")
+        parts.append(f"{_home_relative(path) if '/' in path else path}{at}{n}")
+    return "+".join(parts)
 
 
 def _versions() -> dict:

@@ -43,24 +43,41 @@ def test_queries_use_encode_when_an_embedder_has_no_prefix():
     assert np.array_equal(encode_queries(emb, ["a b"]), emb.encode(["a b"]))
 
 
-def test_session_pool_keeps_the_order_uses_every_core_and_raises_a_workers_error(monkeypatch):
+@pytest.fixture
+def threads(monkeypatch):
+    """threads(n): this process's cpu_threads() is n until the test ends (it is cached per process)."""
+    from rag import hardware
+
+    def set_to(n: int) -> None:
+        monkeypatch.setenv("RAG_THREADS", str(n))
+        hardware.cpu_threads.cache_clear()
+
+    yield set_to
+    monkeypatch.undo()
+    hardware.cpu_threads.cache_clear()
+
+
+def test_session_pool_keeps_the_order_uses_every_core_and_raises_a_workers_error(monkeypatch, threads):
     import threading
+    import time
 
     from indexing import onnx
 
-    monkeypatch.setattr(onnx, "make_session", lambda path, threads: f"s{threads}-{path.name}")
-    monkeypatch.setenv("RAG_THREADS", "2")
+    monkeypatch.setattr(onnx, "make_session", lambda path, n: f"s{n}-{path.name}")
+    threads(2)
     pool = onnx.SessionPool(Path("m.onnx"), "first")
-    threads, seen = set(), []
+    used, seen = set(), []
 
     def fn(session, x):
-        threads.add((session, threading.get_ident()))
+        used.add((session, threading.get_ident()))
+        time.sleep(0.002)  # long enough that both workers take items
         return x * 10
 
     assert pool.map(fn, list(range(50)), progress=lambda d, n: seen.append((d, n)), every=8) == [
         x * 10 for x in range(50)
     ]
-    assert {s for s, _ in threads} <= {"first", "s1-m.onnx"} and seen[-1] == (50, 50)
+    assert {s for s, _ in used} == {"first", "s1-m.onnx"} and len({t for _, t in used}) == 2
+    assert seen[-1] == (50, 50)
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
     assert pool.sessions(5) == ["first", "s1-m.onnx"]  # one per core, kept
 
@@ -71,8 +88,8 @@ def test_session_pool_keeps_the_order_uses_every_core_and_raises_a_workers_error
 
     with pytest.raises(RuntimeError, match="boom"):
         pool.map(bad, list(range(30)))
-    monkeypatch.setenv("RAG_THREADS", "1")
-    assert pool.map(lambda s, x: s, [1, 2]) == ["first", "first"]
+    threads(1)
+    assert pool.map(lambda s, x: s, list(range(20))) == ["first"] * 20
 
 
 def test_missing_or_corrupt_files_name_the_pull_command(rag_home):
@@ -115,13 +132,14 @@ def test_real_bge_ranks_the_answer_first_and_uses_the_query_prefix(bge):
 
 
 @pytest.mark.integration
-def test_real_bge_vectors_do_not_depend_on_batch_mates_or_threads(bge, monkeypatch):
+def test_real_bge_vectors_do_not_depend_on_batch_mates_or_threads(bge, threads):
     texts = [(CORPUS / n).read_text()[:700] for n in ("Super_Bowl_50.txt", "Warsaw.txt", "Oxygen.txt")]
     texts += ["short text", "Warsaw is the capital of Poland."]
+    threads(2)
     together = bge.encode(texts, batch_size=2)
     alone = np.stack([bge.encode([t])[0] for t in texts])
     assert np.array_equal(together, alone)  # each text runs on its own: no batch-mates, no padding
-    monkeypatch.setenv("RAG_THREADS", "1")
+    threads(1)
     assert np.array_equal(bge.encode(texts), together)  # one worker or several: the same vectors
     seen = []
     bge.encode(texts * 20, batch_size=16, progress=lambda d, n: seen.append((d, n)))

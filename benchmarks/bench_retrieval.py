@@ -103,7 +103,10 @@ def main() -> None:
     cache: dict[tuple[int, str], float] = {}
     # Pair scores persist (keyed by the query and chunk texts), so an interrupted run resumes, and a later
     # run over more questions only scores what is new.
-    store = args.score_cache or args.work / f"rerank-scores-t{args.rerank_tokens}.jsonl"
+    from indexing.onnx import RUNS
+
+    # scores from batched runs (before RUNS) differ a little: a cache passed with --score-cache should match
+    store = args.score_cache or args.work / f"rerank-scores-t{args.rerank_tokens}-{RUNS}.jsonl"
     saved: dict[tuple[str, str], float] = {}
     if n_max and store.is_file():
         for line in open(store):

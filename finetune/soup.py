@@ -1,0 +1,128 @@
+"""A weighted average of two LoRA adapters of the same base model, written as one exact adapter.
+
+Two adapters trained from the same start drift apart in what they are good at (the chain's segment 2
+reads Wikipedia better than the shipped adapter and documentation worse). Averaging their weight
+deltas, (1 - w) * B1 A1 + w * B2 A2, is the usual cheap middle ground (a "model soup" / WiSE-FT). Averaging
+the A and B matrices separately would not give that average, so the soup is written exactly, as one
+LoRA of rank r1 + r2: A = [A1; A2] stacked, B = [(1 - w) s1 / s * B1, w s2 / s * B2], with s = alpha / r
+of the soup, so that peft's merge adds exactly the averaged delta.
+
+    python -m finetune.soup rag/adapters/qwen2.5-0.5b finetune/segments/qwen2.5-0.5b-seg2 \
+        --weight 0.5 --out ~/runs/qwen-soup50
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import shlex
+import sys
+from pathlib import Path
+
+from assets import adapters
+from rag.errors import BadInput
+from rag.files import write_atomic
+
+WEIGHTS = "adapter_model.safetensors"
+
+
+def _scale(config: dict) -> float:
+    if (
+        config.get("use_rslora")
+        or config.get("use_dora")
+        or config.get("rank_pattern")
+        or config.get("alpha_pattern")
+    ):
+        raise BadInput("finetune.soup mixes plain LoRA adapters only (no rsLoRA, DoRA or per-module ranks)")
+    return float(config["lora_alpha"]) / float(config["r"])
+
+
+def soup_tensors(first: dict, second: dict, s1: float, s2: float, weight: float, scale: float) -> dict:
+    """The stacked LoRA tensors of (1 - weight) * first + weight * second (see the module docstring)."""
+    import torch
+
+    if set(first) != set(second):
+        raise BadInput("the two adapters train different modules: they cannot be averaged")
+    out = {}
+    for key in sorted(first):
+        a, b = first[key], second[key]
+        if ".lora_A." in key:
+            out[key] = torch.cat([a.float(), b.float()], dim=0).to(a.dtype)
+        elif ".lora_B." in key:
+            out[key] = torch.cat(
+                [a.float() * ((1 - weight) * s1 / scale), b.float() * (weight * s2 / scale)], dim=1
+            ).to(a.dtype)
+        else:
+            raise BadInput(
+                f"unexpected tensor {key} in an adapter: finetune.soup mixes LoRA A/B weights only"
+            )
+    return out
+
+
+def soup(first: Path, second: Path, weight: float, out: Path, argv: list[str] | None = None) -> Path:
+    """Write the soup of two adapter folders into `out` (peft files + rag_adapter.json); returns `out`."""
+    from safetensors.torch import load_file, save_file
+
+    if not 0.0 <= weight <= 1.0:
+        raise BadInput(f"--weight must be between 0 and 1, got {weight}")
+    first, second, out = Path(first), Path(second), Path(out)
+    man1, man2 = adapters.read_manifest(first), adapters.read_manifest(second)
+    for key in ("base", "base_sha256"):
+        if man1.get(key) != man2.get(key):
+            raise BadInput(f"{first} and {second} have different {key}: only adapters of one base model mix")
+    cfg1 = json.loads((first / adapters.PEFT_CONFIG).read_text())
+    cfg2 = json.loads((second / adapters.PEFT_CONFIG).read_text())
+    if sorted(cfg1["target_modules"]) != sorted(cfg2["target_modules"]) or cfg1.get(
+        "layers_to_transform"
+    ) != cfg2.get("layers_to_transform"):
+        raise BadInput("the two adapters put LoRA on different modules or layers: they cannot be averaged")
+    s1, s2 = _scale(cfg1), _scale(cfg2)
+    rank = int(cfg1["r"]) + int(cfg2["r"])
+    scale = s1  # the soup keeps the first adapter's alpha / r
+    tensors = soup_tensors(load_file(first / WEIGHTS), load_file(second / WEIGHTS), s1, s2, weight, scale)
+
+    if out.exists() and any(out.iterdir()) and not (out / adapters.ADAPTER_MANIFEST).is_file():
+        raise BadInput(f"{out} exists and is not an adapter folder: pass a new or empty --out")
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / (WEIGHTS + ".tmp")
+    save_file(tensors, str(tmp))
+    tmp.chmod(0o644)
+    tmp.replace(out / WEIGHTS)
+    config = dict(cfg1, r=rank, lora_alpha=scale * rank)
+    write_atomic(out / adapters.PEFT_CONFIG, json.dumps(config, indent=2))
+    keep = ("format_version", "kind", "base", "base_sha256", "base_info", "untuned")
+    manifest = {k: man1[k] for k in keep if k in man1}
+    manifest["hyperparameters"] = dict(man1.get("hyperparameters", {}), rank=rank, alpha=scale * rank)
+    manifest["soup"] = {
+        "weight": weight,
+        "parents": [
+            {"folder": str(first), "share": 1 - weight, "segments": man1.get("segments", [])},
+            {"folder": str(second), "share": weight, "segments": man2.get("segments", [])},
+        ],
+    }
+    manifest["command"] = shlex.join(["python", "-m", "finetune.soup", *(argv or [])])
+    manifest["created"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    adapters.write_manifest(out, manifest)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    ap = argparse.ArgumentParser(prog="python -m finetune.soup", description=__doc__.split("\n\n")[0])
+    ap.add_argument("first", type=Path, help="adapter folder (share 1 - weight)")
+    ap.add_argument("second", type=Path, help="adapter folder (share weight)")
+    ap.add_argument("--weight", type=float, default=0.5, help="the second adapter's share (0..1)")
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args(argv)
+    try:
+        out = soup(args.first, args.second, args.weight, args.out, argv)
+    except BadInput as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {out} ({args.weight:g} of {args.second}, {1 - args.weight:g} of {args.first})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

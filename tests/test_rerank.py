@@ -114,7 +114,7 @@ def test_bm25_mode_reranks_without_vectors(monkeypatch):
 def test_config_fields_are_validated():
     from rag.errors import BadInput
 
-    assert RetrievalConfig().rerank is True and RetrievalConfig().rerank_candidates == 20
+    assert RetrievalConfig().rerank is True and RetrievalConfig().rerank_candidates == 15
     assert RetrievalConfig().k == 3  # reranked passages: 3 read as well as 5
     with pytest.raises(BadInput, match="rerank_candidates must be at least 1"):
         RetrievalConfig(rerank_candidates=0)

@@ -22,9 +22,21 @@ from pathlib import Path
 
 from assets import adapters
 from rag.errors import BadInput
-from rag.files import write_atomic
+from rag.files import sha256_file, write_atomic
 
 WEIGHTS = "adapter_model.safetensors"
+
+
+def _chain(man: dict) -> list[dict]:
+    """The training segments behind an adapter, oldest first (one entry made from its own manifest when it
+    was trained before chains were recorded)."""
+    if man.get("segments"):
+        return list(man["segments"])
+    if man.get("soup"):
+        return []
+    from finetune.train import _segment_entry
+
+    return [_segment_entry(man, 0)]
 
 
 def _scale(config: dict) -> float:
@@ -91,15 +103,44 @@ def soup(first: Path, second: Path, weight: float, out: Path, argv: list[str] | 
     tmp.replace(out / WEIGHTS)
     config = dict(cfg1, r=rank, lora_alpha=scale * rank)
     write_atomic(out / adapters.PEFT_CONFIG, json.dumps(config, indent=2))
-    keep = ("format_version", "kind", "base", "base_sha256", "base_info", "untuned")
+    keep = ("format_version", "kind", "base", "base_sha256", "base_info", "data", "untuned")
     manifest = {k: man1[k] for k in keep if k in man1}
     manifest["hyperparameters"] = dict(man1.get("hyperparameters", {}), rank=rank, alpha=scale * rank)
+    chains = [_chain(man1), _chain(man2)]
     manifest["soup"] = {
         "weight": weight,
         "parents": [
-            {"folder": str(first), "share": 1 - weight, "segments": man1.get("segments", [])},
-            {"folder": str(second), "share": weight, "segments": man2.get("segments", [])},
+            {
+                "folder": str(folder),
+                "share": share,
+                "adapter_sha256": (man.get("adapter") or {}).get("sha256"),
+                "data": man.get("data"),
+                "segments": chain,
+            }
+            for folder, share, man, chain in zip(
+                (first, second), (1 - weight, weight), (man1, man2), chains, strict=True
+            )
         ],
+    }
+    # every training segment behind either parent, once (a chain shares its first segments with the other)
+    seen: dict = {}
+    for seg in chains[0] + chains[1]:
+        seen.setdefault(seg.get("adapter_sha256") or id(seg), seg)
+    segments = list(seen.values())
+    manifest["segments"] = segments
+    manifest["training"] = {
+        "steps": 0,
+        "train_time_s": round(sum(float(g.get("train_time_s") or 0) for g in segments), 1),
+        "wall_time_s": round(sum(float(g.get("wall_time_s") or 0) for g in segments), 1),
+        "examples_seen": sum(int(g.get("weights_examples_seen") or 0) for g in segments),
+        "note": "a soup of two adapters: no training of its own; the times and examples are those of every "
+        "segment behind its parents, each counted once",
+    }
+    manifest["adapter"] = {
+        "file": WEIGHTS,
+        "sha256": sha256_file(out / WEIGHTS),
+        "bytes": (out / WEIGHTS).stat().st_size,
+        "dtype": str(next(iter(tensors.values())).dtype).removeprefix("torch."),
     }
     manifest["command"] = shlex.join(["python", "-m", "finetune.soup", *(argv or [])])
     manifest["created"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")

@@ -14,6 +14,7 @@ from fakes import tiny_train_lm, tiny_train_model  # noqa: E402
 from assets.adapters import ADAPTER_MANIFEST, read_manifest  # noqa: E402
 from finetune.soup import main, soup  # noqa: E402
 from rag.errors import BadInput  # noqa: E402
+from rag.files import sha256_file  # noqa: E402
 
 BASE = {"base": "tiny", "base_sha256": "a" * 64, "format_version": 1, "kind": "lora"}
 
@@ -31,7 +32,12 @@ def _adapter(cfg, folder, seed: int, rank: int, alpha: int, modules=("q_proj", "
             if "lora_" in name:
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
     model.save_pretrained(folder)
-    (folder / ADAPTER_MANIFEST).write_text(json.dumps(dict(BASE, segments=[{"steps": seed}])))
+    # both chains start with the same segment "s0", then one of their own
+    segments = [
+        {"adapter_sha256": "s0", "train_time_s": 10.0},
+        {"adapter_sha256": f"s{seed}", "train_time_s": seed},
+    ]
+    (folder / ADAPTER_MANIFEST).write_text(json.dumps(dict(BASE, segments=segments)))
     return folder
 
 
@@ -67,7 +73,11 @@ def test_the_soup_merges_to_the_weighted_average_of_the_deltas(cfg, tmp_path):
     manifest = read_manifest(out)
     assert manifest["base_sha256"] == "a" * 64
     assert [p["share"] for p in manifest["soup"]["parents"]] == [pytest.approx(0.7), 0.3]
-    assert manifest["soup"]["parents"][1]["segments"] == [{"steps": 2}]
+    assert [g["adapter_sha256"] for g in manifest["soup"]["parents"][1]["segments"]] == ["s0", "s2"]
+    # the segments behind the soup, the shared one once: 10 + 1 + 2 s of training
+    assert [g["adapter_sha256"] for g in manifest["segments"]] == ["s0", "s1", "s2"]
+    assert manifest["training"]["train_time_s"] == 13.0
+    assert manifest["adapter"]["sha256"] == sha256_file(out / "adapter_model.safetensors")
     assert manifest["command"] == "python -m finetune.soup one two --weight 0.3"
 
 

@@ -770,8 +770,12 @@ def finetune_cmd(
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Replace the adapter (and checkpoints) already in --out."
     ),
-    rank: int = typer.Option(TrainConfig.rank, "--rank", help="LoRA rank."),
-    alpha: int = typer.Option(TrainConfig.alpha, "--alpha", help="LoRA alpha."),
+    rank: Optional[int] = typer.Option(
+        None, "--rank", help=f"LoRA rank (default: the --init-adapter's, else {TrainConfig.rank})."
+    ),
+    alpha: Optional[float] = typer.Option(
+        None, "--alpha", help=f"LoRA alpha (default: the --init-adapter's, else {TrainConfig.alpha})."
+    ),
     dropout: float = typer.Option(
         TrainConfig.dropout, "--dropout", help="LoRA dropout (0: its random masks cost ~40% of a CPU step)."
     ),
@@ -839,6 +843,7 @@ def finetune_cmd(
     """Train a LoRA adapter for the reader on grounded QA (RAFT-style), on CPU; Ctrl-C saves a checkpoint."""
     import shlex
 
+    from assets import adapters
     from finetune.data import build_dataset
     from finetune.train import check_init_adapter, check_out_dir, train
     from rag.config import rag_home
@@ -848,10 +853,14 @@ def finetune_cmd(
     progress, stop = _ft_progress()
     try:
         check_out_dir(target, resume=resume, overwrite=overwrite)  # before minutes of data building
+        parent = _ft_init_adapter(init_adapter, base)
+        # a continued adapter keeps its own LoRA shape unless --rank / --alpha say otherwise (the shipped
+        # Qwen adapter is a rank-32 soup)
+        hp = ((adapters.manifest_or_none(parent) or {}).get("hyperparameters") or {}) if parent else {}
         tcfg = TrainConfig(
             base=base,
-            rank=rank,
-            alpha=alpha,
+            rank=rank if rank is not None else int(hp.get("rank", TrainConfig.rank)),
+            alpha=alpha if alpha is not None else hp.get("alpha", TrainConfig.alpha),
             dropout=dropout,
             target_modules=target_modules,
             layers=layers,
@@ -870,7 +879,6 @@ def finetune_cmd(
             seed=seed,
             threads=threads,
         )
-        parent = _ft_init_adapter(init_adapter, base)
         if parent is not None:
             check_init_adapter(parent, tcfg)
         dcfg = DataConfig(

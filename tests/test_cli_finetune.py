@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import fields
 
 import typer.main
@@ -21,6 +22,9 @@ def test_finetune_flag_defaults_are_the_config_defaults():
     shared = [name for name in flags if name in train]
     assert len(shared) >= 18, shared  # every training flag is a TrainConfig field
     for name in shared:
+        if name in ("rank", "alpha"):  # None: the --init-adapter's shape, else TrainConfig's
+            assert flags[name] is None, name
+            continue
         assert flags[name] == train[name], name
     assert flags["data"] == DataConfig.source
     for name in ("distractors", "min_distractors", "p_gold", "swap_rate", "disfluent_rate"):
@@ -86,14 +90,21 @@ def test_segment_flags_reach_the_config_and_train(tmp_path, monkeypatch):
     res = CliRunner().invoke(app, ["finetune", "--out", str(tmp_path / "b"), "--init-adapter", "default"])
     assert res.exit_code == 1 and "stop before training" in res.output
     assert seen["init_adapter"].parts[-2:] == ("adapters", TrainConfig.base)  # the shipped adapter
+    # it keeps the shipped adapter's own LoRA shape (a rank-32 soup) without --rank / --alpha
+    shipped = json.loads((seen["init_adapter"] / "rag_adapter.json").read_text())["hyperparameters"]
+    assert (seen["cfg"].rank, seen["cfg"].alpha) == (shipped["rank"], shipped["alpha"])
 
 
 def test_init_adapter_mismatch_fails_before_building_data(tmp_path, monkeypatch):
     seen = _stub_training(monkeypatch, tmp_path)
     parent = _fake_adapter(tmp_path / "parent", rank=8)
-    res = CliRunner().invoke(app, ["finetune", "--out", str(tmp_path / "a"), "--init-adapter", str(parent)])
+    args = ["finetune", "--out", str(tmp_path / "a"), "--init-adapter", str(parent), "--rank", "16"]
+    res = CliRunner().invoke(app, args)
     assert res.exit_code == 1 and "rank=8, not 16: pass --rank 8" in res.output
     assert "data" not in seen and "Traceback" not in res.output
+    res = CliRunner().invoke(app, args[:-2])  # without --rank the parent's rank is kept
+    assert "stop before training" in res.output and seen["cfg"].rank == 8
+    seen.pop("data", None)
 
     args = ["finetune", "--base", str(tmp_path / "my-model"), "--init-adapter", "default"]
     res = CliRunner().invoke(app, args)

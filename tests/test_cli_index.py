@@ -129,7 +129,7 @@ def test_retrieval_config_reaches_the_retriever(docs, tmp_path, monkeypatch):
     bm25 = retrieve.open_retriever(idx, cfg=RetrievalConfig(mode="bm25", rerank=False))
     assert isinstance(bm25, retrieve.BM25Retriever)
     r = cli._ask_retriever(idx, "hybrid", RetrievalConfig(rrf_k=7, candidates=3))  # what `rag ask` opens
-    assert (r.inner.rrf_k, r.inner.candidates, r.candidates) == (7, 3, 20)
+    assert (r.inner.rrf_k, r.inner.candidates, r.candidates) == (7, 3, RetrievalConfig().rerank_candidates)
 
     opened = []
     real = retrieve.open_retriever

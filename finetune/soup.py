@@ -7,7 +7,7 @@ the A and B matrices separately would not give that average, so the soup is writ
 LoRA of rank r1 + r2: A = [A1; A2] stacked, B = [(1 - w) s1 / s * B1, w s2 / s * B2], with s = alpha / r
 of the soup, so that peft's merge adds exactly the averaged delta.
 
-    python -m finetune.soup rag/adapters/qwen2.5-0.5b finetune/segments/qwen2.5-0.5b-seg2 \
+    python -m finetune.soup finetune/segments/qwen2.5-0.5b-seg0 finetune/segments/qwen2.5-0.5b-seg2 \
         --weight 0.5 --out ~/runs/qwen-soup50
 """
 
@@ -72,13 +72,51 @@ def soup_tensors(first: dict, second: dict, s1: float, s2: float, weight: float,
     return out
 
 
-def soup(first: Path, second: Path, weight: float, out: Path, argv: list[str] | None = None) -> Path:
+def _weights(folder: Path, man: dict) -> dict:
+    """An adapter folder's LoRA tensors, after checking the file is the one its manifest describes."""
+    from safetensors.torch import load_file
+
+    wfile = folder / WEIGHTS
+    if not wfile.is_file():
+        raise BadInput(f"{folder} has no {WEIGHTS}: pass a folder written by `rag finetune` or finetune.soup")
+    recorded = (man.get("adapter") or {}).get("sha256")
+    if recorded and recorded != sha256_file(wfile):
+        raise BadInput(
+            f"{wfile} is not the file its manifest describes (sha256 differs): restore the adapter"
+        )
+    try:
+        return load_file(wfile)
+    except Exception as e:  # safetensors raises its own error type for a damaged file
+        raise BadInput(f"{wfile} cannot be read ({e}): restore the adapter's own weights") from e
+
+
+def soup(
+    first: Path,
+    second: Path,
+    weight: float,
+    out: Path,
+    argv: list[str] | None = None,
+    overwrite: bool = False,
+) -> Path:
     """Write the soup of two adapter folders into `out` (peft files + rag_adapter.json); returns `out`."""
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import save_file
 
     if not 0.0 <= weight <= 1.0:
         raise BadInput(f"--weight must be between 0 and 1, got {weight}")
     first, second, out = Path(first), Path(second), Path(out)
+    if out.resolve() in (first.resolve(), second.resolve()):
+        raise BadInput(f"--out {out} is one of the two adapters being mixed: pass another folder")
+    if (
+        out.exists()
+        and out.is_dir()
+        and any(out.iterdir())
+        and not (out / adapters.ADAPTER_MANIFEST).is_file()
+    ):
+        raise BadInput(f"{out} exists and is not an adapter folder: pass a new or empty --out")
+    if out.exists() and not out.is_dir():
+        raise BadInput(f"--out {out} is a file: pass a folder for the adapter")
+    if (out / adapters.ADAPTER_MANIFEST).is_file() and not overwrite:
+        raise BadInput(f"{out} already holds an adapter: pass --overwrite to replace it, or another --out")
     man1, man2 = adapters.read_manifest(first), adapters.read_manifest(second)
     for key in ("base", "base_sha256"):
         if man1.get(key) != man2.get(key):
@@ -92,10 +130,7 @@ def soup(first: Path, second: Path, weight: float, out: Path, argv: list[str] | 
     s1, s2 = _scale(cfg1), _scale(cfg2)
     rank = int(cfg1["r"]) + int(cfg2["r"])
     scale = s1  # the soup keeps the first adapter's alpha / r
-    tensors = soup_tensors(load_file(first / WEIGHTS), load_file(second / WEIGHTS), s1, s2, weight, scale)
-
-    if out.exists() and any(out.iterdir()) and not (out / adapters.ADAPTER_MANIFEST).is_file():
-        raise BadInput(f"{out} exists and is not an adapter folder: pass a new or empty --out")
+    tensors = soup_tensors(_weights(first, man1), _weights(second, man2), s1, s2, weight, scale)
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / (WEIGHTS + ".tmp")
     save_file(tensors, str(tmp))
@@ -155,9 +190,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("second", type=Path, help="adapter folder (share weight)")
     ap.add_argument("--weight", type=float, default=0.5, help="the second adapter's share (0..1)")
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--overwrite", action="store_true", help="replace an adapter already in --out")
     args = ap.parse_args(argv)
     try:
-        out = soup(args.first, args.second, args.weight, args.out, argv)
+        out = soup(args.first, args.second, args.weight, args.out, argv, overwrite=args.overwrite)
     except BadInput as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -103,3 +103,17 @@ def test_adapters_that_cannot_be_mixed_are_one_clear_error(cfg, tmp_path, capsys
     (keep / "notes.txt").write_text("mine")
     assert main([str(one), str(one), "--out", str(keep)]) == 1
     assert (keep / "notes.txt").read_text() == "mine" and not (keep / "adapter_config.json").exists()
+    # an adapter already in --out is kept unless --overwrite; a parent is never the --out
+    made = tmp_path / "made"
+    assert main([str(one), str(one), "--out", str(made)]) == 0
+    before = (made / "adapter_model.safetensors").read_bytes()
+    assert main([str(one), str(one), "--weight", "0.2", "--out", str(made)]) == 1
+    assert "--overwrite" in capsys.readouterr().err
+    assert (made / "adapter_model.safetensors").read_bytes() == before
+    assert main([str(one), str(one), "--weight", "0.2", "--out", str(made), "--overwrite"]) == 0
+    assert main([str(one), str(made), "--out", str(one), "--overwrite"]) == 1
+    assert "one of the two adapters" in capsys.readouterr().err
+    # damaged weights: one line, not a traceback
+    (made / "adapter_model.safetensors").write_bytes(b"junk")
+    assert main([str(one), str(made), "--out", str(tmp_path / "t")]) == 1
+    assert "sha256 differs" in capsys.readouterr().err

@@ -65,6 +65,9 @@ class DataConfig:
     swap_rate: float = 0.05  # entity-swap near misses (target: abstain) added, per RAFT example
     disfluent_rate: float = 0.08  # Disfl-QA-style disfluent questions added, per RAFT example
     disfluent_answered: float = 0.5  # share of the disfluent ones whose final question a passage answers
+    # SQuAD 2.0-style twists (antonym, negation; target: abstain) added, per RAFT example; off until a
+    # training run measures them
+    twist_rate: float = 0.0
 
 
 @dataclass
@@ -299,7 +302,7 @@ def _build(pool: _Pool, cfg: DataConfig) -> tuple[list[Example], list[Example], 
     val_titles = _split_articles(pool.titles, cfg.val_fraction, rng)
     stats: Counter = Counter()
     out: dict[str, list[Example]] = {"train": [], "val": []}
-    near_miss = cfg.swap_rate > 0 or cfg.disfluent_rate > 0
+    near_miss = cfg.swap_rate > 0 or cfg.disfluent_rate > 0 or cfg.twist_rate > 0
     if near_miss:  # its own generator, so the RAFT examples do not depend on the near-miss settings
         nm_rng = random.Random(f"near-miss-{cfg.seed}")
         lex = nearmiss.lexicon(pool.paragraphs + [q.question for q in pool.questions])
@@ -349,7 +352,10 @@ def _build(pool: _Pool, cfg: DataConfig) -> tuple[list[Example], list[Example], 
 
 
 def _cache_key(cfg: DataConfig, raw_hash: str) -> str:
-    payload = json.dumps({"cfg": asdict(cfg), "raw": raw_hash, "v": FORMAT_VERSION}, sort_keys=True)
+    d = asdict(cfg)
+    if not d["twist_rate"]:  # added later, off: the examples are those of before, so is their cache
+        del d["twist_rate"]
+    payload = json.dumps({"cfg": d, "raw": raw_hash, "v": FORMAT_VERSION}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -378,7 +384,7 @@ def build_dataset(cfg: DataConfig = DataConfig(), cache_dir: Path | None = None)
     """
     if not 0.0 <= cfg.p_gold <= 1.0:
         raise BadInput(f"p_gold must be within [0, 1], got {cfg.p_gold}")
-    for name in ("swap_rate", "disfluent_rate", "disfluent_answered"):
+    for name in ("swap_rate", "disfluent_rate", "disfluent_answered", "twist_rate"):
         value = getattr(cfg, name)
         if not 0.0 <= value <= (1.0 if name == "disfluent_answered" else 2.0):
             raise BadInput(f"{name} must be a fraction (0 = off), got {value}")

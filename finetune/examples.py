@@ -26,7 +26,7 @@ class Example:
     answers: list[str]  # all gold answer strings (for EM/F1); [] for a near miss no passage answers
     answer: str | None = None  # the target answer, None for abstention
     split: str = "train"
-    kind: str = "raft"  # "raft", "swap" (entity swapped: abstain) or "disfluent" (finetune/nearmiss.py)
+    kind: str = "raft"  # "raft", or a near miss (finetune/nearmiss.py): "swap", "disfluent", "twist"
 
     @property
     def target(self) -> str:

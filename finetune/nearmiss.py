@@ -1,4 +1,5 @@
-"""Near-miss training examples, built by rule: entity swaps and Disfl-QA-style disfluent questions.
+"""Near-miss training examples, built by rule: entity swaps, Disfl-QA-style disfluent questions and
+SQuAD 2.0-style twists.
 
 The reader should decline a question that is almost, but not, about a shown passage ("boiling point of
 mercury" over oxygen's paragraph), and read a disfluent question by its final intent rather than decline
@@ -19,6 +20,13 @@ question, and so the target, differ.
   citation. Abstain: the final question is from another paragraph of the article (or source) whose
   answers no shown passage holds, while the abandoned question's paragraph is shown.
 
+- twist (off unless DataConfig.twist_rate > 0): the question turned into one its shown gold paragraph
+  no longer answers, the way SQuAD 2.0's writers (and so Disfl-QA's unanswerable questions) did it: an
+  antonym ("the largest city" -> "the smallest city", "after the war" -> "before the war"; the new word
+  in no shown passage) or a negation ("What is acknowledged ...?" -> "What is not acknowledged ...?",
+  only over a paragraph with no negation word of its own). Half of them are then said disfluently, as
+  Disfl-QA does: "What is the, no wait, what is not acknowledged ...?". The target is the abstention.
+
 Entities are found without a model: runs of capitalized words, typed by how the corpus uses them
 (after "Mr." or before "said" -> person, after "in" -> place, after "the" -> the-name, "Scottish"
 before a lowercase noun -> adjective), months, weekdays, 3-6 letter acronyms, money, percentages,
@@ -26,11 +34,11 @@ numbers with a unit, decades and years. A name with no evidence of its kind, a c
 word, and a year in a range ("between 1917 and 1939") are not swapped: the swap would read as nonsense
 or still overlap.
 
-Counts: round(rate x the split's RAFT examples) of each kind (DataConfig.swap_rate, disfluent_rate; a
-disfluent_answered share of the disfluent ones answered), from questions drawn in a seeded order, with
+Counts: round(rate x the split's RAFT examples) of each kind (DataConfig.swap_rate, disfluent_rate,
+twist_rate; a disfluent_answered share of the disfluent ones answered), from questions drawn in a seeded order, with
 a generator of their own so the RAFT examples do not depend on these settings. Dataset.stats counts
 each kind (train_swap, train_disfluent_answer/_abstain, train_disfluent_restart/_full/_correction,
-swap_entity_<kind>) and the shortfalls (train_swap_short, swap_no_replacement, ...).
+swap_entity_<kind>, train_twist, twist_antonym/_negation/_disfluent) and the shortfalls (train_swap_short, swap_no_replacement, ...).
 """
 
 from __future__ import annotations
@@ -151,6 +159,93 @@ def corrected_question(question: str, start: int, end: int, first: str, template
     'When did Rihanna, no, Beyonce release Lemonade?'
     """
     return template.format(a=question[:start] + first, b=question[start:end]) + question[end:]
+
+
+# ---------------------------------------------------------------- SQuAD 2.0-style twists by rule
+# Word pairs whose swap turns a question about a passage into one it does not answer (both directions).
+_ANTONYM_PAIRS = """first/last largest/smallest biggest/smallest most/least highest/lowest higher/lower
+    more/less greater/lesser increase/decrease increased/decreased increases/decreases before/after
+    earliest/latest earlier/later oldest/youngest older/younger longest/shortest longer/shorter best/worst
+    better/worse north/south east/west northern/southern eastern/western northeast/southwest
+    maximum/minimum won/lost win/lose wins/loses rise/fall rose/fell positive/negative inside/outside
+    above/below upper/lower major/minor top/bottom strongest/weakest stronger/weaker heaviest/lightest
+    widest/narrowest deepest/shallowest ancient/modern public/private male/female allowed/prohibited
+    accepted/rejected supported/opposed success/failure import/export imported/exported imports/exports
+    buy/sell bought/sold beginning/end start/end started/ended entered/left richest/poorest
+    hottest/coldest warmest/coldest fastest/slowest faster/slower cheapest/most-expensive"""
+_ANTONYMS: dict[str, str] = {}
+for _pair in _ANTONYM_PAIRS.split():
+    _a, _b = _pair.replace("-", " ").split("/")
+    _ANTONYMS.setdefault(_a, _b)
+    _ANTONYMS.setdefault(_b, _a)
+# A paragraph with one of these may answer the negated question: no negation twist over it.
+_NEGATIONS = frozenset("not no never neither nor none nobody nothing without cannot unable".split())
+_BE = frozenset("is are was were".split())
+_MODALS = frozenset("can could will would should must may might".split())
+_NOT_AFTER = frozenset(
+    "not never the a an this that these those he she it they we you i his her its their there".split()
+)
+_PARTICIPLES = frozenset(
+    """known made built given taken born found held seen written called named used done brought led won
+    lost sold bought paid sent kept left told meant shown grown drawn chosen spoken broken driven worn
+    begun run put set cut read""".split()
+)
+
+
+def _is_participle(word: str) -> bool:
+    w = word.lower()
+    return w in _PARTICIPLES or (len(w) > 4 and w.endswith("ed") and w.isalpha())
+
+
+def antonym_twists(question: str) -> list[tuple[int, int, str]]:
+    """(start, end, replacement) for each word of `question` with an antonym, the case kept.
+
+    >>> q = "Which is the largest city after the war?"
+    >>> [(q[a:b], r) for a, b, r in antonym_twists(q)]
+    [('largest', 'smallest'), ('after', 'before')]
+    """
+    out = []
+    for m in re.finditer(r"[A-Za-z]+", question):
+        w = m.group(0)
+        r = _ANTONYMS.get(w.lower())
+        if r is None or (w[0].isupper() and m.start() > 0):  # "Last Supper", "North Carolina": names
+            continue
+        out.append((m.start(), m.end(), r[0].upper() + r[1:] if w[0].isupper() else r))
+    return out
+
+
+def negated_question(question: str) -> str | None:
+    """`question` with "not" where English puts it, or None when no safe place is found: before the
+    participle of an early "is/was/are/were" (passive), right after an early modal, or after an early
+    "is/was" before "the/a" ("Who was not the first ...?"). "do/does/did" questions are left alone (the
+    verb's place needs a parser).
+
+    >>> negated_question("What is acknowledged between member states?")
+    'What is not acknowledged between member states?'
+    >>> negated_question("When was the treaty signed?")
+    'When was the treaty not signed?'
+    >>> negated_question("Who will lead the team?"), negated_question("What did Tesla invent?")
+    ('Who will not lead the team?', None)
+    """
+    words = question.split(" ")
+    low = [w.lower().strip("?,.;:") for w in words]
+    if any(w in _NEGATIONS or w.endswith("n't") for w in low):
+        return None
+    for i, w in enumerate(low[:4]):
+        if i == 0:
+            continue
+        if w in _BE:
+            for j in range(i + 1, min(i + 6, len(words))):
+                if _is_participle(low[j]):
+                    return " ".join(words[:j] + ["not"] + words[j:])
+            if i + 1 < len(words) and low[i + 1] in ("the", "a", "an"):
+                return " ".join(words[: i + 1] + ["not"] + words[i + 1 :])
+            return None
+        if w in _MODALS:
+            if i + 1 < len(words) and low[i + 1] not in _NOT_AFTER and low[i + 1].isalpha():
+                return " ".join(words[: i + 1] + ["not"] + words[i + 1 :])
+            return None
+    return None
 
 
 @dataclass(frozen=True)
@@ -602,6 +697,35 @@ class NearMisses:
         self.stats[f"{self.split}_disfluent_{style}"] += 1
         return self.example(id_, question, order, q.para if answered else None, q, "disfluent")
 
+    def make_twist(self, i: int) -> Example | None:
+        """qs[i] twisted by an antonym or a negation over its own gold paragraph (shown), half of them
+        said disfluently after an abandoned question of the same paragraph; the target is the abstention."""
+        q = self.qs[i]
+        order = self.passages(i)
+        shown = set(" | ".join(self.folded[j] for j in order).split())
+        options = [
+            ("antonym", replace_span(q.question, a, b, r))
+            for a, b, r in antonym_twists(q.question)
+            if not set(fold(r).split()) & shown
+        ]
+        negated = negated_question(q.question)
+        if negated is not None and not set(self.folded[q.para].split()) & (_NEGATIONS | {"t"}):
+            options.append(("negation", negated))  # "t": fold() splits "isn't" into "isn t"
+        if not options:
+            self.stats["twist_none"] += 1
+            return None
+        rule, question = self.rng.choice(options)
+        self.stats[f"twist_{rule}"] += 1
+        if self.rng.random() < 0.5:
+            j = self.partner(i, same_para=True)
+            if j is not None:
+                first = self.qs[j].question
+                n = len(first.split())
+                cut = self.rng.randint(2, n - 1) if n >= 4 else 0
+                question = disfluent_question(first, question, self.rng.choice(_DISFLUENT), cut)
+                self.stats["twist_disfluent"] += 1
+        return self.example(f"{q.id}~twist", question, order, None, q, "twist")
+
     def build(self, n_base: int) -> list[Example]:
         """round(rate x n_base) examples of each kind, from questions drawn in a seeded order."""
         n_dis = round(self.cfg.disfluent_rate * n_base)
@@ -610,6 +734,7 @@ class NearMisses:
             ("swap", round(self.cfg.swap_rate * n_base), self.make_swap),
             ("disfluent_answer", n_ans, lambda i: self.make_disfluent(i, answered=True)),
             ("disfluent_abstain", n_dis - n_ans, lambda i: self.make_disfluent(i, answered=False)),
+            ("twist", round(self.cfg.twist_rate * n_base), self.make_twist),
         )
         out: list[Example] = []
         for name, want, make in plan:

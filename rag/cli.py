@@ -835,6 +835,11 @@ def finetune_cmd(
     disfluent_rate: float = typer.Option(
         DataConfig.disfluent_rate, "--disfluent-rate", help="Disfluent questions per RAFT example (0 = off)."
     ),
+    twist_rate: float = typer.Option(
+        DataConfig.twist_rate,
+        "--twist-rate",
+        help="SQuAD 2.0-style twists (antonym or negation: abstain) per RAFT example (0 = off).",
+    ),
     seed: int = typer.Option(TrainConfig.seed, "--seed", help="Seed for data building and training."),
     threads: int = typer.Option(
         TrainConfig.threads, "--threads", help="Torch threads (0 = the cores this process may use)."
@@ -888,6 +893,7 @@ def finetune_cmd(
             p_gold=p_gold,
             swap_rate=swap_rate,
             disfluent_rate=disfluent_rate,
+            twist_rate=twist_rate,
             seed=seed,
         )
         err.print(f"building training data from {data} (cached after the first run)", highlight=False)

@@ -415,3 +415,43 @@ def test_sources_mix_with_plus_and_sample_with_at(tmp_path):
     assert len({(e.article, e.id) for e in ds.train + ds.val}) == 130
     with pytest.raises(BadInput, match="no training data"):
         fdata._articles_from_source(f"{a}+{tmp_path / 'missing.jsonl'}")
+
+
+def test_twists_abstain_over_their_own_paragraph(named, tmp_path):
+    ds = build_dataset(
+        DataConfig(source=str(named), swap_rate=0, disfluent_rate=0, twist_rate=0.5, val_fraction=0.25),
+        cache_dir=tmp_path,
+    )
+    rows = {r["id"]: r for r in _named_rows()}
+    twists = [e for e in ds.train + ds.val if e.kind == "twist"]
+    assert len(twists) == ds.stats["train_twist"] + ds.stats["val_twist"] >= 12
+    rules = Counter()
+    for e in twists:
+        row = rows[e.id.removesuffix("~twist")]
+        q, texts = row["question"], [p.text for p in e.passages]
+        assert e.target == ABSTAIN and e.gold is None and e.answers == []
+        assert row["context"] in texts  # the paragraph the question was about is shown: a near miss
+        negated = nearmiss.negated_question(q)
+        antonyms = {nearmiss.replace_span(q, a, b, r): r for a, b, r in nearmiss.antonym_twists(q)}
+        # the twisted question ends the text, whole or after an abandoned one ("Where did Ms., no, what ...")
+        meant = [t for t in [negated, *antonyms] if t and e.question.endswith(t[1:])]
+        assert len(meant) == 1, e.question
+        if meant[0] == negated:  # "What was not the first record of ...?"
+            rules["negation"] += 1
+            assert not re.search(r"\b(not|no|never)\b", row["context"])  # it could answer a negation
+        else:  # "What was the last record of ...?": the new word is in no shown passage
+            rules["antonym"] += 1
+            assert not any(_named(antonyms[meant[0]], t) for t in texts)
+        rules["disfluent"] += e.question != meant[0]
+    assert rules["negation"] and rules["antonym"]
+    assert rules["disfluent"] == ds.stats["twist_disfluent"] > 0  # some said disfluently, as Disfl-QA's are
+    assert nearmiss.negated_question("Why isn't it here?") is None  # already negated
+
+
+def test_twists_off_keep_the_data_cache_key_of_before():
+    """The key the code before twist_rate computed (e50e5803...): the default examples, and so the data
+    stream a segment chain continues, are not rebuilt under a new name."""
+    from finetune.data import _cache_key
+
+    assert _cache_key(DataConfig(source="squadshifts"), "x") == "e50e5803ce83067e"
+    assert _cache_key(DataConfig(source="squadshifts", twist_rate=0.1), "x") != "e50e5803ce83067e"

@@ -446,7 +446,8 @@ def test_a_system_run_only_on_a_smaller_nested_sample_joins_with_its_own_n():
     other_k = experiment_row(
         "gemma3-270m", run_id="k3", limit=260, n=260, k=3
     )  # another setting: not mixed in
-    sel = select_rows([head, slow, other_k])
+    trial = experiment_row("qwen2.5-0.5b+/root/runs/soup", run_id="small", limit=260, n=260, f1=60.0)
+    sel = select_rows([head, slow, other_k, trial])  # a trial adapter folder does not join the product's
     assert [(r["system"], r["n"]) for r in sel.rows] == [("extractive", 1300), ("qwen2.5-0.5b+tuned", 260)]
     from eval.report.slides import experiments_table
 

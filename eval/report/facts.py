@@ -113,7 +113,9 @@ def select_rows(rows: list[dict], run_id: str | None = None) -> Selection:
     for r in sorted(best, key=lambda r: str(r.get("time") or "")):  # stable: later lines win ties
         latest[r["system"]] = r
     # Systems only run on a smaller sample of the same setting (samples are nested, e.g. the slow readers
-    # on 260 of the headline's 1,300 questions) join the table with their own n, largest sample first.
+    # on 260 of the headline's 1,300 questions) join the table with their own n, largest sample first;
+    # not readers with an adapter folder given by path (trials such as qwen2.5-0.5b+~/runs/x), which a
+    # run of their own (--run) shows.
     same = [k for k in SETTING_KEYS if k != "limit"]
     ref = min(best, key=lambda r: bool(r.get("oracle")))  # a retrieval row names the index, if there is one
     key = {k: ref.get(k) for k in same}
@@ -121,6 +123,7 @@ def select_rows(rows: list[dict], run_id: str | None = None) -> Selection:
         r
         for r in rows
         if r["system"] not in latest
+        and "/" not in r["system"].partition("+")[2]  # PRESET+ADAPTER_DIR: a trial adapter, not a product
         and all(r.get(k) == key[k] or (k == "index" and r.get("oracle")) for k in same)
     ]
     for r in sorted(extra, key=lambda r: (_questions(r), str(r.get("time") or ""))):

@@ -511,3 +511,24 @@ def test_pptx_shapes_stay_on_the_slide(deck):
             assert sh.left >= 0 and sh.top >= 0, (i, sh.name)
             assert sh.left + sh.width <= prs.slide_width + Emu(1), (i, sh.name)
             assert sh.top + sh.height <= prs.slide_height + Emu(1), (i, sh.name)
+
+
+def test_a_soup_adapter_reads_as_a_soup_not_as_zero_steps():
+    from eval.report.facts import Facts, Selection
+    from eval.report.i18n import Lang
+    from eval.report.slides import slide_adapters
+
+    soup = {
+        "hyperparameters": {"rank": 32, "alpha": 64},
+        "training": {"steps": 0, "train_time_s": 6000.0, "examples_seen": 1760},
+        "soup": {"parents": [{"folder": "segs/seg0", "share": 0.5}, {"folder": "segs/seg2", "share": 0.5}]},
+    }
+    f = Facts(selection=Selection(rows=[experiment_row("extractive")], setting={}), adapters={"q": soup})
+    for lang in ("en", "ru"):
+        t = Lang(lang)
+        s = slide_adapters(f, t)
+        [row] = s.table.rows
+        word = "soup" if lang == "en" else "смесь"
+        assert row[:5] == ["q", "32 / 64", f"{word}: 0.50 × seg0 + 0.50 × seg2", "1,760", "100"]
+        assert row[5:] == ["–"] * 4  # no speed, loss or validation of its own: not a made-up 0
+        assert "bench_abstain" in s.footnote and not t.missing

@@ -242,6 +242,9 @@ def testset_facts(data: Path) -> tuple[dict, dict]:
     return sets, lengths
 
 
+testset_facts.__test__ = False  # pytest given this file directly must not collect it as a test
+
+
 # ---------------------------------------------------------------- adapters, benchmarks, models
 def _adapter_label(man: dict, folder: Path) -> str:
     b = man.get("base")

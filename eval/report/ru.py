@@ -303,6 +303,14 @@ RU: dict[str, str] = {
         "Обучение: LoRA на слоях {modules}, lr {lr}, батч {batch}, потери только на токенах ответа, веса bf16 "
         "на CPU, ранняя остановка по валидационным потерям; сохраняется лучший по ним адаптер."
     ),
+    "soup: {parts}": "смесь: {parts}",
+    " A soup (python -m finetune.soup) is the weighted average of its parents' weight deltas: it has no "
+    "training of its own; its examples and minutes are those of every segment behind it, and its validation "
+    "is measured by benchmarks/bench_abstain.py.": (
+        " Смесь (python -m finetune.soup) — взвешенное среднее приращений весов родительских адаптеров: "
+        "собственного обучения у неё нет; её примеры и минуты — это все сегменты за ней, а её валидацию "
+        "измеряет benchmarks/bench_abstain.py."
+    ),
     "From each adapter's rag_adapter.json (written by `rag finetune`); validation EM/F1 on its held-out "
     "slice, with retrieved distractors.": (
         "Из rag_adapter.json каждого адаптера (пишет `rag finetune`); EM/F1 на отложенной валидационной "

@@ -854,7 +854,7 @@ def slide_adapters(f: Facts, t: Lang = EN) -> Slide:
         "val F1 untuned → tuned",
     ]
     header = [t(h) for h in header]
-    rows = []
+    rows, soups = [], False
     for label, m in f.adapters.items():
         hp, tr, fin, un = (
             m.get("hyperparameters") or {},
@@ -862,6 +862,26 @@ def slide_adapters(f: Facts, t: Lang = EN) -> Slide:
             m.get("final") or {},
             m.get("untuned") or {},
         )
+        if m.get("soup"):  # a weighted average of two adapters: no steps, speed or validation of its own
+            soups = True
+            parts = " + ".join(
+                f"{num(p.get('share'), 2)} × {Path(str(p.get('folder') or '?')).name}"
+                for p in m["soup"].get("parents") or []
+            )
+            rows.append(
+                [
+                    label,
+                    f"{text(hp.get('rank'))} / {text(hp.get('alpha'))}",
+                    t("soup: {parts}", parts=parts),
+                    count(tr.get("examples_seen")),
+                    num(tr.get("train_time_s"), 0, 1 / 60),
+                    "–",
+                    "–",
+                    "–",
+                    "–",
+                ]
+            )
+            continue
         rows.append(
             [
                 label,
@@ -914,6 +934,15 @@ def slide_adapters(f: Facts, t: Lang = EN) -> Slide:
         footnote=t(
             "From each adapter's rag_adapter.json (written by `rag finetune`); validation EM/F1 on its "
             "held-out slice, with retrieved distractors."
+        )
+        + (
+            t(
+                " A soup (python -m finetune.soup) is the weighted average of its parents' weight deltas: "
+                "it has no training of its own; its examples and minutes are those of every segment "
+                "behind it, and its validation is measured by benchmarks/bench_abstain.py."
+            )
+            if soups
+            else ""
         ),
     )
 

@@ -18,6 +18,11 @@ The chosen threshold maximises declined - wrong declines (Youden's J) with wrong
 With --rerank (the default) each example's passages are also scored by the reranker, and the pair
 ([reader] min_rerank_score, threshold) is chosen the same way: an example whose best passage scores
 below the cut is declined unread (`rerank_rule` in the JSON; the reader's defaults come from it).
+With --docs ROWS (the JSONL of `python -m finetune.manpages`) documentation-style examples join the
+split (finetune.manpages.validation_examples: a manual page's question with its entry's chunk among other
+chunks of the page, or with only chunks that do not hold the answer), so the rules are chosen for manuals
+as well as prose; the chosen pair's rates are printed per source. The git manuals (the documentation test
+set) are never among those pages.
 Prints the curve and writes benchmarks/results/abstain.json (the report draws the curve from it).
 
     python benchmarks/bench_abstain.py [--limit 300] [--near-misses] [--model qwen2.5-0.5b] [--adapter default]
@@ -108,6 +113,10 @@ def main() -> None:
         default=None,
         help="the reranker reads each passage after its document's name (default: rag.toml's rerank_names)",
     )
+    ap.add_argument(
+        "--docs", type=Path, default=None, help="manual-page rows (python -m finetune.manpages) to add"
+    )
+    ap.add_argument("--docs-limit", type=int, default=150, help="documentation-style examples from --docs")
     ap.add_argument("--max-wrong", type=float, default=0.08, help="most wrong declines the choice may cost")
     ap.add_argument(
         "--rows", type=Path, default=Path("/tmp/rag-bench/abstain-rows.jsonl"), help="resume file"
@@ -133,7 +142,20 @@ def main() -> None:
     ds = build_dataset(DataConfig(**near))
     val = random.Random(0).sample(ds.val, min(args.limit, len(ds.val)))
     print(f"{len(val)} validation examples ({sum(e.gold is None for e in val)} without the gold paragraph)")
+    if args.docs:
+        from finetune.manpages import validation_examples
+
+        if not args.docs.is_file():
+            sys.exit(f"error: no file {args.docs}: python -m finetune.manpages --out {args.docs} writes it")
+        docs = validation_examples([json.loads(line) for line in open(args.docs)], args.docs_limit)
+        print(
+            f"{len(docs)} documentation-style examples from {args.docs} "
+            f"({sum(e.gold is None for e in docs)} whose passages do not hold the answer)"
+        )
+        val = val + docs
     reader = make_reader("llm", model=args.model, adapter=args.adapter, span=True, abstain_threshold=math.inf)
+    if args.docs and _trained_on(reader.reader.get("adapter"), args.docs.name):
+        print(f"warning: the adapter's manifest names {args.docs.name}: it was trained on these pages")
     done = {}
     if args.rows.is_file():
         done = {
@@ -187,6 +209,32 @@ def main() -> None:
         r["missing_names"] = missing_names(e.question, [p.text for p in e.passages])
         r["gap_names"] = math.inf if r["missing_names"] else r["gap"]
     evidence = rerank_rule(rows, val, args) if args.rerank else None
+    sources = None
+    if args.docs:
+        cut = evidence["min_rerank_score"] if evidence else -math.inf
+        thr = (
+            evidence["threshold"]
+            if evidence
+            else choose(curve(rows, "gap_names" if args.names else "gap"), args.max_wrong)["threshold"]
+        )
+        sources = per_source(rows, cut, thr, args.names)
+        from rag.config import load_config
+
+        now = load_config().reader
+        today = per_source(rows, now.min_rerank_score, now.abstain_threshold, args.names)
+        for src, v in today.items():
+            print(
+                f"{src} under rag.toml's rules (min_rerank_score {now.min_rerank_score}, threshold "
+                f"{now.abstain_threshold}): declined {v['declined']:.3f}, wrong {v['wrong_declines']:.3f}, "
+                f"answer F1 {v['answer_f1']:.1f}"
+            )
+        for src, v in sources.items():
+            print(
+                f"{src}: {v['answerable']} answerable, {v['unanswerable']} unanswerable: declined "
+                f"{v['declined']:.3f}, wrong {v['wrong_declines']:.3f}, answer F1 {v['answer_f1']:.1f} "
+                f"(min_rerank_score {cut}, threshold {thr:.3f})"
+            )
+        sources = {"chosen": sources, "rag_toml": today}
     # the reader's rule decides the curve and the threshold: with [reader] decline_missing_names (the
     # default) a question naming what no passage names is declined whatever its gap
     primary = "gap_names" if args.names else "gap"
@@ -257,6 +305,8 @@ def main() -> None:
             "max_wrong": args.max_wrong,
             "near_misses": args.near_misses,
             "names": args.names,
+            "docs": str(args.docs) if args.docs else None,
+            "docs_limit": args.docs_limit if args.docs else None,
         },
         [{k: v for k, v in p.items()} for p in points if math.isfinite(p["threshold"])],
         summary={
@@ -275,7 +325,37 @@ def main() -> None:
         cited_rule={k: earlier[k] for k in ("threshold", "declined", "wrong_declines", "answer_f1")},
         names_rule=names_rule,
         rerank_rule=evidence,
+        per_source=sources,
     )
+
+
+def source(row: dict) -> str:
+    return "docs" if row["id"].startswith("doc:") else "squadshifts"
+
+
+def per_source(rows: list[dict], cut: float, threshold: float, names: bool) -> dict[str, dict]:
+    """Each source's rates under one (min_rerank_score, threshold) pair."""
+    out = {}
+    gap = "gap_names" if names else "gap"
+    for src in sorted({source(r) for r in rows}):
+        rs = [r for r in rows if source(r) == src]
+        dec = lambda r: r.get("rerank_best", math.inf) < cut or r[gap] > threshold or r[gap] == math.inf  # noqa: E731
+        ans = [r for r in rs if not r["unanswerable"]]
+        un = [r for r in rs if r["unanswerable"]]
+        out[src] = {
+            "answerable": len(ans),
+            "unanswerable": len(un),
+            "declined": sum(map(dec, un)) / max(1, len(un)),
+            "wrong_declines": sum(map(dec, ans)) / max(1, len(ans)),
+            "answer_f1": 100 * sum(0 if dec(r) else r["f1"] for r in ans) / max(1, len(ans)),
+        }
+    return out
+
+
+def _trained_on(adapter: str | None, name: str) -> bool:
+    """Whether the adapter's manifest (or any segment or parent it records) names the file `name`."""
+    man = Path(adapter or "") / "rag_adapter.json"
+    return bool(adapter) and man.is_file() and name in man.read_text()
 
 
 def rerank_rule(rows: list[dict], val: list, args) -> dict:

@@ -233,6 +233,63 @@ def build_rows(
     return rows
 
 
+def validation_examples(rows: list[dict], n: int, seed: int = 0, shown: int = 3, per_page: int = 4) -> list:
+    """Documentation-style examples for calibrating the reader's abstain rules (benchmarks/bench_abstain.py
+    --docs): every other one answerable (the entry's chunk among other chunks of the same page), the rest
+    unanswerable (only other chunks of the same page, none holding any of the answers: the manual is
+    about the command but does not say), which is how a question about a feature the manual does not
+    cover looks to the reader. At most `per_page` per page, seeded; chunks holding an answer are never
+    distractors, so a page whose every chunk names the answer (the command's own name) gives none.
+
+    >>> page = [{"id": f"q{i}", "title": "man/sort", "question": f"Which option {i}?", "answers": [f"--o{i}"],
+    ...          "context": f"-o{i}, --o{i} does thing {i}"} for i in range(4)]
+    >>> [(e.gold, len(e.passages), e.answers) for e in validation_examples(page, 2)]
+    [(2, 3, ['--o3']), (None, 3, [])]
+    """
+    from finetune.examples import Example
+    from rag.prompt import Passage
+
+    by_page: dict[str, list[str]] = {}
+    for r in rows:
+        ctxs = by_page.setdefault(r["title"], [])
+        if r["context"] not in ctxs:
+            ctxs.append(r["context"])
+    rng = random.Random(f"docs-validation-{seed}")
+    order = list(rows)
+    rng.shuffle(order)
+    out: list[Example] = []
+    used: dict[str, int] = {}
+    for r in order:
+        if len(out) >= n:
+            break
+        others = [
+            c for c in by_page[r["title"]] if c != r["context"] and not any(a in c for a in r["answers"])
+        ]
+        if not others or used.get(r["title"], 0) >= per_page:
+            continue
+        used[r["title"]] = used.get(r["title"], 0) + 1
+        unanswerable = len(out) % 2 == 1
+        texts = rng.sample(others, min(len(others), shown if unanswerable else shown - 1))
+        if not unanswerable:
+            texts.append(r["context"])
+        rng.shuffle(texts)
+        name = r["title"].rsplit("/", 1)[-1] + ".1"
+        out.append(
+            Example(
+                id=f"doc:{r['id']}",
+                article=r["title"],
+                question=r["question"],
+                passages=[Passage(name, t) for t in texts],
+                gold=None if unanswerable else texts.index(r["context"]) + 1,
+                answers=[] if unanswerable else list(r["answers"]),
+                answer=None if unanswerable else r["answers"][0],
+                split="val",
+                kind="docs-absent" if unanswerable else "docs",
+            )
+        )
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 

@@ -104,3 +104,33 @@ def test_a_machine_without_groff_gets_one_line(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: groff is not installed") and "\n" not in err
     assert not (tmp_path / "rows.jsonl").exists()
+
+
+def test_validation_examples_hide_the_answer_only_where_they_say_so():
+    rows = [
+        {
+            "id": f"man-{cmd}-{i}-{i}",
+            "title": f"man/{cmd}",
+            "question": f"Which {cmd} option does thing {i}?",
+            "answers": [f"--opt{i}"],
+            "context": f"       --opt{i}\n              does thing {i} (see also {cmd})",
+        }
+        for cmd in ("frob", "grob")
+        for i in range(6)
+    ]
+    rows.append({**rows[0], "id": "man-solo-0-0", "title": "man/solo", "context": "solo --opt0 only"})
+    ex = manpages.validation_examples(rows, 100)
+    assert {e.article for e in ex} == {"man/frob", "man/grob"}  # a one-chunk page gives none
+    assert all(sum(e.article == a for e in ex) <= 4 for a in ("man/frob", "man/grob"))
+    absent = [e for e in ex if e.gold is None]
+    assert 0 < len(absent) < len(ex) and all(e.kind == "docs-absent" and e.answers == [] for e in absent)
+    by_id = {f"doc:{r['id']}": r for r in rows}
+    for e in ex:
+        r = by_id[e.id]
+        texts = [p.text for p in e.passages]
+        assert not any(a in t for a in r["answers"] for t in texts if t != r["context"])
+        if e.gold is None:
+            assert r["context"] not in texts
+        else:
+            assert texts[e.gold - 1] == r["context"] and e.answers == r["answers"]
+    assert [e.id for e in manpages.validation_examples(rows, 100)] == [e.id for e in ex]  # seeded

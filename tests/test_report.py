@@ -532,3 +532,40 @@ def test_a_soup_adapter_reads_as_a_soup_not_as_zero_steps():
         assert row[:5] == ["q", "32 / 64", f"{word}: 0.50 × seg0 + 0.50 × seg2", "1,760", "100"]
         assert row[5:] == ["–"] * 4  # no speed, loss or validation of its own: not a made-up 0
         assert "bench_abstain" in s.footnote and not t.missing
+
+
+def test_a_comparison_missing_from_the_headline_run_is_borrowed_from_a_nested_run_of_the_same_systems():
+    from eval.report.facts import select_rows
+    from eval.report.slides import _tuning_lines
+
+    def cmp(b, diff):
+        return {"b": b, "metric": "f1", "diff": diff, "lo": diff - 3, "hi": diff + 3, "n": 300}
+
+    big = dict(run_id="20260101T000000Z-big", time="2026-01-01T00:00:00Z", limit=1300)
+    small = dict(run_id="20260101T000000Z-small", time="2026-01-02T00:00:00Z", limit=400)
+    tuned = dict(adapter="/a", model="qwen2.5-0.5b")
+    rows = [
+        experiment_row(
+            "qwen2.5-0.5b+tuned", **big, **tuned, system_hash="t1", comparisons=[cmp("extractive", 48)]
+        ),
+        experiment_row("extractive", **big, system_hash="e1"),
+        experiment_row(
+            "qwen2.5-0.5b+tuned", **small, **tuned, system_hash="t1", comparisons=[cmp("qwen2.5-0.5b", 36)]
+        ),
+        experiment_row("qwen2.5-0.5b", **small, model="qwen2.5-0.5b", system_hash="u1"),
+    ]
+    sel = select_rows(rows)
+    by = {r["system"]: r for r in sel.rows}
+    assert set(by) == {"qwen2.5-0.5b+tuned", "extractive", "qwen2.5-0.5b"}
+    got = {c["b"]: c for c in by["qwen2.5-0.5b+tuned"]["comparisons"]}
+    assert got["extractive"].get("sample") is None and got["qwen2.5-0.5b"]["sample"] == 400
+    [line] = _tuning_lines(sel.rows, by)
+    assert (
+        "+36.0 [95% CI +33.0, +39.0]" in line
+        and "300 answerable questions of a nested 400-question run" in line
+    )
+    # a nested run of a differently configured default (another adapter) lends nothing
+    rows[2] = {**rows[2], "system_hash": "t0"}
+    sel = select_rows(rows)
+    tuned_row = next(r for r in sel.rows if r["system"] == "qwen2.5-0.5b+tuned")
+    assert [c["b"] for c in tuned_row["comparisons"]] == ["extractive"]

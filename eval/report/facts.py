@@ -128,7 +128,7 @@ def select_rows(rows: list[dict], run_id: str | None = None) -> Selection:
     ]
     for r in sorted(extra, key=lambda r: (_questions(r), str(r.get("time") or ""))):
         latest[r["system"]] = r  # sorted ascending: the largest, then newest, sample wins
-    chosen = sorted(latest.values(), key=_system_order)
+    chosen = _borrow_comparisons(sorted(latest.values(), key=_system_order), rows, same, key)
     first = chosen[0]
     setting = {k: first.get(k) for k in SETTING_KEYS}
     setting.update(
@@ -143,6 +143,41 @@ def select_rows(rows: list[dict], run_id: str | None = None) -> Selection:
         testset_files=first.get("testset_files") or [],
     )
     return Selection(rows=chosen, setting=setting, other_settings=len(groups) - 1)
+
+
+def _borrow_comparisons(chosen: list[dict], rows: list[dict], same: list[str], key: dict) -> list[dict]:
+    """Paired comparisons a chosen row lacks against another chosen system, taken from a smaller nested
+    run of the same setting in which both ran with the same settings (system_hash): e.g. the default
+    reader against its untuned base, run on 400 of the headline's 1,400 questions. Each borrowed one
+    keeps its own n; `sample` says how many questions its run had."""
+    hashes = {r["system"]: r.get("system_hash") for r in chosen}
+    by_run: dict[str, dict[str, dict]] = {}
+    for r in rows:
+        by_run.setdefault(str(r.get("run_id")), {})[r["system"]] = r
+    out = []
+    for r in chosen:
+        have = {(c.get("b"), c.get("metric")) for c in r.get("comparisons") or []}
+        borrowed = []
+        for o in sorted(rows, key=lambda o: (-_questions(o), str(o.get("time") or ""))):  # largest first
+            if (
+                o is r
+                or o["system"] != r["system"]
+                or not o.get("system_hash")
+                or o.get("system_hash") != r.get("system_hash")
+                or not all(o.get(k) == key[k] or (k == "index" and o.get("oracle")) for k in same)
+            ):
+                continue
+            mates = by_run.get(str(o.get("run_id")), {})
+            for c in o.get("comparisons") or []:
+                b = c.get("b")
+                if (b, c.get("metric")) in have or b not in hashes or b == r["system"]:
+                    continue
+                if mates.get(b, {}).get("system_hash") != hashes[b] or not hashes[b]:
+                    continue  # b ran differently there: not the b this deck shows
+                borrowed.append({**c, "sample": _questions(o)})
+                have.add((b, c.get("metric")))
+        out.append({**r, "comparisons": [*(r.get("comparisons") or []), *borrowed]} if borrowed else r)
+    return out
 
 
 # ---------------------------------------------------------------- corpus and index

@@ -304,6 +304,9 @@ RU: dict[str, str] = {
         "на CPU, ранняя остановка по валидационным потерям; сохраняется лучший по ним адаптер."
     ),
     "soup: {parts}": "смесь: {parts}",
+    " (paired on {n} answerable questions of a nested {sample}-question run)": (
+        " (попарно на {n} вопросах с ответом из вложенного прогона на {sample} вопросов)"
+    ),
     " A soup (python -m finetune.soup) is the weighted average of its parents' weight deltas: it has no "
     "training of its own; its examples and minutes are those of every segment behind it, and its validation "
     "is measured by benchmarks/bench_abstain.py.": (

@@ -1205,7 +1205,18 @@ def slide_abstain(f: Facts, figdir: Path, t: Lang = EN) -> Slide | None:
 
 def _diff_note(r: dict, base: str, t: Lang = EN) -> str:
     c = comparison(r, base)
-    return t(" (difference {ci})", ci=ci(c)) if c else ""
+    return t(" (difference {ci})", ci=ci(c)) + _sample_note(c, t) if c else ""
+
+
+def _sample_note(c: dict | None, t: Lang = EN) -> str:
+    """For a comparison taken from a smaller nested run (facts._borrow_comparisons): where it is from."""
+    if not c or not c.get("sample"):
+        return ""
+    return t(
+        " (paired on {n} answerable questions of a nested {sample}-question run)",
+        n=count(c.get("n")),
+        sample=count(c["sample"]),
+    )
 
 
 def slide_conclusions(f: Facts, t: Lang = EN) -> Slide:
@@ -1296,6 +1307,7 @@ def _tuning_lines(rows: list[dict], by: dict[str, dict], t: Lang = EN) -> list[s
                     ci=ci(c),
                     verdict=verdict(c, t),
                 )
+                + _sample_note(c, t)
             )
     if not tuned:
         out.append(t("LoRA-tuned readers: not measured in this run (no +tuned system in the log)."))

@@ -329,6 +329,23 @@ def main() -> None:
     )
 
 
+def choose_pair(best_of: list[tuple[float, dict]], max_wrong: float) -> tuple[float, dict]:
+    """The (score cut, best point at that cut) with the most declined - wrong declines among those within
+    max_wrong; when a cut alone already costs more than that, its point breaks the budget and is not
+    eligible (if none is within it, the pair with the fewest wrong declines).
+
+    >>> p = lambda d, w: {"declined": d, "wrong_declines": w}
+    >>> choose_pair([(-6.5, p(0.72, 0.047)), (0.5, p(0.88, 0.19))], 0.05)[0]
+    -6.5
+    >>> choose_pair([(-6.5, p(0.72, 0.06)), (0.5, p(0.88, 0.19))], 0.05)[0]
+    -6.5
+    """
+    ok = [cp for cp in best_of if cp[1]["wrong_declines"] <= max_wrong]
+    if not ok:
+        return min(best_of, key=lambda cp: (cp[1]["wrong_declines"], -cp[1]["declined"]))
+    return max(ok, key=lambda cp: (cp[1]["declined"] - cp[1]["wrong_declines"], -cp[0]))
+
+
 def source(row: dict) -> str:
     return "docs" if row["id"].startswith("doc:") else "squadshifts"
 
@@ -403,7 +420,7 @@ def rerank_rule(rows: list[dict], val: list, args) -> dict:
             f"{cut:>10.1f} {p['threshold']:>8.3f} {p['declined']:>9.3f} {p['wrong_declines']:>7.3f} "
             f"{p['answer_f1']:>10.1f}  ({a_un:.3f} / {a_wr:.3f})"
         )
-    cut, p = max(best_of, key=lambda cp: (cp[1]["declined"] - cp[1]["wrong_declines"], -cp[0]))
+    cut, p = choose_pair(best_of, args.max_wrong)
     print(
         f"chosen: min_rerank_score {cut}, threshold {p['threshold']:.3f}: declined {p['declined']:.3f}, "
         f"wrong {p['wrong_declines']:.3f}, answer F1 {p['answer_f1']:.1f}"

@@ -309,10 +309,12 @@ def main() -> None:
             "docs_limit": args.docs_limit if args.docs else None,
         },
         [{k: v for k, v in p.items()} for p in points if math.isfinite(p["threshold"])],
+        # the headline figures: the (cut, threshold) pair when the reranker cut was chosen too, else the gap's
         summary={
-            "threshold": round(best["threshold"], 3),
-            "declined": round(best["declined"], 3),
-            "wrong_declines": round(best["wrong_declines"], 3),
+            **({"min_rerank_score": evidence["min_rerank_score"]} if evidence else {}),
+            "threshold": round((evidence or best)["threshold"], 3),
+            "declined": round((evidence or best)["declined"], 3),
+            "wrong_declines": round((evidence or best)["wrong_declines"], 3),
         },
         chosen=best,
         validation={

@@ -87,6 +87,29 @@ def choose(points: list[dict], max_wrong: float) -> dict:
     return max(ok, key=lambda p: (p["declined"] - p["wrong_declines"], -abs(p["threshold"])))
 
 
+DOC_KEYS = {"id": str, "title": str, "question": str, "answers": list, "context": str}
+
+
+def doc_rows(path: Path) -> list[dict]:
+    """The rows of `python -m finetune.manpages`; a missing file or a bad line exits with one line."""
+    fix = f"python -m finetune.manpages --out {path} writes it"
+    if not path.is_file():
+        sys.exit(f"error: no file {path}: {fix}")
+    rows = []
+    for n, line in enumerate(open(path, encoding="utf-8", errors="replace"), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            sys.exit(f"error: {path} line {n} is not JSON ({e.msg}): {fix} again")
+        bad = [k for k, t in DOC_KEYS.items() if not isinstance(row, dict) or not isinstance(row.get(k), t)]
+        if bad:
+            sys.exit(f"error: {path} line {n} lacks {', '.join(bad)}: {fix} again")
+        rows.append(row)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--limit", type=int, default=300, help="validation examples (seeded, both kinds)")
@@ -145,9 +168,7 @@ def main() -> None:
     if args.docs:
         from finetune.manpages import validation_examples
 
-        if not args.docs.is_file():
-            sys.exit(f"error: no file {args.docs}: python -m finetune.manpages --out {args.docs} writes it")
-        docs = validation_examples([json.loads(line) for line in open(args.docs)], args.docs_limit)
+        docs = validation_examples(doc_rows(args.docs), args.docs_limit)
         print(
             f"{len(docs)} documentation-style examples from {args.docs} "
             f"({sum(e.gold is None for e in docs)} whose passages do not hold the answer)"

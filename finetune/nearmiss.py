@@ -198,17 +198,24 @@ def _is_participle(word: str) -> bool:
 
 
 def antonym_twists(question: str) -> list[tuple[int, int, str]]:
-    """(start, end, replacement) for each word of `question` with an antonym, the case kept.
+    """(start, end, replacement) for each word of `question` with an antonym, the case kept. A word whose
+    antonym the question already holds is left alone: "increase or decrease" would become "decrease or
+    decrease", a question the passage still answers (twist rules v2; segment 4 was trained on v1).
 
     >>> q = "Which is the largest city after the war?"
     >>> [(q[a:b], r) for a, b, r in antonym_twists(q)]
     [('largest', 'smallest'), ('after', 'before')]
+    >>> antonym_twists("Did prices increase or decrease?")
+    []
     """
     out = []
+    words = {w.lower() for w in re.findall(r"[A-Za-z]+", question)}
     for m in re.finditer(r"[A-Za-z]+", question):
         w = m.group(0)
         r = _ANTONYMS.get(w.lower())
         if r is None or (w[0].isupper() and m.start() > 0):  # "Last Supper", "North Carolina": names
+            continue
+        if set(r.split()) <= words:  # "most expensive" counts when both words are there
             continue
         out.append((m.start(), m.end(), r[0].upper() + r[1:] if w[0].isupper() else r))
     return out

@@ -50,3 +50,31 @@ def test_rates_are_kept_apart_per_source():
     }
     assert got["squadshifts"]["declined"] == 1.0 and got["squadshifts"]["wrong_declines"] == 1.0  # cut -3.5
     assert ba.per_source(rows, -3.5, math.inf, True)["docs"]["declined"] == 0.0
+
+
+def test_a_bad_docs_file_exits_with_one_line_naming_the_fix(tmp_path):
+    import json
+
+    import pytest
+
+    good = {
+        "id": "d1",
+        "title": "man/sort",
+        "question": "Which option?",
+        "answers": ["-r"],
+        "context": "-r rev",
+    }
+    path = tmp_path / "rows.jsonl"
+    path.write_text(json.dumps(good) + "\n\n")
+    assert ba.doc_rows(path) == [good]
+    for text, says in [
+        (json.dumps(good) + '\n{"id": "d2", "tit', "line 2 is not JSON"),
+        (json.dumps({**good, "answers": "-r"}), "line 1 lacks answers"),
+        ("[1, 2]", "line 1 lacks id, title"),
+    ]:
+        path.write_text(text)
+        with pytest.raises(SystemExit) as e:
+            ba.doc_rows(path)
+        assert says in str(e.value) and "python -m finetune.manpages --out" in str(e.value)
+    with pytest.raises(SystemExit, match="no file"):
+        ba.doc_rows(tmp_path / "missing.jsonl")

@@ -455,3 +455,14 @@ def test_twists_off_keep_the_data_cache_key_of_before():
 
     assert _cache_key(DataConfig(source="squadshifts"), "x") == "e50e5803ce83067e"
     assert _cache_key(DataConfig(source="squadshifts", twist_rate=0.1), "x") != "e50e5803ce83067e"
+
+
+def test_twist_rule_changes_get_their_own_data_cache_key(monkeypatch):
+    """Data with twists built by v1's rules (segment 4's, 52ee941b...) is not read back as v2's."""
+    import finetune.data as data
+
+    cfg = DataConfig(source="squadshifts", twist_rate=0.15)
+    v2 = data._cache_key(cfg, "x")
+    monkeypatch.setattr(data, "TWIST_RULES", 1)
+    assert data._cache_key(cfg, "x") == "52ee941b0292eaa2" != v2
+    assert data._cache_key(DataConfig(source="squadshifts"), "x") == "e50e5803ce83067e"

@@ -562,7 +562,8 @@ def test_a_comparison_missing_from_the_headline_run_is_borrowed_from_a_nested_ru
     [line] = _tuning_lines(sel.rows, by)
     assert (
         "+36.0 [95% CI +33.0, +39.0]" in line
-        and "300 answerable questions of a nested 400-question run" in line
+        and "300 answerable questions of a nested 400-question run): " in line  # before the verdict
+        and line.endswith(".")
     )
     # a nested run of a differently configured default (another adapter) lends nothing
     rows[2] = {**rows[2], "system_hash": "t0"}

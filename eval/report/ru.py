@@ -559,7 +559,9 @@ RU: dict[str, str] = {
     "LoRA tuning, {system} vs {base}: not measured ({base} is not in this run).": (
         "Дообучение LoRA, {system} против {base}: не измерено ({base} нет в этом запуске)."
     ),
-    "LoRA tuning, {system} vs {base}: F1 {ci}: {verdict}.": "Дообучение LoRA, {system} против {base}: F1 {ci}: {verdict}.",
+    "LoRA tuning, {system} vs {base}: F1 {ci}{note}: {verdict}.": (
+        "Дообучение LoRA, {system} против {base}: F1 {ci}{note}: {verdict}."
+    ),
     "LoRA-tuned readers: not measured in this run (no +tuned system in the log).": (
         "Ридеры с LoRA: в этом запуске не измерено (в журнале нет систем +tuned)."
     ),

@@ -1301,13 +1301,13 @@ def _tuning_lines(rows: list[dict], by: dict[str, dict], t: Lang = EN) -> list[s
         else:
             out.append(
                 t(
-                    "LoRA tuning, {system} vs {base}: F1 {ci}: {verdict}.",
+                    "LoRA tuning, {system} vs {base}: F1 {ci}{note}: {verdict}.",
                     system=r["system"],
                     base=base,
                     ci=ci(c),
+                    note=_sample_note(c, t),
                     verdict=verdict(c, t),
                 )
-                + _sample_note(c, t)
             )
     if not tuned:
         out.append(t("LoRA-tuned readers: not measured in this run (no +tuned system in the log)."))

@@ -35,6 +35,7 @@ import json
 import math
 import os
 import random
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -249,6 +250,16 @@ def main() -> None:
                 f"{now.abstain_threshold}): declined {v['declined']:.3f}, wrong {v['wrong_declines']:.3f}, "
                 f"answer F1 {v['answer_f1']:.1f}"
             )
+        for src, v in today.items():
+            gaps = [
+                f"{g:.2f}" if g is not None else "-"
+                for g in (v["median_gap_unanswerable"], v["median_gap_answerable"])
+            ]
+            print(
+                f"{src}, before any rule: span F1 {v['span_f1']:.1f} if it never declined, median log P gap "
+                f"{gaps[0]} unanswerable / {gaps[1]} answerable, greedy choice the abstention on "
+                f"{v['model_declines_answerable']} of {v['answerable']} answerable"
+            )
         for src, v in sources.items():
             print(
                 f"{src}: {v['answerable']} answerable, {v['unanswerable']} unanswerable: declined "
@@ -388,8 +399,30 @@ def per_source(rows: list[dict], cut: float, threshold: float, names: bool) -> d
             "declined": sum(map(dec, un)) / max(1, len(un)),
             "wrong_declines": sum(map(dec, ans)) / max(1, len(ans)),
             "answer_f1": 100 * sum(0 if dec(r) else r["f1"] for r in ans) / max(1, len(ans)),
+            **reader_profile(rs),
         }
     return out
+
+
+def reader_profile(rows: list[dict]) -> dict:
+    """What the reader does before any rule: span F1 on the answerable if it never declined, the median
+    log P gap (abstention minus span) of each kind, and how often its greedy choice is the abstention.
+
+    >>> rows = [{"unanswerable": False, "f1": 1.0, "gap": -3.0, "model_declines": False},
+    ...         {"unanswerable": False, "f1": 0.5, "gap": -1.0, "model_declines": True},
+    ...         {"unanswerable": True, "f1": 0.0, "gap": 2.0, "model_declines": True}]
+    >>> reader_profile(rows)
+    {'span_f1': 75.0, 'median_gap_answerable': -2.0, 'median_gap_unanswerable': 2.0, 'model_declines_answerable': 1}
+    """
+    ans = [r for r in rows if not r["unanswerable"]]
+    un = [r for r in rows if r["unanswerable"]]
+    med = lambda rs: statistics.median(r["gap"] for r in rs) if rs else None  # noqa: E731
+    return {
+        "span_f1": 100 * sum(r["f1"] for r in ans) / max(1, len(ans)),
+        "median_gap_answerable": med(ans),
+        "median_gap_unanswerable": med(un),
+        "model_declines_answerable": sum(bool(r.get("model_declines")) for r in ans),
+    }
 
 
 def _trained_on(adapter: str | None, name: str) -> bool:

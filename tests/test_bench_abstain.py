@@ -47,6 +47,10 @@ def test_rates_are_kept_apart_per_source():
         "declined": 1.0,
         "wrong_declines": 0.0,
         "answer_f1": 100.0,
+        "span_f1": 100.0,
+        "median_gap_answerable": -3.0,
+        "median_gap_unanswerable": 2.0,
+        "model_declines_answerable": 0,
     }
     assert got["squadshifts"]["declined"] == 1.0 and got["squadshifts"]["wrong_declines"] == 1.0  # cut -3.5
     assert ba.per_source(rows, -3.5, math.inf, True)["docs"]["declined"] == 0.0

@@ -96,8 +96,12 @@ def doc_rows(path: Path) -> list[dict]:
     fix = f"python -m finetune.manpages --out {path} writes it"
     if not path.is_file():
         sys.exit(f"error: no file {path}: {fix}")
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError as e:
+        sys.exit(f"error: cannot read {path} ({e.strerror}): {fix} again")
     rows = []
-    for n, line in enumerate(open(path, encoding="utf-8", errors="replace"), 1):
+    for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
@@ -108,6 +112,8 @@ def doc_rows(path: Path) -> list[dict]:
         if bad:
             sys.exit(f"error: {path} line {n} lacks {', '.join(bad)}: {fix} again")
         rows.append(row)
+    if not rows:
+        sys.exit(f"error: {path} has no rows: {fix} again")
     return rows
 
 

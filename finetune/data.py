@@ -356,9 +356,10 @@ def _cache_key(cfg: DataConfig, raw_hash: str) -> str:
     d = asdict(cfg)
     if not d["twist_rate"]:  # added later, off: the examples are those of before, so is their cache
         del d["twist_rate"]
-    else:  # the twist rules changed once (v2: no antonym already in the question); v1 keys stay as they were
-        if TWIST_RULES > 1:
-            d["twist_rules"] = TWIST_RULES
+    elif (
+        TWIST_RULES > 1
+    ):  # the twist rules changed once (v2: no antonym already in the question); v1 keys stay
+        d["twist_rules"] = TWIST_RULES
     payload = json.dumps({"cfg": d, "raw": raw_hash, "v": FORMAT_VERSION}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 

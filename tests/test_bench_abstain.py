@@ -75,6 +75,7 @@ def test_a_bad_docs_file_exits_with_one_line_naming_the_fix(tmp_path):
         (json.dumps(good) + '\n{"id": "d2", "tit', "line 2 is not JSON"),
         (json.dumps({**good, "answers": "-r"}), "line 1 lacks answers"),
         ("[1, 2]", "line 1 lacks id, title"),
+        ("\n", "has no rows"),
     ]:
         path.write_text(text)
         with pytest.raises(SystemExit) as e:

@@ -99,7 +99,7 @@ def gold_hit(row: dict):
     )
 
 
-def cold_start(preset: str, question: str, index: Path, runs: int) -> list[dict]:
+def cold_start(preset: str, question: str, index: Path, runs: int, quantize: str = "none") -> list[dict]:
     rag = str(Path(sys.executable).parent / "rag")
     cmd = [
         sys.executable,
@@ -118,6 +118,8 @@ def cold_start(preset: str, question: str, index: Path, runs: int) -> list[dict]
     ]
     if preset == "extractive":
         cmd[cmd.index("--model") : cmd.index("--model") + 4] = ["--reader", "extractive"]
+    elif quantize != "none":
+        cmd += ["--quantize", quantize]
     out = []
     for _ in range(runs):
         rc, wall, rss_kb, stdout, stderr = json.loads(
@@ -223,7 +225,8 @@ def bench_preset(preset: str, args, questions: list[dict], squad: list[dict], re
 
     row: dict = {"preset": preset}
     if not args.skip_cold:
-        row["cold"] = cold_start(preset, questions[0]["question"], args.index, args.cold_runs)
+        quantize = args.reader_rules.get("quantize", "none")
+        row["cold"] = cold_start(preset, questions[0]["question"], args.index, args.cold_runs, quantize)
     t0 = time.perf_counter()
     if preset == "extractive":
         reader = make_reader("extractive")
@@ -240,6 +243,7 @@ def bench_preset(preset: str, args, questions: list[dict], squad: list[dict], re
         torch.set_num_threads(args.threads)
         row["adapter"] = reader.reader["adapter"]
         row["dtype"] = reader.reader["dtype"]
+        row["quantize"] = reader.reader.get("quantize", "none")
     row["load_s"] = round(time.perf_counter() - t0, 3)
 
     if args.skip_warm:
@@ -360,6 +364,12 @@ def main() -> None:
     ap.add_argument("--skip-cold", action="store_true")
     ap.add_argument("--skip-hf", action="store_true")
     ap.add_argument("--skip-warm", action="store_true", help="only the cold start and the SQuAD floor")
+    ap.add_argument(
+        "--quantize",
+        default=None,
+        choices=("none", "int8", "int8-head"),
+        help="weight-only int8 for the llm presets (rag.quant; default: rag.toml's with --default-pipeline, else none)",
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "ask.json")
     args = ap.parse_args()
     args.reader_rules = {}
@@ -373,7 +383,10 @@ def main() -> None:
             "abstain_threshold": cfg.reader.abstain_threshold,
             "decline_missing_names": cfg.reader.decline_missing_names,
             "min_rerank_score": cfg.reader.min_rerank_score,
+            "quantize": cfg.reader.quantize,
         }
+    if args.quantize is not None:
+        args.reader_rules["quantize"] = args.quantize
 
     import torch
 

@@ -184,12 +184,15 @@ def min_rerank_of(spec: SystemSpec) -> float:
 
 
 def quantize_of(spec: SystemSpec) -> str:
-    """The int8 weights mode a system's reader loads with (rag.quant): rag.toml's [reader] quantize."""
+    """The int8 weights mode a system's reader loads with (rag.quant): rag.toml's [reader] quantize, "auto"
+    resolved by this CPU's dtype, as make_reader resolves it."""
     if spec.reader == "extractive":
         return "none"
     from rag.config import load_config
+    from rag.hardware import torch_dtype
+    from rag.quant import resolve_mode
 
-    return load_config().reader.quantize
+    return resolve_mode(load_config().reader.quantize, torch_dtype())
 
 
 def threshold_of(spec: SystemSpec) -> float:

@@ -503,8 +503,8 @@ _ABSTAIN_OPT = typer.Option(
 _QUANTIZE_OPT = typer.Option(
     None,
     "--quantize",
-    help="Reader weights: none | int8 (decoder layers in int8) | int8-head (the lm_head too); bf16 readers "
-    "only (default: \\[reader] quantize, else none).",
+    help="Reader weights: auto (int8 where the reader computes in bf16, else none) | none | int8 (decoder "
+    "layers in int8) | int8-head (the lm_head too); int8 needs a bf16 reader (default: \\[reader] quantize).",
 )
 
 

@@ -128,7 +128,7 @@ class RetrievalConfig:
 
 
 # [reader] quantize values; rag.quant implements them
-QUANTIZE_MODES = ("none", "int8", "int8-head")
+QUANTIZE_MODES = ("auto", "none", "int8", "int8-head")
 
 
 @dataclass(frozen=True)
@@ -159,7 +159,8 @@ class ReaderConfig:
     # only with [retrieval] rerank) is below this: nothing retrieved is about the question. Chosen on the
     # training sources' validation split with the rules above (benchmarks/bench_abstain.py); -inf: off
     min_rerank_score: float = -3.5
-    quantize: str = "none"  # weight-only int8 (rag.quant): none | int8 | int8-head (lm_head too)
+    # weight-only int8 (rag.quant): auto (by the CPU: rag.quant.resolve_mode) | none | int8 | int8-head
+    quantize: str = "none"
 
     def __post_init__(self):
         _check(self, {"max_new_tokens": 1})

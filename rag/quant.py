@@ -20,7 +20,8 @@ with ATEN_CPU_CAPABILITY=avx2). So a layer takes the kernel only when K is a mul
 
 Modes ([reader] quantize): "none"; "int8" (every Linear of the decoder layers: q/k/v/o, gate/up/down);
 "int8-head" (those and the lm_head, the 151,936 x 896 vocabulary projection: measured separately since
-a vocabulary's logits may be more sensitive to rounding than a hidden state).
+a vocabulary's logits may be more sensitive to rounding than a hidden state); "auto" (AUTO_MODE for a
+bf16 reader, none for an fp32 one: resolve_mode).
 """
 
 from __future__ import annotations
@@ -42,6 +43,22 @@ KERNEL_MAX_ROWS = 16
 KERNEL_K_MULTIPLE = 32
 # Rows quantized at a time: bounds the fp32 temporary (the lm_head whole would be 545 MB).
 _CHUNK_ROWS = 8192
+
+
+# What "auto" means for a bf16 reader (benchmarks/bench_quant.py, README "Weight-only int8")
+AUTO_MODE = "int8-head"
+
+
+def resolve_mode(mode: str, dtype: torch.dtype) -> str:
+    """The mode a reader computing in `dtype` loads with: "auto" is AUTO_MODE in bf16 and "none" otherwise
+    (the kernel is slower than fp32 there: module doc); any other mode is itself.
+
+    >>> resolve_mode("auto", torch.bfloat16), resolve_mode("auto", torch.float32), resolve_mode("none", torch.bfloat16)
+    ('int8-head', 'none', 'none')
+    """
+    if check_mode(mode) != "auto":
+        return mode
+    return AUTO_MODE if dtype == torch.bfloat16 else "none"
 
 
 def check_mode(mode: str) -> str:
@@ -180,7 +197,46 @@ def quantize_model(model: torch.nn.Module, mode: str) -> dict:
         before += sum(t.numel() * t.element_size() for t in old.parameters())
         after += sum(t.numel() * t.element_size() for t in new.buffers())
         setattr(parent, child, new)
+    own_storage(model)
+    trim_heap()
     log.info(
         "int8 weights for %d Linear layers: %.0f MB -> %.0f MB", len(names), before / 2**20, after / 2**20
     )
     return {"mode": mode, "layers": len(names), "linear_bytes_before": before, "linear_bytes_after": after}
+
+
+def own_storage(model: torch.nn.Module) -> int:
+    """Give every parameter that is not an Int8Linear's its own memory; the bytes copied.
+
+    A model loaded from safetensors shares one private mmap of the file among its tensors, and merging an
+    adapter in place dirties the pages of the decoder weights (copy-on-write: anonymous memory from then
+    on). Replacing those weights by int8 ones does not give the pages back while any tensor still points
+    into the mapping (the embedding, the norms, a bf16 lm_head): 682 MB of dead bf16 weights stayed
+    resident for Qwen2.5-0.5B. Copying the few survivors out lets the mapping go.
+    """
+    copied, seen = 0, set()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, Int8Linear):
+                continue
+            for p in m.parameters(recurse=False):
+                if id(p) in seen:  # a tied weight is one Parameter in two modules: copied once
+                    continue
+                seen.add(id(p))
+                p.data = p.data.clone()
+                copied += p.numel() * p.element_size()
+    return copied
+
+
+def trim_heap() -> bool:
+    """Return the C heap's free pages to the OS (glibc's malloc_trim); False where there is none.
+
+    Quantizing allocates and frees fp32 temporaries of up to 8,192 rows; glibc keeps such freed memory
+    in its arenas, where RSS counts it until something trims it.
+    """
+    try:
+        import ctypes
+
+        return bool(ctypes.CDLL(None).malloc_trim(0))
+    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to trim with
+        return False

@@ -238,9 +238,9 @@ def _quantize(model, mode: str, owned: bool) -> dict:
     """rag.quant's summary plus "model": `model` with int8 Linear layers for `mode` (after any adapter was
     merged, so the int8 weights carry it). A model that is not `owned` (the per-process cached base) is
     copied first."""
-    from rag.quant import check_mode, quantize_model
+    from rag.quant import quantize_model, resolve_mode
 
-    if check_mode(mode) == "none":
+    if (mode := resolve_mode(mode, next(model.parameters()).dtype)) == "none":
         return {"mode": "none", "layers": 0, "model": model}
     if not owned:
         model = copy.deepcopy(model)
@@ -685,7 +685,8 @@ def make_reader(
 
     `max_prompt_tokens` caps the prompt (passages that do not fit are dropped, in rank order).
     `dtype` is the compute dtype: None/'auto' chooses by CPU (rag.hardware), or 'bfloat16' / 'float32'.
-    `quantize` ("none" | "int8" | "int8-head", rag.quant) stores the merged model's Linear weights in int8.
+    `quantize` ("auto" | "none" | "int8" | "int8-head", rag.quant) stores the merged model's Linear weights
+    in int8; "auto" does so for a bf16 reader only.
     `decline_missing_names` and `min_rerank_score` (finite: on) decline without generating (see LLMReader.stream).
     `say` gets a line when the model has to be pulled first.
     """
@@ -695,13 +696,13 @@ def make_reader(
         raise BadInput(f"unknown reader {name!r}: choose one of {', '.join(READERS)}")
     from assets.models import load_causal_lm
     from rag.hardware import torch_dtype
-    from rag.quant import check_dtype, check_mode
+    from rag.quant import check_dtype, resolve_mode
 
-    check_mode(quantize)  # before a model is loaded
     try:
         dt = torch_dtype(dtype)
     except ValueError as e:
         raise BadInput(f"{e}: set [reader] dtype in rag.toml or RAG_DTYPE to one of them") from e
+    quantize = resolve_mode(quantize, dt)  # before a model is loaded: a bad mode costs no load
     check_dtype(quantize, dt)
 
     if adapter is None or str(adapter).lower() == "none":

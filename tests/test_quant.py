@@ -4,7 +4,9 @@ replaced, int8 storage, greedy decoding through the KV cache, and the setting re
 from __future__ import annotations
 
 import copy
+import gc
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -180,7 +182,7 @@ def test_a_model_the_reader_does_not_own_is_copied(base, tok):
 
 
 def test_float32_and_bad_modes_are_one_line_errors(base, tok):
-    with pytest.raises(BadInput, match=r"quantize must be one of none, int8, int8-head, got 'int4'"):
+    with pytest.raises(BadInput, match=r"quantize must be one of auto, none, int8, int8-head, got 'int4'"):
         LLMReader(base, tok, {"name": "tiny"}, adapter=None, quantize="int4")
     with pytest.raises(BadInput, match=r"needs a bfloat16 reader, this one computes in float32") as e:
         quantize_model(base.float(), "int8")
@@ -226,9 +228,46 @@ def test_make_reader_quantizes_a_private_copy(tiny_folder):
     assert "quantize" not in plain.reader
 
 
+def mapped(path) -> bool:
+    """Whether this process maps `path` (/proc/self/maps: Linux)."""
+    real = str(path.resolve())
+    with open("/proc/self/maps") as f:
+        return any(line.rstrip().endswith(real) for line in f)
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs /proc/self/maps (Linux)")
+def test_quantizing_lets_go_of_the_weights_file(tiny_folder):
+    """transformers maps model.safetensors and its tensors point into it; while one does (the embedding,
+    the norms), the replaced bf16 weights' pages stay resident. After quantizing, none points there."""
+    from transformers import AutoModelForCausalLM
+
+    weights = tiny_folder / "model.safetensors"
+    m = AutoModelForCausalLM.from_pretrained(tiny_folder, dtype=torch.bfloat16)
+    assert mapped(weights)  # the premise: loading maps the file
+    embed = m.get_input_embeddings().weight.detach().clone()
+    quantize_model(m, "int8")
+    gc.collect()
+    assert not mapped(weights)
+    assert torch.equal(m.get_input_embeddings().weight, embed)  # copied out, not changed
+    assert quant.own_storage(m) == sum(
+        p.numel() * p.element_size() for n, p in m.named_parameters() if "_proj" not in n
+    )  # the survivors are the embedding, the norms and the bf16 lm_head, each copied once
+
+
+def test_auto_quantizes_a_bf16_reader_only(tiny_folder):
+    """ "auto" is int8 where the reader computes in bf16 and nothing in fp32, where torch's int8 kernel is
+    slower than an fp32 matmul; what it became is what the reader reports."""
+    bf16 = make_reader("llm", model=str(tiny_folder), adapter="none", dtype="bfloat16", quantize="auto")
+    assert isinstance(bf16.model.model.layers[0].mlp.down_proj, Int8Linear)
+    assert bf16.reader["quantize"] == quant.AUTO_MODE == "int8-head"
+    fp32 = make_reader("llm", model=str(tiny_folder), adapter="none", dtype="float32", quantize="auto")
+    assert isinstance(fp32.model.model.layers[0].mlp.down_proj, torch.nn.Linear)
+    assert "quantize" not in fp32.reader and fp32.quantization["mode"] == "none"
+
+
 def test_make_reader_refuses_before_loading(tmp_path):
     nowhere = str(tmp_path / "no-such-model")  # a load would fail differently
-    with pytest.raises(BadInput, match="quantize must be one of none, int8, int8-head"):
+    with pytest.raises(BadInput, match="quantize must be one of auto, none, int8, int8-head"):
         make_reader("llm", model=nowhere, adapter="none", quantize="int4")
     with pytest.raises(BadInput, match="needs a bfloat16 reader"):
         make_reader("llm", model=nowhere, adapter="none", dtype="float32", quantize="int8")
@@ -236,13 +275,15 @@ def test_make_reader_refuses_before_loading(tmp_path):
 
 def test_config_field_and_rag_toml(tmp_path):
     assert ReaderConfig().quantize == "none"
-    with pytest.raises(BadInput, match=r"^quantize must be one of none, int8, int8-head, got 'int4'$"):
+    with pytest.raises(BadInput, match=r"^quantize must be one of auto, none, int8, int8-head, got 'int4'$"):
         ReaderConfig(quantize="int4")
     toml = tmp_path / "rag.toml"
     toml.write_text('[reader]\nquantize = "int8"\n')
     assert load_config(toml).reader.quantize == "int8"
     toml.write_text('[reader]\nquantize = "fp8"\n')
-    with pytest.raises(BadInput, match=r"rag.toml: \[reader\] quantize must be one of none, int8, int8-head"):
+    with pytest.raises(
+        BadInput, match=r"rag.toml: \[reader\] quantize must be one of auto, none, int8, int8-h"
+    ):
         load_config(toml)
 
 
@@ -298,3 +339,21 @@ def test_eval_system_hash_and_meta_follow_rag_toml(tmp_path, monkeypatch):
     (tmp_path / "rag.toml").write_text("")
     assert system_hash(spec, 5) == plain_hash
     assert json.dumps(system_meta(spec)) == json.dumps(plain_meta)
+
+
+def test_auto_in_rag_toml_hashes_as_what_it_resolves_to(tmp_path, monkeypatch):
+    """A system's hash names the weights that really answered: "auto" on a bf16 CPU is int8-head's
+    system, on an fp32 one the plain system (RAG_DTYPE stands in for the CPU)."""
+    from eval.systems import SystemSpec, quantize_of, system_hash
+
+    monkeypatch.chdir(tmp_path)
+    spec = SystemSpec(name="tiny", reader="llm", model=str(tmp_path))
+    monkeypatch.setenv("RAG_DTYPE", "bfloat16")
+    (tmp_path / "rag.toml").write_text('[reader]\nquantize = "int8-head"\n')
+    head_hash = system_hash(spec, 5)
+    (tmp_path / "rag.toml").write_text('[reader]\nquantize = "none"\n')
+    plain_hash = system_hash(spec, 5)
+    (tmp_path / "rag.toml").write_text('[reader]\nquantize = "auto"\n')
+    assert quantize_of(spec) == "int8-head" and system_hash(spec, 5) == head_hash != plain_hash
+    monkeypatch.setenv("RAG_DTYPE", "float32")
+    assert quantize_of(spec) == "none" and system_hash(spec, 5) == plain_hash

@@ -244,6 +244,7 @@ def bench_preset(preset: str, args, questions: list[dict], squad: list[dict], re
         row["adapter"] = reader.reader["adapter"]
         row["dtype"] = reader.reader["dtype"]
         row["quantize"] = reader.reader.get("quantize", "none")
+        reader.cache_opening = not args.whole_prefill
     row["load_s"] = round(time.perf_counter() - t0, 3)
 
     if args.skip_warm:
@@ -252,8 +253,10 @@ def bench_preset(preset: str, args, questions: list[dict], squad: list[dict], re
     for q in questions[:2]:
         ask(q["question"], retriever, reader, k=args.k)
     lat, first, toks, ret = [], [], [], []
+    row["answers"] = []  # the raw answers, citations included: runs of one setting can be compared
     for q in questions:
         a = ask(q["question"], retriever, reader, k=args.k)
+        row["answers"].append(a.raw)
         lat.append(a.timings["total_s"])
         first.append(a.timings["first_token_s"])
         ret.append(a.timings["retrieve_s"])
@@ -370,6 +373,11 @@ def main() -> None:
         choices=("none", "int8", "int8-head"),
         help="weight-only int8 for the llm presets (rag.quant; default: rag.toml's with --default-pipeline, else none)",
     )
+    ap.add_argument(
+        "--whole-prefill",
+        action="store_true",
+        help="prefill every prompt whole, without the reader's cached shared opening (LLMReader.cache_opening)",
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "ask.json")
     args = ap.parse_args()
     args.reader_rules = {}
@@ -463,6 +471,7 @@ def main() -> None:
         "rerank": args.rerank,
         "span": args.span,
         "default_pipeline": args.default_pipeline,
+        "whole_prefill": args.whole_prefill,
         **{
             k: (v if v == v and abs(v) != float("inf") else str(v)) if isinstance(v, float) else v
             for k, v in args.reader_rules.items()

@@ -85,6 +85,18 @@ def tiny_llama_config(tok):
     )
 
 
+def prompt_length(model, cache, out) -> int:
+    """The length of the prompt that forward pass `out` (given `cache`) belongs to, kept on `model`.
+
+    A new prompt comes with no cache, or with a copy of the reader's shared-opening cache (rag.reader
+    LLMReader._prefill): any cache other than the one `model` returned last. Decoding steps pass that
+    one back."""
+    if cache is None or cache is not getattr(model, "_last_cache", None):
+        model.prompt_len = out.cache.get_seq_length()
+    model._last_cache = out.cache
+    return model.prompt_len
+
+
 def make_scripted(tok, text: str, delay: float = 0.0):
     """A tiny Llama that runs its real forward pass (and KV cache) but always emits `text` greedily;
     `delay` seconds of sleep per forward pass stand in for a real model's decoding time."""
@@ -98,9 +110,7 @@ def make_scripted(tok, text: str, delay: float = 0.0):
             time.sleep(delay)
             out = super().forward(input_ids=input_ids, cache=cache, **kw)
             self.calls += 1
-            if cache is None:
-                self.prompt_len = input_ids.shape[1]
-            i = out.cache.get_seq_length() - self.prompt_len
+            i = out.cache.get_seq_length() - prompt_length(self, cache, out)
             nxt = self.script[i] if i < len(self.script) else self.script[-1]
             logits = torch.full_like(out.logits, -1e4)
             logits[..., nxt] = 1e4

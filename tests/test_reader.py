@@ -88,7 +88,8 @@ def test_stops_at_newline_question_and_streams_pieces(tok):
     assert "".join(pieces) == "Denver Broncos [1]"
     assert len(pieces) > 1  # streamed, not returned at once
     # stopped right after the newline token, not at max_new_tokens
-    assert r.model.calls == r.last_new_tokens < len(r.model.script)
+    # the prompt's forward pass and one per further token, plus the shared opening's (once per reader)
+    assert r.model.calls - 1 == r.last_new_tokens < len(r.model.script)
 
 
 def test_question_line_without_newline_is_never_shown(tok):
@@ -125,6 +126,37 @@ def test_answer_stop_criteria_for_generate(tok):
     assert not bool(crit(ids("Denver Broncos [1]"), None)[0])
     assert bool(crit(ids("Denver Broncos [1]\n"), None)[0])
     assert bool(crit(ids("Denver Question:"), None)[0])
+
+
+def test_the_shared_opening_is_prefilled_once_and_answers_as_a_full_prefill(tok, random_lm):
+    """Every prompt opens with the chat header and the instruction; their KV cache is computed once per
+    reader and copied, never extended in place, and the logits match a whole prompt's forward pass."""
+    r = LLMReader(random_lm, tok, {"name": "tiny"}, adapter=None, max_new_tokens=8)
+    ids = rd.shared_prompt_prefix(tok)
+    assert len(ids) >= rd.MIN_SHARED_PREFIX
+    for q, hits in [("Who won Super Bowl 50?", HITS), ("Is mercury liquid?", HITS[::-1])]:
+        prompt = r.prompt_ids(q, hits)
+        assert prompt[: len(ids)] == ids
+        with torch.inference_mode():
+            whole = random_lm(input_ids=torch.tensor([prompt]), use_cache=True, logits_to_keep=1)
+            cached = r._prefill(prompt)
+        assert cached.cache.get_seq_length() == len(prompt)
+        assert torch.allclose(cached.logits[0, -1], whole.logits[0, -1], atol=1e-5)
+        assert r._shared_opening()[1].get_seq_length() == len(ids)  # the shared cache was copied, not grown
+    before = list(r.stream("Who won Super Bowl 50?", HITS))
+    r.cache_opening = False  # every prompt prefilled whole
+    assert list(r.stream("Who won Super Bowl 50?", HITS)) == before
+
+
+def test_a_prompt_that_opens_differently_is_prefilled_whole(tok, random_lm):
+    r = LLMReader(random_lm, tok, {"name": "tiny"}, adapter=None)
+    ids, _ = r._shared_opening()
+    other = [ids[1]] + ids[1:] + ids[:3]  # as long as the shared ids and more, but opening differently
+    with torch.inference_mode():
+        whole = random_lm(input_ids=torch.tensor([other]), use_cache=True, logits_to_keep=1)
+        out = r._prefill(other)
+    assert out.cache.get_seq_length() == len(other)
+    assert torch.allclose(out.logits[0, -1], whole.logits[0, -1], atol=1e-5)  # the shared cache would differ
 
 
 def test_eos_ends_generation(tok):

@@ -58,6 +58,14 @@ def wait_for(condition, timeout: float = 10) -> None:
         time.sleep(0.005)
 
 
+def settled_queue(url: str, outcomes: int) -> dict:
+    """/api/health's queue counts once `outcomes` questions have ended and none runs: the server sends a
+    question's last event before it counts the outcome, so a client can ask in between."""
+    ended = ("answered", "cancelled", "refused", "failed")
+    wait_for(lambda: (c := health(url)["queue"])["running"] == 0 and sum(c[k] for k in ended) >= outcomes)
+    return health(url)["queue"]
+
+
 def app_with(index, reader, queue: int = 32, retriever=None):
     return create_app(
         retriever or (lambda mode: open_retriever(index, mode=mode)),
@@ -77,7 +85,7 @@ def test_one_generation_at_a_time_and_answers_never_mix(index):
     questions = [f"Which word is w{i}?" for i in range(6)]
     with serve_in_thread(app_with(index, reader)) as url:
         results = ask_all(url, questions)
-        counts = health(url)["queue"]
+        counts = settled_queue(url, len(questions))
     for q, (status, obj, pieces) in zip(questions, results):
         word = q.split()[-1].strip("?")
         assert status == 200 and obj["question"] == q
@@ -177,6 +185,6 @@ def test_a_cancelled_llm_generation_gives_the_model_back(index):
     with serve_in_thread(app_with(index, reader)) as url:
         leave_mid_answer(url, "Which team won Super Bowl 50?", True, None)
         status, obj, pieces = post(url, "Which team won Super Bowl 50?", stream=True, timeout=20)
-        counts = health(url)["queue"]
+        counts = settled_queue(url, 2)
     assert status == 200 and obj["answer"] == "Denver Broncos" and "".join(pieces) == "Denver Broncos [1]"
     assert counts["cancelled"] == 1 and counts["answered"] == 1

@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from fakes import HG, SB50, hit, make_tokenizer, tiny_llama_config
+from fakes import HG, SB50, hit, make_tokenizer, prompt_length, tiny_llama_config
 
 from rag.errors import BadInput
 from rag.pipeline import answer_to_json
@@ -39,11 +39,10 @@ def ranked_model(tok, texts: list[str], abstain_first: float | None = None):
     class Ranked(LlamaForCausalLM):
         def forward(self, input_ids=None, cache=None, **kw):
             out = super().forward(input_ids=input_ids, cache=cache, **kw)
-            if cache is None:
-                self.prompt_len = input_ids.shape[1]
+            prompt_len = prompt_length(self, cache, out)
             logits = torch.full_like(out.logits, -20.0)
             scoring_abstention = input_ids.shape[1] == len(abstain) - 1 and int(input_ids[0, 0]) == abstain[0]
-            end = out.cache.get_seq_length() - self.prompt_len  # answer position after the last input
+            end = out.cache.get_seq_length() - prompt_len  # answer position after the last input
             for j in range(logits.shape[1]):  # every returned position (the abstention pass returns all)
                 i = end - logits.shape[1] + j + 1
                 for rank, s in enumerate(scripts):

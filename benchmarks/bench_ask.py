@@ -34,6 +34,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from common import cpu_line, fused_retriever, write_result  # noqa: E402
 
+from rag.config import QUANTIZE_MODES  # noqa: E402
+
 # Runs a command and reports its wall time and peak RSS (ru_maxrss of the only child it waited for).
 RSS_WRAPPER = (
     "import json, resource, subprocess, sys, time; t = time.perf_counter(); "
@@ -370,7 +372,7 @@ def main() -> None:
     ap.add_argument(
         "--quantize",
         default=None,
-        choices=("none", "int8", "int8-head"),
+        choices=QUANTIZE_MODES,
         help="weight-only int8 for the llm presets (rag.quant; default: rag.toml's with --default-pipeline, else none)",
     )
     ap.add_argument(

@@ -189,10 +189,10 @@ def quantize_of(spec: SystemSpec) -> str:
     if spec.reader == "extractive":
         return "none"
     from rag.config import load_config
-    from rag.hardware import torch_dtype
     from rag.quant import resolve_mode
+    from rag.reader import reader_dtype
 
-    return resolve_mode(load_config().reader.quantize, torch_dtype())
+    return resolve_mode(load_config().reader.quantize, reader_dtype())
 
 
 def threshold_of(spec: SystemSpec) -> float:

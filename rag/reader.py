@@ -718,6 +718,17 @@ def best_rerank_score(hits: list[Hit]) -> float | None:
     return max(scores) if scores else None
 
 
+def reader_dtype(dtype: str | None = None):
+    """The torch dtype an LLM reader computes in (rag.hardware: by the CPU unless `dtype` or RAG_DTYPE
+    names one); BadInput naming the fix for a value that is none of them."""
+    from rag.hardware import torch_dtype
+
+    try:
+        return torch_dtype(dtype)
+    except ValueError as e:
+        raise BadInput(f"{e}: set [reader] dtype in rag.toml or RAG_DTYPE to one of them") from e
+
+
 def make_reader(
     name: str = "llm",
     model: str | Path = "qwen2.5-0.5b",
@@ -746,13 +757,9 @@ def make_reader(
     if name != "llm":
         raise BadInput(f"unknown reader {name!r}: choose one of {', '.join(READERS)}")
     from assets.models import load_causal_lm
-    from rag.hardware import torch_dtype
     from rag.quant import check_dtype, resolve_mode
 
-    try:
-        dt = torch_dtype(dtype)
-    except ValueError as e:
-        raise BadInput(f"{e}: set [reader] dtype in rag.toml or RAG_DTYPE to one of them") from e
+    dt = reader_dtype(dtype)
     quantize = resolve_mode(quantize, dt)  # before a model is loaded: a bad mode costs no load
     check_dtype(quantize, dt)
 

@@ -357,3 +357,8 @@ def test_auto_in_rag_toml_hashes_as_what_it_resolves_to(tmp_path, monkeypatch):
     assert quantize_of(spec) == "int8-head" and system_hash(spec, 5) == head_hash != plain_hash
     monkeypatch.setenv("RAG_DTYPE", "float32")
     assert quantize_of(spec) == "none" and system_hash(spec, 5) == plain_hash
+    monkeypatch.setenv(
+        "RAG_DTYPE", "fp16"
+    )  # a bad value: the one-line error make_reader gives, not a ValueError
+    with pytest.raises(BadInput, match=r"not 'fp16': set \[reader\] dtype in rag.toml or RAG_DTYPE"):
+        quantize_of(spec)
